@@ -1,0 +1,205 @@
+"""Command line: ``python -m explainer {sample,figures,train,evaluate} --help``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from .respacing import SPACINGS
+from .schedules import SCHEDULES
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+                   help="checkpoint folder (ours, or a diffusers UNet2DModel folder); default: the shipped model")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m explainer",
+        description="ddpm-explainer: sample from, draw figures with, train and evaluate a small DDPM.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("sample", help="draw images with the reverse process and save a grid / npz",
+                       description="Sample images: start from pure noise and run the reverse process.")
+    _add_model_args(s)
+    s.add_argument("--label", type=int, default=None, help="class to generate (omit for unconditional)")
+    s.add_argument("--num", type=int, default=16, help="how many images (default 16)")
+    s.add_argument("--steps", type=int, default=None, help="inference steps (respaced; default: all T)")
+    s.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which timesteps to keep (default linspace)")
+    s.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm", help="DDPM ancestral or DDIM (default ddpm)")
+    s.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta",
+                   help="DDPM sigma_t^2: beta (Ho et al.) or beta_tilde (posterior); default beta")
+    s.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (0: deterministic)")
+    s.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="inference schedule (default: the one the model was trained with)")
+    s.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale w (default: the checkpoint's recommended value, else 1)")
+    s.add_argument("--clip", action="store_true", help="clip x0_hat to [-1, 1] at every step")
+    s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same images)")
+    s.add_argument("--out", default="grid.png", help="PNG grid to write (default grid.png)")
+    s.add_argument("--npz", default=None, help="also write images (uint8, native size) and labels to this .npz")
+
+    f = sub.add_parser("figures", help="regenerate the article's figures from the real math and model",
+                       description="Write the article's figures (PNG, GIF where it moves) into --out.")
+    _add_model_args(f)
+    f.add_argument("--out", default="figures", help="output folder (default figures/)")
+    f.add_argument("--image", default=None, help="image for the forward-process figures (default: a bundled photo)")
+    f.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser("train", help="train a U-Net (defaults reproduce the shipped model)",
+                       description="Train a DDPM U-Net on the bundled MNIST digits or a folder of images.")
+    from .training import TrainConfig
+    d = TrainConfig()
+    t.add_argument("--out", default=d.out, help=f"checkpoint folder to write/resume (default {d.out})")
+    t.add_argument("--data", default=d.data, help="'mnist' (bundled digits) or a folder of images "
+                   "(one subfolder per class, or flat for unconditional)")
+    t.add_argument("--image-size", type=int, default=d.image_size)
+    t.add_argument("--channels", type=int, default=d.channels, choices=[1, 3])
+    t.add_argument("--unconditional", action="store_true", help="train without class labels")
+    t.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
+    t.add_argument("--num-steps", type=int, default=d.num_steps, help="T, the number of diffusion steps")
+    t.add_argument("--base-channels", type=int, default=d.base_channels)
+    t.add_argument("--channel-mults", type=int, nargs="+", default=list(d.channel_mults))
+    t.add_argument("--num-res-blocks", type=int, default=d.num_res_blocks)
+    t.add_argument("--attention-levels", type=int, nargs="*", default=list(d.attention_levels))
+    t.add_argument("--dropout", type=float, default=d.dropout)
+    t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--warmup", type=int, default=d.warmup)
+    t.add_argument("--ema-decay", type=float, default=d.ema_decay)
+    t.add_argument("--label-dropout", type=float, default=d.label_dropout,
+                   help="probability of the null label (for classifier-free guidance)")
+    t.add_argument("--train-steps", type=int, default=d.train_steps)
+    t.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this many minutes")
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    t.add_argument("--sample-every", type=int, default=d.sample_every, help="write a sample grid every N steps (0: never)")
+    t.add_argument("--save-every", type=int, default=d.save_every)
+    t.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a training state")
+    t.add_argument("--no-bf16", action="store_true", help="train in float32 on CUDA too")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="measure sample quality: classifier accuracy and Frechet distance",
+                       description="Write a JSON report on samples of a class-conditional digit model.")
+    _add_model_args(e)
+    e.add_argument("--out", default=None, help="JSON report path (default: <checkpoint>/eval.json)")
+    e.add_argument("--num-per-class", type=int, default=50, help="samples per digit for each setting (default 50)")
+    e.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="guidance scales to test")
+    e.add_argument("--full-steps", action="store_true", help="also sample with all T steps (slow on CPU)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--update-checkpoint", action="store_true",
+                   help="store the headline metrics in the checkpoint's config.json")
+    return parser
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+    import torch
+
+    from .checkpoint import load_model
+    from .figures import save_grid
+    from .respacing import make_chain
+    from .samplers import sample
+    from .schedules import make_schedule
+
+    model = load_model(args.checkpoint, args.device)
+    if args.label is not None and not model.num_classes:
+        raise SystemExit("error: this model is unconditional; omit --label")
+    if args.label is not None and not 0 <= args.label < model.num_classes:
+        raise SystemExit(f"error: --label must be in 0..{model.num_classes - 1}")
+    if args.num < 1 or args.num > 4096:
+        raise SystemExit("error: --num must be in 1..4096")
+    inference = make_schedule(args.schedule, model.schedule.T) if args.schedule else model.schedule
+    try:
+        chain = make_chain(model.schedule, args.steps, args.spacing, inference)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
+    guidance = args.guidance
+    if guidance is None:
+        guidance = float(model.config.get("recommended_guidance", 1.0)) if args.label is not None else 1.0
+    labels = None if args.label is None else torch.full((args.num,), args.label)
+    shape = (args.num, model.channels, model.image_size, model.image_size)
+    start = time.perf_counter()
+    rec = None
+    for rec in sample(model.eps, chain, shape, method=args.sampler, labels=labels, guidance=guidance,
+                      null_label=model.null_label, variance=args.variance, eta=args.eta, clip_x0=args.clip,
+                      seed=args.seed, device=model.device):
+        pass
+    x0 = rec.x_prev
+    secs = time.perf_counter() - start
+    save_grid(x0, args.out, nrow=int(np.ceil(np.sqrt(args.num))))
+    print(f"wrote {args.out}: {args.num} images, {chain.description}, {args.sampler}, guidance {guidance}, "
+          f"seed {args.seed}, {secs:.1f} s on {model.device}")
+    if args.npz:
+        from .samplers import to_numpy_images
+        lab = np.full(args.num, -1 if args.label is None else args.label, dtype=np.int64)
+        np.savez_compressed(args.npz, images=to_numpy_images(x0), labels=lab)
+        print(f"wrote {args.npz}")
+    return 0
+
+
+def cmd_figures(args) -> int:
+    from .checkpoint import load_model
+    from .figures import make_figures
+    try:
+        model = load_model(args.checkpoint, args.device)
+    except CheckpointError as exc:
+        print(f"note: {exc}\nwriting only the figures that need no model", file=sys.stderr)
+        model = None
+    paths = make_figures(model, args.out, image=args.image, seed=args.seed)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .training import TrainConfig, train
+    cfg = TrainConfig(out=args.out, data=args.data, image_size=args.image_size, channels=args.channels,
+                      conditional=not args.unconditional, schedule=args.schedule, num_steps=args.num_steps,
+                      base_channels=args.base_channels, channel_mults=tuple(args.channel_mults),
+                      num_res_blocks=args.num_res_blocks, attention_levels=tuple(args.attention_levels),
+                      dropout=args.dropout, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+                      ema_decay=args.ema_decay, label_dropout=args.label_dropout, train_steps=args.train_steps,
+                      max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+                      sample_every=args.sample_every, save_every=args.save_every, resume=not args.no_resume,
+                      bf16=not args.no_bf16)
+    train(cfg, progress=not args.quiet)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .checkpoint import load_model
+    from .evaluate import evaluate
+    model = load_model(args.checkpoint, args.device)
+    out = args.out or str(Path(model.path) / "eval.json")
+    report = evaluate(model, num_per_class=args.num_per_class, guidance_scales=args.guidance,
+                      full_steps=args.full_steps, seed=args.seed)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report.get("summary", report), indent=2))
+    print(f"wrote {out}")
+    if args.update_checkpoint:
+        cfg_path = Path(model.path) / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["metrics"] = report.get("summary", {})
+        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"sample": cmd_sample, "figures": cmd_figures, "train": cmd_train, "evaluate": cmd_evaluate}[args.command]
+    try:
+        return handler(args)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

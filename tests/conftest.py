@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny randomly initialised checkpoint, so tests never need the shipped model."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+from explainer.checkpoint import load_model, save_checkpoint  # noqa: E402
+from explainer.unet import UNet, UNetConfig  # noqa: E402
+
+TINY = dict(image_size=28, in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
+            attention_levels=(1,), num_heads=2, num_classes=10, groups=4)
+
+
+def make_tiny_checkpoint(folder, seed: int = 0, schedule: str = "linear", num_steps: int = 1000, **overrides):
+    """Write a tiny random (but not all-zero) conditional U-Net checkpoint to ``folder``."""
+    torch.manual_seed(seed)
+    net = UNet(UNetConfig(**{**TINY, **overrides}))
+    with torch.no_grad():  # zero-initialised output layers would make eps identically 0: perturb them
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    names = [str(i) for i in range(net.config.num_classes)]
+    return save_checkpoint(folder, net, {"name": schedule, "num_steps": num_steps, "zero_terminal_snr": False}, names,
+                           {"data": {"source": "random"}, "training": {"steps": 0}})
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_ckpt):
+    return load_model(tiny_ckpt, device="cpu")
