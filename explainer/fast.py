@@ -6,8 +6,9 @@ callable carries ``.name`` (the path chosen, and why it fell back if it did) and
 
 Paths, fastest first on each kind of machine (measured; see benchmarks/speed.py and gpu_check.py):
 
-- ``cuda``: bf16 autocast, a channels_last copy of the network, optionally ``torch.compile``, and one
-  CUDA graph per (batch size, labels present) key replayed from static input buffers; no host sync per call.
+- ``cuda``: a bf16 (whole-network, else autocast) channels_last copy of the network, optionally
+  ``torch.compile``, and one CUDA graph per (batch size, labels present) key replayed from static input
+  buffers; no host sync per call.
 - ``onnx`` (CPU): the network exported once to ONNX (cached on disk, keyed by the weights' hash) and run
   with ONNX Runtime; about 3x faster than eager torch on small batches. onnxruntime is optional.
 - ``torchscript`` (CPU): ``torch.jit.freeze(torch.jit.trace(...))``; about 1.5x faster than eager.
@@ -241,35 +242,57 @@ def torchscript_eps_fn(model: DiffusionModel) -> FastEps:
 
 # ----------------------------------------------------------------------------------------------- CUDA
 
-class CudaGraphEps:
-    """bf16 autocast + channels_last (+ optional torch.compile), one CUDA graph per (batch, labels?) key.
+PRECISIONS = ("bf16", "autocast", "fp32")
 
-    A call copies its inputs into the key's static buffers, replays the graph, and returns a float32
-    copy of the static output (the next replay overwrites it). Nothing here reads a value back to the
-    host, so steps queue up on the GPU without a sync. Capturing needs a few warm-up calls per key;
-    with ``compile`` they also pay torch.compile's one-off compile for that batch size.
+
+def bf16_net_call(model: DiffusionModel, net: torch.nn.Module) -> Callable:
+    """Cast ``net`` (a private copy) to bfloat16 in place; return net(x, t, labels) -> bf16 eps.
+
+    Whole-network bf16 launches fewer kernels than autocast (no per-layer casts). GroupNorm and the
+    attention softmax still accumulate in fp32 inside their kernels. The sinusoidal time embedding is
+    computed in fp32 (t up to 1000) and cast when it enters the time MLP.
+    """
+    net.to(torch.bfloat16)
+    if model.kind != "diffusers":  # diffusers' UNet2DModel casts its time embedding itself
+        net.time_mlp.register_forward_pre_hook(lambda m, args: tuple(a.to(torch.bfloat16) for a in args))
+    call = _net_call(model, net)
+    return lambda x, t, labels: call(x.to(torch.bfloat16), t, labels)
+
+
+class CudaGraphEps:
+    """bf16 + channels_last (+ optional torch.compile), one CUDA graph per (batch, labels?) key.
+
+    precision: "bf16" (weights and activations in bf16), "autocast" (fp32 weights, bf16 autocast) or
+    "fp32". A call copies its inputs into the key's static buffers, replays the graph, and returns a
+    float32 copy of the static output (the next replay overwrites it). Nothing here reads a value back
+    to the host, so steps queue up on the GPU without a sync. Capturing needs a few warm-up calls per
+    key; with ``compile`` they also pay torch.compile's one-off compile for that batch size.
     """
 
-    def __init__(self, model: DiffusionModel, *, compile: bool | str = False, bf16: bool = True,
+    def __init__(self, model: DiffusionModel, *, precision: str = "bf16", compile: bool | str = False,
                  graphs: bool = True, warmup: int = 3):
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         if not torch.cuda.is_available() or model.device.type != "cuda":
             raise FastPathError("CUDA path needs the model on a CUDA device")
+        if precision != "fp32" and not torch.cuda.is_bf16_supported():
+            raise FastPathError("this GPU has no bf16 support")
         self.model = model
-        self.bf16 = bf16 and torch.cuda.is_bf16_supported()
+        self.precision = precision
         self.graphs = graphs
         self.warmup = warmup
         net = copy.deepcopy(model.net).eval().requires_grad_(False).to(memory_format=torch.channels_last)
-        call = _net_call(model, net)
+        call = bf16_net_call(model, net) if precision == "bf16" else _net_call(model, net)
         if compile:
-            mode = compile if isinstance(compile, str) else "max-autotune-no-cudagraphs"
-            call = torch.compile(call, mode=mode, dynamic=False, fullgraph=False)
+            # dynamic=None: the first batch size compiles static, a second one recompiles once with a dynamic
+            # batch axis (not once per size, which would hit dynamo's recompile limit)
+            call = torch.compile(call, mode=compile if isinstance(compile, str) else None)
         self._call = call
         self._graphs: dict = {}
-        self._pool = None
         self.compiled = bool(compile)
 
     def _run(self, x, t, labels):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.precision == "autocast", cache_enabled=False):
             return self._call(x, t, labels)
 
     def _capture(self, key, x, t, labels):
@@ -282,22 +305,21 @@ class CudaGraphEps:
             for _ in range(self.warmup):
                 self._run(static_x, static_t, static_y)
         torch.cuda.current_stream().wait_stream(side)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        graph = torch.cuda.CUDAGraph()  # a private memory pool per graph: graphs replay in any order
+        with torch.cuda.graph(graph):
             static_out = self._run(static_x, static_t, static_y)
         entry = (graph, static_x, static_t, static_y, static_out)
         self._graphs[key] = entry
         return entry
 
     def __call__(self, x_t, t, labels=None):
-        x_t = x_t.to(self.model.device)
-        t = t.to(self.model.device, torch.long).reshape(-1)
-        labels = None if labels is None else labels.to(self.model.device, torch.long).reshape(-1)
+        dev = self.model.device
+        x_t = x_t.to(dev, torch.float32)
+        t = t.to(dev, torch.long).reshape(-1)
+        labels = None if labels is None else labels.to(dev, torch.long).reshape(-1)
         if not self.graphs:
             return self._run(x_t.contiguous(memory_format=torch.channels_last), t, labels).float().contiguous()
-        key = (tuple(x_t.shape), x_t.dtype, labels is None)
+        key = (tuple(x_t.shape), labels is None)
         entry = self._graphs.get(key)
         if entry is None:
             entry = self._capture(key, x_t, t, labels)
@@ -310,26 +332,29 @@ class CudaGraphEps:
         return entry[4].to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
 
-def cuda_eps_fn(model: DiffusionModel, *, compile: bool | str = False, bf16: bool = True,
+def cuda_eps_fn(model: DiffusionModel, *, precision: str = "bf16", compile: bool | str = False,
                 graphs: bool = True) -> FastEps:
-    impl = CudaGraphEps(model, compile=compile, bf16=bf16, graphs=graphs)
-    parts = ["bf16 autocast" if impl.bf16 else "fp32", "channels_last"]
+    impl = CudaGraphEps(model, precision=precision, compile=compile, graphs=graphs)
+    parts = [{"bf16": "bf16 weights", "autocast": "bf16 autocast", "fp32": "fp32"}[precision], "channels_last"]
     if compile:
         parts.append("torch.compile")
     if graphs:
         parts.append("CUDA graphs")
-    return FastEps(impl, "cuda: " + " + ".join(parts), "cuda", "bf16" if impl.bf16 else "fp32")
+    return FastEps(impl, "cuda: " + " + ".join(parts), "cuda", "fp32" if precision == "fp32" else "bf16")
 
 
 # ----------------------------------------------------------------------------------------------- choosing
 
 def _candidates(model: DiffusionModel, backend: str, compile, threads) -> list[tuple[str, Callable[[], FastEps]]]:
-    makers = {"cuda": lambda: cuda_eps_fn(model, compile=compile),
+    makers = {"cuda": lambda: cuda_eps_fn(model, precision="bf16", compile=compile),
+              "cuda-autocast": lambda: cuda_eps_fn(model, precision="autocast", compile=compile),
               "onnx": lambda: onnx_eps_fn(model, threads=threads),
               "torchscript": lambda: torchscript_eps_fn(model),
               "eager": lambda: eager_eps_fn(model)}
     if backend == "auto":
-        order = ["cuda", "eager"] if model.device.type == "cuda" else ["onnx", "torchscript", "eager"]
+        order = ["cuda", "cuda-autocast", "eager"] if model.device.type == "cuda" else ["onnx", "torchscript", "eager"]
+    elif backend == "cuda":
+        order = ["cuda", "cuda-autocast", "eager"]
     else:
         order = [backend] + (["eager"] if backend != "eager" else [])
     return [(name, makers[name]) for name in order]
