@@ -102,6 +102,15 @@ def test_fallback_when_onnxruntime_is_missing(tiny_model, monkeypatch):
     assert auto.backend == "torchscript" and "onnx" in auto.skipped[0]
 
 
+@pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime not installed")
+def test_fallback_when_the_onnx_exporter_fails(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_EXPLAINER_CACHE", str(tmp_path / "empty-cache"))  # forces a fresh export
+    monkeypatch.setitem(sys.modules, "onnx", None)  # torch.onnx.export needs the onnx package
+    fn = fast.fast_eps_fn(tiny_model, backend="onnx")
+    assert fn.backend == "eager" and "ONNX export failed" in fn.name
+    assert not list((tmp_path / "empty-cache").glob("*"))  # no half-written file left in the cache
+
+
 def test_fallback_when_cuda_is_missing(tiny_model):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
@@ -209,9 +218,8 @@ def cuda_model(tiny_ckpt):
 
 
 @needs_cuda
-@pytest.mark.parametrize("compile", [False])
-def test_cuda_path_matches_eager_within_bf16(cuda_model, compile):
-    fn = fast.fast_eps_fn(cuda_model, backend="cuda", compile=compile)
+def test_cuda_path_matches_eager_within_bf16(cuda_model):
+    fn = fast.fast_eps_fn(cuda_model, backend="cuda")
     assert fn.backend == "cuda", fn.name
     for b, labels, guidance in [(1, True, 3.0), (4, True, 1.0), (3, False, 1.0), (8, True, 0.0)]:
         chain = make_chain(cuda_model.schedule, 25)
@@ -219,7 +227,9 @@ def test_cuda_path_matches_eager_within_bf16(cuda_model, compile):
         kw = dict(labels=y, guidance=guidance, null_label=cuda_model.null_label, seed=5, device="cuda")
         ref = run(cuda_model.eps, chain, (b, 1, 28, 28), **kw)
         out = run(fn, chain, (b, 1, 28, 28), **kw)
-        assert (out - ref).abs().max() < 5e-2
+        other_seed = run(cuda_model.eps, chain, (b, 1, 28, 28), **{**kw, "seed": 6})
+        err = (out - ref).abs().mean().item()
+        assert err < 1e-2 and err < 0.05 * (other_seed - ref).abs().mean().item()
 
 
 @needs_cuda
