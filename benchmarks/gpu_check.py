@@ -229,6 +229,10 @@ def main(argv=None):
         print(f"\nfastest: {best_name}: guided walk {g3:.3f} s (target <= 0.5 s: {'MET' if g3 <= 0.5 else 'MISSED'})"
               + (f"; vs diffusers {diff_s / g3:.1f}x guided, {diff_s / g1:.1f}x same batch "
                  f"(target >= 20x: {'MET' if diff_s / g3 >= 20 else 'MISSED'})" if diff_s else ""))
+    for name, fn in variants.items():
+        errors = getattr(getattr(fn, "_fn", None), "capture_errors", None)
+        if errors:
+            print(f"{name}: CUDA-graph capture failed for {len(errors)} key(s), ran without graphs: {errors[0]}")
     if dev.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB")
     print(f"total time {time.perf_counter() - t0:.0f} s")

@@ -287,7 +287,8 @@ class CudaGraphEps:
             # batch axis (not once per size, which would hit dynamo's recompile limit)
             call = torch.compile(call, mode=compile if isinstance(compile, str) else None)
         self._call = call
-        self._graphs: dict = {}
+        self._graphs: dict = {}  # key -> (graph, static x, t, labels, out), or None where capture failed
+        self.capture_errors: list[str] = []
         self.compiled = bool(compile)
 
     def _run(self, x, t, labels):
@@ -305,7 +306,8 @@ class CudaGraphEps:
                 self._run(static_x, static_t, static_y)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()  # a private memory pool per graph: graphs replay in any order
-        with torch.cuda.graph(graph):
+        # thread_local: CUDA work of other threads (another request's sampler) does not void this capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self._run(static_x, static_t, static_y)
         entry = (graph, static_x, static_t, static_y, static_out)
         self._graphs[key] = entry
@@ -320,13 +322,18 @@ class CudaGraphEps:
             return self._run(x_t.contiguous(memory_format=torch.channels_last), t, labels).float().contiguous()
         key = (tuple(x_t.shape), labels is None)
         entry = self._graphs.get(key)
+        if entry is None and key not in self._graphs:
+            try:
+                entry = self._capture(key, x_t, t, labels)
+            except RuntimeError as e:  # capture failed: this key runs without a graph from now on
+                self._graphs[key] = None
+                self.capture_errors.append(f"{key}: {e}")
         if entry is None:
-            entry = self._capture(key, x_t, t, labels)
-        else:
-            entry[1].copy_(x_t)
-            entry[2].copy_(t)
-            if labels is not None:
-                entry[3].copy_(labels)
+            return self._run(x_t.contiguous(memory_format=torch.channels_last), t, labels).float().contiguous()
+        entry[1].copy_(x_t)  # (right after a capture the buffers hold these values already; cheap)
+        entry[2].copy_(t)
+        if labels is not None:
+            entry[3].copy_(labels)
         entry[0].replay()  # also after a capture: capturing records the kernels without running them
         return entry[4].to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
