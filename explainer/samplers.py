@@ -117,7 +117,11 @@ def ddim_step(x_t, eps, alpha_bar: float, alpha_bar_prev: float, *, eta: float =
 
 def _randn(shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
     gdev = generator.device if generator is not None else "cpu"
-    return torch.randn(shape, generator=generator, device=gdev, dtype=torch.float32).to(device=device, dtype=dtype)
+    z = torch.randn(shape, generator=generator, device=gdev, dtype=torch.float32)
+    if z.device.type == "cpu" and torch.device(device).type == "cuda":
+        # a blocking host-to-GPU copy waits for all queued GPU work: pinned + non_blocking avoids a sync per step
+        return z.pin_memory().to(device=device, dtype=dtype, non_blocking=True)
+    return z.to(device=device, dtype=dtype)
 
 
 def sample(eps_fn: EpsFn, chain: SamplingChain, shape, *, method: str = "ddpm", labels=None, guidance: float = 1.0,
