@@ -338,7 +338,8 @@ def _model_figures(model, out: Path, seed: int, captions: dict) -> list[Path]:
     captions[p.name] = f"Reverse process from pure noise x_T to a sample x_0, shown every {T // 10} steps: {what}."
 
     # (d) the whole walk as an animation
-    gif_frames = [upscale(grid(to_uint8(x), nrow=5, pad=2), factor) for x in walk["gif"]]
+    gif_factor = _display_factor(model.image_size, 56)  # smaller than the PNGs: ~100 frames of noise add up
+    gif_frames = [upscale(grid(to_uint8(x), nrow=5, pad=2), gif_factor) for x in walk["gif"]]
     p = save_gif(gif_frames, out / "reverse_walk.gif")
     written.append(p)
     captions[p.name] = (f"The whole reverse walk, x_t every {max(1, T // 100)} steps ({len(gif_frames)} frames): {what}.")
