@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="JSON report path (default: <checkpoint>/eval.json)")
     e.add_argument("--num-per-class", type=int, default=50, help="samples per digit for each setting (default 50)")
     e.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="guidance scales to test")
+    e.add_argument("--steps", type=int, default=100, help="respaced DDPM steps (default 100)")
     e.add_argument("--full-steps", action="store_true", help="also sample with all T steps (slow on CPU)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--update-checkpoint", action="store_true",
@@ -151,7 +152,11 @@ def cmd_figures(args) -> int:
     except CheckpointError as exc:
         print(f"note: {exc}\nwriting only the figures that need no model", file=sys.stderr)
         model = None
-    paths = make_figures(model, args.out, image=args.image, seed=args.seed)
+    try:
+        paths = make_figures(model, args.out, image=args.image, seed=args.seed)
+    except ValueError as exc:  # e.g. an unreadable --image
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for p in paths:
         print(p)
     return 0
@@ -174,11 +179,16 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .checkpoint import load_model
+    from .classifier import ClassifierError
     from .evaluate import evaluate
     model = load_model(args.checkpoint, args.device)
     out = args.out or str(Path(model.path) / "eval.json")
-    report = evaluate(model, num_per_class=args.num_per_class, guidance_scales=args.guidance,
-                      full_steps=args.full_steps, seed=args.seed)
+    try:
+        report = evaluate(model, num_per_class=args.num_per_class, guidance_scales=args.guidance,
+                          full_steps=args.full_steps, seed=args.seed, steps=args.steps, progress=True)
+    except (ValueError, ClassifierError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report.get("summary", report), indent=2))

@@ -1,11 +1,32 @@
-"""Figures: image grids and strips, and the article's figures regenerated from the real math and model."""
+"""Figures: image grids and strips, and the article's figures regenerated from the real math and model.
+
+Pure helpers the app reuses: ``to_uint8``, ``grid``, ``strip``, ``forward_strip``, ``forward_chain_frames``,
+``plot_schedule_curves``, ``triplet_image``, ``reverse_walk``. ``make_figures`` writes the article's figures:
+
+(a) ``forward_10_steps.png``: x_0, x_100, ..., x_1000 of the step-by-step Markov chain (article fig. 2);
+(b) ``forward_linear_strip.png`` / ``forward_cosine_strip.png``: the whole 1000-step forward process,
+    sampled evenly, closed form with one shared eps (figs. 3 and 5);
+(c) ``schedule_curves.png``: mean coefficient sqrt(alpha_bar_t) and variance 1 - alpha_bar_t (fig. 4);
+(d) ``reverse_10_steps.png`` and ``reverse_walk.gif``: the model's reverse process from pure noise (fig. 9);
+(e) ``full_noise_removal.png``: x0_hat | x_t | eps_hat at chosen steps (fig. 10).
+(a)-(c) need no model. Matplotlib is used through ``matplotlib.figure.Figure`` only (no pyplot, so no
+global figure state and no GUI backend); files are rendered by the Agg canvas.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .checkpoint import ROOT
+from .forward import q_chain, q_sample
+from .schedules import Schedule, make_schedule
+
+PHOTO_DIR = ROOT / "assets" / "photos"
+PHOTO_SIZE = 128  # photos are centre-cropped and resized to this many pixels for the forward figures
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -36,3 +57,299 @@ def save_grid(x: torch.Tensor, path, nrow: int = 8, scale: int = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path)
     return path
+
+
+# ---------------------------------------------------------------- pure building blocks
+def strip(frames: torch.Tensor | np.ndarray, pad: int = 2, pad_value: int = 255) -> np.ndarray:
+    """Frames side by side: [N,C,H,W] in [-1, 1] (tensor) or uint8 [N,H,W,C] -> uint8 [H, N*(W+pad)-pad, C]."""
+    arr = to_uint8(frames) if isinstance(frames, torch.Tensor) else np.asarray(frames, dtype=np.uint8)
+    return grid(arr, nrow=len(arr), pad=pad, pad_value=pad_value)
+
+
+def upscale(img: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of a uint8 [H,W,C] image by an integer factor (pixels stay crisp)."""
+    return img.repeat(factor, 0).repeat(factor, 1) if factor > 1 else img
+
+
+def forward_strip(x0: torch.Tensor, schedule: Schedule, ts, eps: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps for every t in ``ts`` (Ho et al. 2020, eq. 4).
+
+    x0, eps: one image [C,H,W] or [1,C,H,W]; the same eps for every frame, so the frames differ only by
+    the noise level. Returns [len(ts), C, H, W].
+    """
+    x0 = x0.reshape(1, *x0.shape[-3:])
+    eps = eps.reshape(1, *x0.shape[-3:]).to(x0)
+    ts = [int(t) for t in ts]
+    n = len(ts)
+    return q_sample(x0.expand(n, -1, -1, -1), ts, eps.expand(n, -1, -1, -1), schedule)
+
+
+def forward_chain_frames(x0: torch.Tensor, schedule: Schedule, num_frames: int = 10,
+                         generator: torch.Generator | None = None) -> tuple[list[int], torch.Tensor]:
+    """The step-by-step Markov chain x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps_t (Ho et al. 2020, eq. 2),
+    fresh noise at each of the T steps, recorded every T / num_frames steps: (ts, frames [num_frames+1,C,H,W])."""
+    if not 1 <= num_frames <= schedule.T:
+        raise ValueError(f"num_frames must be in 1..{schedule.T}, got {num_frames}")
+    x0 = x0.reshape(1, *x0.shape[-3:])
+    keep = set(np.round(np.linspace(0, schedule.T, num_frames + 1)).astype(int).tolist())
+    ts, frames = [], []
+    for t, x in q_chain(x0, schedule, generator=generator):
+        if t in keep:
+            ts.append(t)
+            frames.append(x[0])
+    return ts, torch.stack(frames)
+
+
+def plot_schedule_curves(schedules: dict, t: int | None = None, ax=None):
+    """Mean coefficient sqrt(alpha_bar_t) (solid) and variance 1 - alpha_bar_t (dashed) against t, for each
+    schedule in ``{name: Schedule}`` (Ho et al. 2020, eq. 4). ``t``: mark one step. Returns the Figure."""
+    from matplotlib.figure import Figure
+
+    if not schedules:
+        raise ValueError("give at least one schedule")
+    if ax is None:
+        fig = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    for i, (name, s) in enumerate(schedules.items()):
+        steps = np.arange(0, s.T + 1)
+        ab = np.concatenate([[1.0], s.alpha_bars])
+        c = colors[i % len(colors)]
+        ax.plot(steps, np.sqrt(ab), color=c, lw=2, label=f"{name}: mean coef. $\\sqrt{{\\bar\\alpha_t}}$")
+        ax.plot(steps, 1.0 - ab, color=c, lw=2, ls="--", label=f"{name}: variance $1-\\bar\\alpha_t$")
+    if t is not None:
+        ax.axvline(int(t), color="0.4", lw=1, ls=":")
+        ax.text(int(t), 1.02, f"t={int(t)}", ha="center", va="bottom", fontsize=8, color="0.3")
+    ax.set_xlabel("t")
+    ax.set_ylim(-0.02, 1.08)
+    ax.set_xlim(0, max(s.T for s in schedules.values()))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center right")
+    return fig
+
+
+def triplet_image(x0_hat: torch.Tensor, x_t: torch.Tensor, eps: torch.Tensor, pad: int = 2) -> np.ndarray:
+    """x0_hat | x_t | eps_hat side by side as uint8 [H, 3W+2pad, C]; each shown on [-1, 1], clipped."""
+    frames = torch.stack([v.reshape(v.shape[-3:]).float().cpu() for v in (x0_hat, x_t, eps)])
+    return strip(frames, pad=pad)
+
+
+def reverse_walk(model, labels: torch.Tensor | None, num_images: int, seed: int = 0, guidance: float = 1.0,
+                 strip_ts=None, triplet_ts=(), gif_every: int = 10):
+    """Run the model's DDPM reverse process over all T steps from pure noise and collect what the figures need.
+
+    Returns a dict: "strip_ts", "strip" [len(strip_ts), B, C, H, W] (x_t at those t; t = 0 is the sample),
+    "triplets" {t: (x0_hat, x_t, eps_hat)} (batch tensors), "gif_ts" and "gif" (x_t every ``gif_every`` steps).
+    """
+    from .respacing import make_chain
+    from .samplers import sample
+
+    T = model.schedule.T
+    strip_ts = [int(t) for t in (strip_ts if strip_ts is not None else np.round(np.linspace(T, 0, 11)))]
+    want_strip, want_trip = set(strip_ts), set(int(t) for t in triplet_ts)
+    shape = (num_images, model.channels, model.image_size, model.image_size)
+    got_strip, trips, gif_ts, gif = {}, {}, [], []
+    rec = None
+    for rec in sample(model.eps, make_chain(model.schedule), shape, labels=labels, guidance=guidance,
+                      null_label=model.null_label, seed=seed, device=model.device):
+        if rec.t in want_strip:
+            got_strip[rec.t] = rec.x_t.cpu()
+        if rec.t in want_trip:
+            trips[rec.t] = (rec.x0_hat.cpu(), rec.x_t.cpu(), rec.eps.cpu())
+        if (T - rec.t) % gif_every == 0:
+            gif_ts.append(rec.t)
+            gif.append(rec.x_t.cpu())
+    x0 = rec.x_prev.cpu()
+    got_strip[0] = x0
+    gif_ts.append(0)
+    gif.append(x0)
+    return {"strip_ts": strip_ts, "strip": torch.stack([got_strip[t] for t in strip_ts]), "triplets": trips,
+            "gif_ts": gif_ts, "gif": gif, "x0": x0}
+
+
+# ---------------------------------------------------------------- inputs
+def load_figure_image(path=None, size: int = PHOTO_SIZE) -> tuple[torch.Tensor, str]:
+    """The image for the forward figures as [1,C,H,W] in [-1, 1], and where it came from.
+
+    ``path``: any image (centre-cropped to a square, resized to ``size``; grayscale stays grayscale).
+    Default: the first bundled photo in assets/photos/, else the first held-out MNIST digit (28x28).
+    """
+    if path is None:
+        photos = sorted(p for p in PHOTO_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if not photos:
+            from .data import load_mnist
+            ds = load_mnist("test")
+            x = torch.from_numpy(ds.images[:1]).float()[:, None] / 127.5 - 1.0
+            return x, f"held-out MNIST digit (a {ds.labels[0]}), 28x28"
+        path = photos[0]
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
+            im = im.convert("L" if gray else "RGB")
+            w, h = im.size
+            s = min(w, h)
+            im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+            arr = np.asarray(im.resize((size, size), Image.Resampling.LANCZOS), dtype=np.float32)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e
+    x = torch.from_numpy(arr / 127.5 - 1.0)
+    x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
+    return x.contiguous(), f"{path.name}, {size}x{size}"
+
+
+# ---------------------------------------------------------------- rendering
+def _display_factor(h: int, target: int = 96) -> int:
+    return max(1, target // h)
+
+
+def _font(size: int = 13):
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a scalable font
+    except (TypeError, OSError):
+        return ImageFont.load_default()
+
+
+def image_table(rows: list[list[np.ndarray]], col_titles=None, row_titles=None, pad: int = 4,
+                font_size: int = 13) -> np.ndarray:
+    """uint8 [H,W,C] images in a table on white, with optional column titles above and row titles on the left.
+
+    Returns an RGB uint8 array. Titles are drawn with Pillow's built-in font (no matplotlib, fast).
+    """
+    from PIL import ImageDraw
+
+    font = _font(font_size)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = lambda s: int(np.ceil(probe.textlength(str(s), font=font)))
+    h, w = rows[0][0].shape[:2]
+    nr, nc = len(rows), len(rows[0])
+    cell_w = max([w] + [text_w(t) + 4 for t in (col_titles or [])])
+    left = max([0] + [text_w(t) + 2 * pad for t in (row_titles or [])])
+    top = font_size + 2 * pad if col_titles else pad
+    canvas = Image.new("RGB", (left + nc * (cell_w + pad) + pad, top + nr * (h + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r in range(nr):
+        y = top + r * (h + pad)
+        if row_titles:
+            draw.text((left - pad - text_w(row_titles[r]), y + (h - font_size) // 2), str(row_titles[r]),
+                      fill="black", font=font)
+        for c in range(nc):
+            img = np.asarray(rows[r][c], dtype=np.uint8)
+            img = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+            x = left + pad + c * (cell_w + pad) + (cell_w - w) // 2
+            canvas.paste(Image.fromarray(img), (x, y))
+    for c, title in enumerate(col_titles or []):
+        draw.text((left + pad + c * (cell_w + pad) + (cell_w - text_w(title)) // 2, pad), str(title),
+                  fill="black", font=font)
+    return np.asarray(canvas)
+
+
+def _save(img, path: Path) -> Path:
+    """Save a matplotlib Figure (Agg canvas) or a uint8 image array as a PNG."""
+    if isinstance(img, np.ndarray):
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(path)
+    else:
+        img.savefig(path)
+    return path
+
+
+def save_gif(frames: list[np.ndarray], path, ms_per_frame: int = 40, hold_last_ms: int = 1500) -> Path:
+    """Animated GIF from uint8 [H,W,C] frames (C = 1 or 3), looping forever; the last frame is held."""
+    ims = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
+    durations = [ms_per_frame] * (len(ims) - 1) + [hold_last_ms]
+    ims[0].save(path, save_all=True, append_images=ims[1:], duration=durations, loop=0, optimize=False)
+    return Path(path)
+
+
+# ---------------------------------------------------------------- the article's figures
+def make_figures(model, out_dir, image=None, seed: int = 0) -> list[Path]:
+    """Write the article's figures into ``out_dir``; returns the paths written (plus ``captions.json``).
+
+    model: a loaded DiffusionModel, or None for the model-free figures (a)-(c) only.
+    image: path of the image for the forward figures (default: a bundled photo or a held-out digit).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    x0, source = load_figure_image(image)
+    linear, cosine = make_schedule("linear", 1000), make_schedule("cosine", 1000)
+    factor = _display_factor(x0.shape[-2])
+    gen = torch.Generator().manual_seed(int(seed))
+    captions, paths = {}, []
+
+    def add(path: Path, caption: str):
+        paths.append(path)
+        captions[path.name] = caption
+
+    # (a) the Markov chain, recorded every 100 steps
+    ts, frames = forward_chain_frames(x0, linear, 10, generator=gen)
+    imgs = [upscale(f, factor) for f in to_uint8(frames)]
+    add(_save(image_table([imgs], [f"t={t}" for t in ts]), out / "forward_10_steps.png"),
+        f"Forward process of the linear schedule (T=1000), run step by step with fresh noise at every step "
+        f"(x_t = sqrt(alpha_t) x_(t-1) + sqrt(beta_t) eps), shown every 100 steps. Image: {source}.")
+
+    # (b) the whole forward process, closed form, one shared eps, 16 evenly spaced frames
+    eps = torch.randn(x0.shape, generator=gen)
+    ts16 = np.round(np.linspace(0, 1000, 16)).astype(int)
+    for name, sched in (("linear", linear), ("cosine", cosine)):
+        imgs = [upscale(f, factor) for f in to_uint8(forward_strip(x0, sched, ts16, eps))]
+        add(_save(image_table([imgs], [f"t={t}" for t in ts16]), out / f"forward_{name}_strip.png"),
+            f"The whole 1000-step forward process with the {name} schedule, 16 evenly spaced steps, "
+            f"x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps with the same eps in both strips. "
+            f"{sched.steps_near_pure_noise()} of 1000 steps have alpha_bar_t < 0.01. Image: {source}.")
+
+    # (c) mean coefficient and variance
+    add(_save(plot_schedule_curves({"linear": linear, "cosine": cosine}), out / "schedule_curves.png"),
+        "q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I): the mean coefficient (solid) and the "
+        "variance (dashed) for the linear and cosine schedules, T=1000.")
+
+    if model is not None:
+        paths += _model_figures(model, out, seed, captions)
+    cap = out / "captions.json"
+    cap.write_text(json.dumps(captions, indent=2) + "\n")
+    return paths + [cap]
+
+
+def _model_figures(model, out: Path, seed: int, captions: dict) -> list[Path]:
+    T = model.schedule.T
+    n = min(model.num_classes, 10) if model.num_classes else 4
+    labels = torch.arange(n) if model.num_classes else None
+    w = float(model.config.get("recommended_guidance", 1.0)) if model.num_classes else 1.0
+    trip_ts = sorted({int(round(T * f)) for f in (1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.1, 0.05)} | {1}, reverse=True)
+    walk = reverse_walk(model, labels, n, seed=seed, guidance=w, triplet_ts=trip_ts, gif_every=max(1, T // 100))
+    factor = _display_factor(model.image_size)
+    names = model.class_names or []
+    what = (f"DDPM (sigma_t^2 = beta_t), all {T} steps of the {model.schedule.name} schedule, "
+            + (f"classifier-free guidance w={w:g}, labels {', '.join(names[:n])}" if labels is not None else "unconditional")
+            + f", seed {seed}")
+    written = []
+
+    # (d) ten reverse steps, one row per sample
+    frames = walk["strip"]  # [F, B, C, H, W]
+    rows = [[upscale(to_uint8(frames[f, b:b + 1])[0], factor) for f in range(len(frames))] for b in range(n)]
+    p = _save(image_table(rows, [f"t={t}" for t in walk["strip_ts"]],
+                           [names[i] for i in range(n)] if labels is not None else None),
+              out / "reverse_10_steps.png")
+    written.append(p)
+    captions[p.name] = f"Reverse process from pure noise x_T to a sample x_0, shown every {T // 10} steps: {what}."
+
+    # (d) the whole walk as an animation
+    gif_factor = _display_factor(model.image_size, 56)  # smaller than the PNGs: ~100 frames of noise add up
+    gif_frames = [upscale(grid(to_uint8(x), nrow=5, pad=2), gif_factor) for x in walk["gif"]]
+    p = save_gif(gif_frames, out / "reverse_walk.gif")
+    written.append(p)
+    captions[p.name] = (f"The whole reverse walk, x_t every {max(1, T // 100)} steps ({len(gif_frames)} frames): {what}.")
+
+    # (e) full noise removal at chosen steps, first sample
+    rows = [[upscale(to_uint8(v[:1])[0], factor) for v in walk["triplets"][t]] for t in trip_ts]
+    p = _save(image_table(rows, ["x0_hat (all noise removed)", "x_t", "eps_hat (predicted noise)"],
+                           [f"t={t}" for t in trip_ts]), out / "full_noise_removal.png")
+    written.append(p)
+    captions[p.name] = ("Full noise removal: at each step t the network's predicted noise eps_hat is removed at once, "
+                        "x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t) (shown clipped to [-1, 1]); "
+                        f"x0_hat is not fed back, the walk continues with the DDPM step. First sample of: {what}.")
+    return written

@@ -10,7 +10,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))  # respect OMP_NUM_THREADS=1
 
 from explainer.checkpoint import load_model, save_checkpoint  # noqa: E402
 from explainer.unet import UNet, UNetConfig  # noqa: E402
