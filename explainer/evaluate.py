@@ -29,6 +29,7 @@ from .checkpoint import DiffusionModel
 from .classifier import DEFAULT_CLASSIFIER, ClassifierError, DigitClassifier, load_classifier, predict, train_classifier
 from .data import HELD_OUT_PER_CLASS, load_mnist
 from .respacing import make_chain
+from .fast import best_eps_fn
 from .samplers import sample
 from .unet import count_parameters
 
@@ -103,13 +104,14 @@ def generate(model: DiffusionModel, labels: torch.Tensor, num_steps: int, guidan
     One seeded generator feeds all chunks in order, so the result depends on (seed, chunk_size) only.
     """
     chain = make_chain(model.schedule, num_steps, spacing)
+    eps_fn = best_eps_fn(model)  # the fastest path that agrees with model.eps (explainer/fast.py)
     gen = torch.Generator().manual_seed(int(seed))
     shape = (model.channels, model.image_size, model.image_size)
     out = []
     for i in range(0, len(labels), chunk_size):
         lab = labels[i:i + chunk_size]
         rec = None
-        for rec in sample(model.eps, chain, (len(lab), *shape), method="ddpm", labels=lab, guidance=guidance,
+        for rec in sample(eps_fn, chain, (len(lab), *shape), method="ddpm", labels=lab, guidance=guidance,
                           null_label=model.null_label, variance="beta", generator=gen, device=model.device):
             pass
         out.append(rec.x_prev.float().cpu())
@@ -126,16 +128,17 @@ def time_walk(model: DiffusionModel, guidance: float, num_images: int = 4, seed:
     labels = torch.arange(num_images) % max(model.num_classes, 1) if model.num_classes else None
     chain = make_chain(model.schedule)
     shape = (num_images, model.channels, model.image_size, model.image_size)
+    eps_fn = best_eps_fn(model)
     _sync(model.device)
     start = time.perf_counter()
-    for _ in sample(model.eps, chain, shape, labels=labels, guidance=guidance, null_label=model.null_label,
+    for _ in sample(eps_fn, chain, shape, labels=labels, guidance=guidance, null_label=model.null_label,
                     seed=seed, device=model.device):
         pass
     _sync(model.device)
     secs = time.perf_counter() - start
     return {"steps": len(chain), "images": num_images, "guidance": guidance, "seconds": round(secs, 3),
             "ms_per_step": round(1000 * secs / len(chain), 3), "device": str(model.device),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "eps_path": getattr(eps_fn, "name", "eager")}
 
 
 def _key(w: float) -> str:
