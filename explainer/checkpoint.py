@@ -186,7 +186,12 @@ def load_diffusers_unet(folder, device=None) -> DiffusionModel:
     sched_cfg = {}
     for cand in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json"):
         if cand.exists():
-            sched_cfg = json.loads(cand.read_text())
+            try:
+                sched_cfg = json.loads(cand.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise CheckpointError(f"{cand} is not valid JSON ({e}); the file is damaged") from e
+            if not isinstance(sched_cfg, dict):
+                raise CheckpointError(f"{cand} must hold a JSON object")
             break
     name = {"linear": "linear", "squaredcos_cap_v2": "cosine", "scaled_linear": "scaled_linear",
             "sigmoid": "sigmoid"}.get(sched_cfg.get("beta_schedule", "linear"))

@@ -11,7 +11,8 @@ t = s_i. (Keeping the original beta_t while skipping steps is a classic bug: it 
 noise per step.)
 
 Spacings (as diffusers names them), for T steps and n kept ones, in paper steps 1..T:
-- ``linspace``: round(linspace(1, T, n)), includes both t = 1 and t = T (improved-diffusion's even spacing).
+- ``linspace``: round(linspace(0, T-1, n)) + 1, includes both t = 1 and t = T (improved-diffusion's even
+  spacing); for n = 1 the single step is t = T (diffusers would use t = 1).
 - ``leading``: 1, 1 + T//n, 1 + 2 T//n, ...; never visits t = T when n < T.
 - ``trailing``: round(arange(T, 0, -T/n)); starts at t = T.
 
@@ -36,7 +37,9 @@ def spaced_timesteps(T: int, n: int, spacing: str = "linspace") -> np.ndarray:
     if not 1 <= n <= T:
         raise ValueError(f"number of inference steps must be in 1..{T}, got {n}")
     if spacing == "linspace":
-        t = np.round(np.linspace(1, T, n)).astype(np.int64) if n > 1 else np.array([T])
+        # round on the 0-based grid, then shift: np.round rounds halves to even, so round(x + 1) can differ
+        # from round(x) + 1; this keeps the kept steps identical to diffusers' (0-based index + 1).
+        t = np.round(np.linspace(0, T - 1, n)).astype(np.int64) + 1 if n > 1 else np.array([T])
     elif spacing == "leading":
         t = np.arange(n, dtype=np.int64) * (T // n) + 1
     elif spacing == "trailing":

@@ -10,7 +10,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))  # respect OMP_NUM_THREADS=1
+# Respect OMP_NUM_THREADS when set: on a busy 2-core machine, 2 torch threads per process thrash
+# (a tiny U-Net call measured 8 ms with 1 thread, 800 ms with 2 while other jobs ran).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
 
 from explainer.checkpoint import load_model, save_checkpoint  # noqa: E402
 from explainer.unet import UNet, UNetConfig  # noqa: E402

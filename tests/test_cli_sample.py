@@ -1,0 +1,65 @@
+"""`python -m explainer sample` end to end, in a subprocess, on the tiny checkpoint."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+
+def cli(*args, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "explainer", "sample", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli")
+    results = []
+    for run in ("a", "b"):
+        r = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--label", 3, "--num", 5, "--steps", 4,
+                "--guidance", 2.0, "--seed", 11, "--out", out / f"{run}.png", "--npz", out / f"{run}.npz")
+        assert r.returncode == 0, r.stderr
+        results.append((r, out / f"{run}.png", out / f"{run}.npz"))
+    return results
+
+
+def test_writes_png_and_npz(two_runs):
+    r, png, npz = two_runs[0]
+    assert png.exists() and npz.exists()
+    assert "wrote" in r.stdout and "4 of 1000 steps" in r.stdout
+    with Image.open(png) as im:
+        assert im.size[0] >= 3 * 28 and im.size[1] >= 2 * 28  # a grid of 5 digits (3 per row)
+    data = np.load(npz)
+    assert data["images"].dtype == np.uint8 and data["images"].shape == (5, 28, 28)
+    assert data["labels"].tolist() == [3] * 5
+    assert data["images"].std() > 0  # not a blank image
+
+
+def test_same_seed_same_output(two_runs, tiny_ckpt, tmp_path):
+    (_, png_a, npz_a), (_, png_b, npz_b) = two_runs
+    assert np.array_equal(np.load(npz_a)["images"], np.load(npz_b)["images"])
+    assert png_a.read_bytes() == png_b.read_bytes()
+    r = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--label", 3, "--num", 5, "--steps", 4, "--guidance", 2.0,
+            "--seed", 12, "--out", tmp_path / "c.png", "--npz", tmp_path / "c.npz")
+    assert r.returncode == 0, r.stderr
+    assert not np.array_equal(np.load(tmp_path / "c.npz")["images"], np.load(npz_a)["images"])
+
+
+@pytest.mark.parametrize("label", [10])
+def test_bad_label(tiny_ckpt, tmp_path, label):
+    r = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--label", label, "--steps", 2, "--out", tmp_path / "x.png")
+    assert r.returncode != 0
+    assert "--label must be in 0..9" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_missing_checkpoint(tmp_path):
+    r = cli("--checkpoint", tmp_path / "nope", "--device", "cpu", "--out", tmp_path / "x.png")
+    assert r.returncode == 2 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
