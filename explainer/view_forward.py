@@ -1,0 +1,202 @@
+"""Views of the forward process q(x_t | x_0): the noised image at t, the numbers at t, curves and strips.
+
+Everything here is model-free. The slider handler ``forward_noise`` must be instant, so the image
+tensor and the noise are prepared once per (image, seed) and cached; each call is then one
+closed-form step x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et al. 2020, eq. 4).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from . import images
+from .forward import q_chain, q_sample
+from .schedules import make_schedule
+from .views import check_choice, check_int, seeded_normal, strip, to_uint8, vstack
+
+T = 1000  # the article's number of steps
+SCHEDULE_NAMES = ("linear", "cosine")
+SCHEDULES = {name: make_schedule(name, T) for name in SCHEDULE_NAMES}
+STRIP_SIDE = 96  # longer side of the frames in the strips
+SEED_MAX = 2**31 - 1
+NEAR_NOISE = 0.01  # "near pure noise": alpha_bar_t below this (less than 10 % of the signal amplitude)
+
+
+class _LRU:
+    """A tiny thread-safe LRU cache."""
+
+    def __init__(self, size: int):
+        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key, make):
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        value = make()
+        with self.lock:
+            self.data[key] = value
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+        return value
+
+
+_images = _LRU(32)
+_noise = _LRU(64)
+
+
+def _key(source, max_side: int):
+    if isinstance(source, np.ndarray):
+        return ("array", source.shape, str(source.dtype), hashlib.blake2b(source.tobytes(), digest_size=16).hexdigest(),
+                max_side)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            st = os.stat(source)
+        except OSError:
+            return ("path", str(source), None, max_side)
+        return ("path", str(source), st.st_mtime_ns, st.st_size, max_side)
+    return None
+
+
+def prepare_image(source, max_side: int = images.MAX_SIDE) -> torch.Tensor:
+    """Load (any upload) and convert to x_0: float32 [1,3,H,W] in [-1, 1]; cached per file/array."""
+    key = _key(source, max_side)
+
+    def make():
+        return images.to_tensor(images.load_image(source, max_side=max_side, mode="RGB"))
+
+    return make() if key is None else _images.get(key, make)
+
+
+def noise_like(x0: torch.Tensor, seed: int) -> torch.Tensor:
+    """The seed's noise eps for an image of x0's shape (cached; the same for every schedule and t)."""
+    return _noise.get((tuple(x0.shape), int(seed)), lambda: seeded_normal(x0.shape, seed))
+
+
+def _validate(t, schedule, seed) -> tuple[int, str, int]:
+    return (check_int("t", t, 0, T), check_choice("schedule", schedule, SCHEDULE_NAMES),
+            check_int("seed", seed, 0, SEED_MAX))
+
+
+def noised(image, t: int, schedule: str, seed: int) -> np.ndarray:
+    """x_t of ``image`` under ``schedule`` with the seed's noise, as uint8 [H,W,3]."""
+    t, schedule, seed = _validate(t, schedule, seed)
+    x0 = prepare_image(image)
+    return to_uint8(q_sample(x0, t, noise_like(x0, seed), SCHEDULES[schedule]))
+
+
+def _fmt(v: float) -> str:
+    if math.isinf(v):
+        return "∞"
+    return f"{v:.6g}" if abs(v) >= 1e-4 or v == 0 else f"{v:.3e}"
+
+
+def numbers_at(t: int, schedule: str) -> str:
+    """Markdown table of beta_t, alpha_bar_t, the mean coefficient, the variance and the SNR at t."""
+    rows = [("β_t", "beta_t"), ("ᾱ_t", "alpha_bar_t"), ("mean coefficient √ᾱ_t", "sqrt_alpha_bar_t"),
+            ("variance 1 − ᾱ_t", "one_minus_alpha_bar_t"), ("SNR ᾱ_t / (1 − ᾱ_t)", "snr")]
+    s = {name: SCHEDULES[name].summary_at(t) for name in SCHEDULE_NAMES}
+    head = " | ".join(f"**{n}** (shown)" if n == schedule else n for n in SCHEDULE_NAMES)
+    lines = [f"| at t = {t} | {head} |", "|---|" + "---:|" * len(SCHEDULE_NAMES)]
+    lines += [f"| {label} | " + " | ".join(_fmt(s[n][key]) for n in SCHEDULE_NAMES) + " |" for label, key in rows]
+    return "\n".join(lines)
+
+
+def forward_noise(image, t: int = 500, schedule: str = "linear", seed: int = 0) -> tuple[np.ndarray, str]:
+    """The slider handler: (x_t as uint8 [H,W,3], the numbers at t as Markdown)."""
+    img = noised(image, t, schedule, seed)
+    return img, numbers_at(int(t), schedule)
+
+
+def schedule_curves(t: int = 500, schedule: str = "linear") -> Figure:
+    """Mean coefficient sqrt(alpha_bar_t) and variance 1 - alpha_bar_t of both schedules, cursor at t."""
+    t, schedule, _ = _validate(t, schedule, 0)
+    fig = Figure(figsize=(6.4, 3.2), dpi=90, layout="constrained")
+    ax = fig.add_subplot()
+    steps = np.arange(0, T + 1)
+    colors = {"linear": "tab:blue", "cosine": "tab:orange"}
+    for name in SCHEDULE_NAMES:
+        ab = SCHEDULES[name].alpha_bar_at(steps)
+        width = 2.2 if name == schedule else 1.2
+        ax.plot(steps, np.sqrt(ab), color=colors[name], lw=width, label=f"{name}: mean coef. √ᾱ_t")
+        ax.plot(steps, 1 - ab, color=colors[name], lw=width, ls="--", label=f"{name}: variance 1 − ᾱ_t")
+    ab_t = float(SCHEDULES[schedule].alpha_bar_at(t))
+    ax.axvline(t, color="k", lw=1)
+    ax.plot([t, t], [math.sqrt(ab_t), 1 - ab_t], "o", color=colors[schedule])
+    ax.set_xlim(0, T)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("t")
+    ax.set_title(f"q(x_t | x_0): mean and variance, cursor at t = {t}", fontsize=10)
+    ax.legend(fontsize=7, loc="center right")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def forward_strips(image, schedule: str = "linear", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The whole forward process as two strips (like the article's figures 2, 3 and 5).
+
+    1. ten frames from the closed form at t evenly spread over 0..T (the same eps in every frame);
+    2. the actual 1000-step Markov chain x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps_t (fresh noise
+       each step, Ho et al. eq. 2), sampled evenly every 100 steps.
+    """
+    _, schedule, seed = _validate(0, schedule, seed)
+    x0 = prepare_image(image, max_side=STRIP_SIDE)
+    sched = SCHEDULES[schedule]
+    eps = noise_like(x0, seed)
+    ts = np.round(np.linspace(0, T, 10)).astype(int)
+    closed = q_sample(x0.expand(len(ts), -1, -1, -1), torch.from_numpy(ts), eps.expand(len(ts), -1, -1, -1), sched)
+    top = strip([to_uint8(x) for x in closed], [f"t={t}" for t in ts])
+    gen = torch.Generator().manual_seed(seed)
+    chain = list(q_chain(x0, sched, generator=gen, record_every=T // 10))
+    bottom = strip([to_uint8(x) for _, x in chain], [f"t={t}" for t, _ in chain])
+    return top, bottom
+
+
+def compare_schedules(image, t: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """The same image and the same noise under linear and cosine at the same t, and their numbers."""
+    t, _, seed = _validate(t, "linear", seed)
+    x0 = prepare_image(image)
+    eps = noise_like(x0, seed)
+    lin, cos = (to_uint8(q_sample(x0, t, eps, SCHEDULES[n])) for n in SCHEDULE_NAMES)
+    near = {n: SCHEDULES[n].steps_near_pure_noise(NEAR_NOISE) for n in SCHEDULE_NAMES}
+    ab = {n: float(SCHEDULES[n].alpha_bar_at(t)) for n in SCHEDULE_NAMES}
+    text = numbers_at(t, "") + "\n\n" + "\n".join(
+        f"- **{n}**: {near[n]} of {T} steps ({near[n] / T:.1%}) have ᾱ_t < {NEAR_NOISE} (signal amplitude "
+        f"√ᾱ_t < {math.sqrt(NEAR_NOISE):.1f}: nearly pure noise); at t = {t} the image keeps "
+        f"√ᾱ_t = {math.sqrt(ab[n]):.3f} of its amplitude." for n in SCHEDULE_NAMES)
+    return lin, cos, text
+
+
+def compare_curves(t: int = 300) -> Figure:
+    """alpha_bar_t and log SNR of both schedules overlaid, the near-pure-noise zone shaded, cursor at t."""
+    t, _, _ = _validate(t, "linear", 0)
+    fig = Figure(figsize=(8, 3.0), dpi=90, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    steps = np.arange(1, T + 1)
+    for name, color in zip(SCHEDULE_NAMES, ("tab:blue", "tab:orange")):
+        s = SCHEDULES[name]
+        ax1.plot(steps, s.alpha_bars, color=color, label=name)
+        ax2.plot(steps, s.log_snr, color=color, label=name)
+        ax1.fill_between(steps, 0, 1, where=s.alpha_bars < NEAR_NOISE, color=color, alpha=0.12, lw=0,
+                         label=f"{name}: ᾱ_t < {NEAR_NOISE} ({s.steps_near_pure_noise(NEAR_NOISE)} steps)")
+    for ax in (ax1, ax2):
+        ax.axvline(t, color="k", lw=1)
+        ax.set_xlim(0, T)
+        ax.set_xlabel("t")
+        ax.grid(alpha=0.3)
+    ax1.set_title("ᾱ_t (signal kept)", fontsize=10)
+    ax2.set_title("log SNR = log(ᾱ_t / (1 − ᾱ_t))", fontsize=10)
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    return fig
+
+
+def stack_strips(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    return vstack([top, bottom], pad=8)
