@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from . import images
 from .forward import q_chain, q_sample
 from .schedules import make_schedule
-from .views import check_choice, check_int, seeded_normal, strip, to_uint8, vstack
+from .views import check_choice, check_int, seeded_normal, strip, to_uint8
 
 T = 1000  # the article's number of steps
 SCHEDULE_NAMES = ("linear", "cosine")
@@ -65,19 +65,45 @@ def _key(source, max_side: int):
     return None
 
 
-def prepare_image(source, max_side: int = images.MAX_SIDE) -> torch.Tensor:
-    """Load (any upload) and convert to x_0: float32 [1,3,H,W] in [-1, 1]; cached per file/array."""
+def prepare_image(source, max_side: int = images.MAX_SIDE) -> np.ndarray:
+    """Load (any upload) and convert to x_0: float32 [H,W,3] in [-1, 1] (read-only); cached per file/array."""
     key = _key(source, max_side)
 
     def make():
-        return images.to_tensor(images.load_image(source, max_side=max_side, mode="RGB"))
+        x0 = images.load_image(source, max_side=max_side, mode="RGB").astype(np.float32) / 127.5 - 1.0
+        x0.setflags(write=False)
+        return x0
 
     return make() if key is None else _images.get(key, make)
 
 
-def noise_like(x0: torch.Tensor, seed: int) -> torch.Tensor:
-    """The seed's noise eps for an image of x0's shape (cached; the same for every schedule and t)."""
-    return _noise.get((tuple(x0.shape), int(seed)), lambda: seeded_normal(x0.shape, seed))
+def noise_like(x0: np.ndarray, seed: int) -> np.ndarray:
+    """The seed's noise eps for an [H,W,C] image (cached; the same for every schedule and t).
+
+    Drawn by torch in [1,C,H,W] layout from a CPU generator, so the backend's tensors see the same eps.
+    """
+    h, w, c = x0.shape
+
+    def make():
+        eps = seeded_normal((1, c, h, w), seed)[0].permute(1, 2, 0).numpy().copy()
+        eps.setflags(write=False)
+        return eps
+
+    return _noise.get((x0.shape, int(seed)), make)
+
+
+def closed_form_uint8(x0: np.ndarray, eps: np.ndarray, alpha_bar: float) -> np.ndarray:
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et al. 2020, eq. 4), as uint8 for display.
+
+    Plain numpy on purpose: single-threaded and about a millisecond at 256 px, whatever torch's thread
+    settings (torch's intra-op threads stall small ops on a busy machine).
+    """
+    x = np.sqrt(alpha_bar, dtype=np.float32) * x0
+    x += np.sqrt(1.0 - alpha_bar, dtype=np.float32) * eps
+    x += 1.0
+    x *= 127.5
+    np.clip(x, 0.0, 255.0, out=x)
+    return np.rint(x, out=x).astype(np.uint8)
 
 
 def _validate(t, schedule, seed) -> tuple[int, str, int]:
@@ -89,7 +115,7 @@ def noised(image, t: int, schedule: str, seed: int) -> np.ndarray:
     """x_t of ``image`` under ``schedule`` with the seed's noise, as uint8 [H,W,3]."""
     t, schedule, seed = _validate(t, schedule, seed)
     x0 = prepare_image(image)
-    return to_uint8(q_sample(x0, t, noise_like(x0, seed), SCHEDULES[schedule]))
+    return closed_form_uint8(x0, noise_like(x0, seed), float(SCHEDULES[schedule].alpha_bar_at(t)))
 
 
 def _fmt(v: float) -> str:
@@ -147,9 +173,10 @@ def forward_strips(image, schedule: str = "linear", seed: int = 0) -> tuple[np.n
        each step, Ho et al. eq. 2), sampled evenly every 100 steps.
     """
     _, schedule, seed = _validate(0, schedule, seed)
-    x0 = prepare_image(image, max_side=STRIP_SIDE)
+    x0_hwc = prepare_image(image, max_side=STRIP_SIDE)
+    eps = torch.from_numpy(noise_like(x0_hwc, seed).copy()).permute(2, 0, 1)[None]
+    x0 = torch.from_numpy(x0_hwc.copy()).permute(2, 0, 1)[None]
     sched = SCHEDULES[schedule]
-    eps = noise_like(x0, seed)
     ts = np.round(np.linspace(0, T, 10)).astype(int)
     closed = q_sample(x0.expand(len(ts), -1, -1, -1), torch.from_numpy(ts), eps.expand(len(ts), -1, -1, -1), sched)
     top = strip([to_uint8(x) for x in closed], [f"t={t}" for t in ts])
@@ -164,7 +191,7 @@ def compare_schedules(image, t: int = 300, seed: int = 0) -> tuple[np.ndarray, n
     t, _, seed = _validate(t, "linear", seed)
     x0 = prepare_image(image)
     eps = noise_like(x0, seed)
-    lin, cos = (to_uint8(q_sample(x0, t, eps, SCHEDULES[n])) for n in SCHEDULE_NAMES)
+    lin, cos = (closed_form_uint8(x0, eps, float(SCHEDULES[n].alpha_bar_at(t))) for n in SCHEDULE_NAMES)
     near = {n: SCHEDULES[n].steps_near_pure_noise(NEAR_NOISE) for n in SCHEDULE_NAMES}
     ab = {n: float(SCHEDULES[n].alpha_bar_at(t)) for n in SCHEDULE_NAMES}
     text = numbers_at(t, "") + "\n\n" + "\n".join(
@@ -196,7 +223,3 @@ def compare_curves(t: int = 300) -> Figure:
     ax1.legend(fontsize=7)
     ax2.legend(fontsize=7)
     return fig
-
-
-def stack_strips(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
-    return vstack([top, bottom], pad=8)

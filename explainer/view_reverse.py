@@ -1,7 +1,8 @@
 """Views of the reverse process: streamed walks from pure noise, side-by-side comparisons, strips, GIFs.
 
-``reverse_walk`` is a generator: it yields a ``WalkUpdate`` after every network step (new pictures
-only every few steps), so a UI can stream frames, show progress, and stop the work between steps.
+``reverse_walk`` is a generator: it yields a ``WalkUpdate`` with a new picture every few steps, and
+in any case at least every ``YIELD_EVERY_S`` seconds, so a UI can stream frames, show progress, and
+stop the work between two steps.
 A side-by-side mode runs two walks from the same x_T (DDPM vs DDIM, two step counts, or the
 training schedule vs the other one) interleaved so both advance together.
 """
@@ -131,7 +132,7 @@ def validate_walk_args(model: DiffusionModel, digit, guidance, sampler, steps, s
 def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: float = 3.0, sampler: str = "DDPM",
                  steps: int = 100, schedule: str = "training", seed: int = 0, compare: str = "off",
                  steps_b: int = 20):
-    """Sample from pure noise, yielding a WalkUpdate after every step (both walks in side-by-side mode).
+    """Sample from pure noise, yielding WalkUpdates as it goes (both walks in side-by-side mode).
 
     Both walks start from the same x_T (drawn from ``seed``) and use the same per-step noise stream.
     """
