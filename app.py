@@ -206,7 +206,7 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                 arch_ok = model is not None and isinstance(model.net, va.UNet)
                 gr.Dataframe(va.architecture_table(model) if arch_ok else None, label="the U-Net's stages",
                              interactive=False)
-                gr.Markdown(va.conditioning_markdown(model) if arch_ok else "")
+                gr.Markdown(va.conditioning_markdown(model) if arch_ok else "", elem_id="arch-cond")
                 with gr.Row():
                     with gr.Column(scale=1):
                         a_image = UploadImage(DIGITS[3], type="filepath", label="digit", height=160,
@@ -217,9 +217,9 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                         a_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed")
                         a_run = gr.Button("Show feature maps", variant="primary", elem_id="arch-run")
                     with gr.Column(scale=2):
-                        a_xt = gr.Image(label="x_t", interactive=False, height=200)
+                        a_xt = gr.Image(label="x_t", interactive=False, height=200, elem_id="arch-xt")
                         a_maps = gr.Gallery(label="feature maps after each stage (first 8 channels)", columns=1,
-                                            height="auto")
+                                            height="auto", elem_id="arch-maps")
 
             with gr.Tab("Math", id="math"):
                 gr.Markdown(vm.ALL, latex_delimiters=vm.LATEX_DELIMITERS, elem_id="math")

@@ -33,6 +33,7 @@ COMPARE_MODES = ("off", "DDPM vs DDIM", "two step counts", "training vs other sc
 MIN_STEPS = 10
 SHOWN_FRAMES = 40  # pictures streamed per walk (every step still yields, for progress and stopping)
 YIELD_EVERY_S = 0.1  # never compute longer than this without yielding
+MIN_FRAME_S = 0.05  # and send at most about 20 new pictures a second per walk
 PANEL_SCALE = 6
 
 _steps_lock = threading.Lock()
@@ -159,6 +160,7 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
     panels = [_panel(w.frames[0], w.x0_hats[0], w.ts[0], w.name) for w in walks]
     yield WalkUpdate(panels, f"Starting from pure noise x_T (seed {seed}); {cond}.", 0, total, walks)
     last_yield = time.perf_counter()
+    last_picture = [last_yield] * len(walks)
     done = 0
     while done < total:
         i = min(range(len(walks)), key=lambda k: (walks[k].done / walks[k].total if walks[k].done < walks[k].total
@@ -170,13 +172,14 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
         w.frames.append(to_uint8(rec.x_prev))
         w.x0_hats.append(to_uint8(rec.x0_hat))
         w.ts.append(rec.t_prev)
-        show = w.done % show_every[i] == 0 or w.done == w.total
         now = time.perf_counter()
+        show = w.done == w.total or (w.done % show_every[i] == 0 and now - last_picture[i] >= MIN_FRAME_S)
         if not show and now - last_yield < YIELD_EVERY_S:
             continue
         panels = [None] * len(walks)
         if show:
             panels[i] = _panel(to_uint8(rec.x_t), w.x0_hats[-1], rec.t, w.name)
+            last_picture[i] = now
         status = "; ".join(f"{v.name}: step {v.done}/{v.total}" for v in walks)
         yield WalkUpdate(panels, status, done, total, walks)
         last_yield = now

@@ -247,6 +247,7 @@ def test_reverse_walk_matches_the_sampler(tiny_model):
 
 def test_reverse_walk_streams_every_step(tiny_model, monkeypatch):
     monkeypatch.setattr(vr, "SHOWN_FRAMES", 6)  # a picture every 5 steps
+    monkeypatch.setattr(vr, "MIN_FRAME_S", 0.0)
     monkeypatch.setattr(vr, "YIELD_EVERY_S", 0.0)  # slow steps: an update (for progress and Stop) after every step
     updates = list(vr.reverse_walk(tiny_model, "unconditional", 1.0, "DDIM", 30))
     assert [u.step for u in updates] == list(range(31)) + [30]  # the start, each step, then the finish
