@@ -73,7 +73,11 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
             for u in vr.reverse_walk(need_model(), digit, guidance, sampler, steps, schedule, seed, compare_mode,
                                      steps_b):
                 progress((u.step, u.total), desc="sampling")
-                panels = [p if p is not None else gr.skip() for p in u.panels] + [None] * (2 - len(u.panels))
+                panels = [p if p is not None else gr.skip() for p in u.panels]
+                if len(panels) == 1:  # one walk: hide the second picture
+                    panels.append(gr.Image(value=None, visible=False) if u.step == 0 else gr.skip())
+                elif u.step == 0:
+                    panels[1] = gr.Image(value=u.panels[1], visible=True)
                 if not u.finished:
                     yield *panels, u.status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
                     continue
@@ -128,9 +132,10 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                                         elem_id="fwd-xt")
                         f_numbers = gr.Markdown(elem_id="fwd-numbers")
                 f_curves = gr.Plot(label="mean and variance of q(x_t | x_0)", elem_id="fwd-curves")
-                f_strip10 = gr.Image(label="10 frames from the closed form (one ε)", interactive=False)
+                f_strip10 = gr.Image(label="10 frames from the closed form (one ε)", interactive=False,
+                                     elem_id="fwd-strip10")
                 f_strip1000 = gr.Image(label="the 1000-step Markov chain (fresh noise each step), every 100th step",
-                                       interactive=False)
+                                       interactive=False, elem_id="fwd-strip1000")
 
             with gr.Tab("Compare schedules", id="compare"):
                 with gr.Row():

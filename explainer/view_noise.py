@@ -106,7 +106,7 @@ def noise_triplet(result: NoiseRemoval, index: int = 0) -> tuple[np.ndarray, str
     """One timestep large: x0_hat | x_t | eps_hat (| true x_0 | true eps), and its numbers as Markdown."""
     index = check_int("timestep index", index, 0, len(result) - 1)
     s = TRIPLET_SCALE
-    names = ["x0_hat = x_t minus all predicted noise", "x_t", "eps_hat (predicted)"]
+    names = ["x0_hat (all noise removed)", "x_t", "eps_hat (predicted)"]
     tiles = [captioned(im, n) for im, n in zip(_cell(result, index, s), names)]
     t = result.ts[index]
     lines = [f"**t = {t}** (timestep {index + 1} of {len(result)}, source: {result.source})"]

@@ -8,6 +8,8 @@ training schedule vs the other one) interleaved so both advance together.
 """
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 import threading
 import time
@@ -215,11 +217,12 @@ def walk_strip(walks: list[Walk], count: int = 10, scale: int = 2) -> np.ndarray
 
 
 class GifStore:
-    """Writes walk GIFs into one private temp folder and keeps only the newest ``keep`` files."""
+    """Writes walk GIFs into one private temp folder, keeps only the newest ``keep``, removes the folder at exit."""
 
     def __init__(self, keep: int = 32):
         self.folder = Path(tempfile.mkdtemp(prefix="ddpm-explainer-gifs-"))
         self.keep = keep
+        atexit.register(shutil.rmtree, self.folder, True)
         self.lock = threading.Lock()
 
     def save(self, walks: list[Walk], max_frames: int = 60) -> str:

@@ -82,6 +82,18 @@ def image_bytes(page, src: str) -> bytes:
     return page.request.get(src).body()
 
 
+def drag_slider(page, elem_id: str, fraction: float):
+    """Drag a slider's thumb with the mouse (fires .input/.change while moving and .release at the end)."""
+    box = page.locator(f"#{elem_id} input[type=range]").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.5, y)
+    page.mouse.down()
+    for k in range(1, 6):
+        page.mouse.move(box["x"] + box["width"] * (0.5 + (fraction - 0.5) * k / 5), y)
+        time.sleep(0.03)
+    page.mouse.up()
+
+
 def open_tab(page, name: str):
     page.get_by_role("tab", name=name).click()
 
@@ -102,9 +114,16 @@ def test_forward_tab_slider_and_schedule(page):
     after_flip = wait_for_new_src(page, "fwd-xt", after_slider)
     assert image_bytes(page, after_flip) != image_bytes(page, after_slider)
     page.get_by_text("cosine (shown)").first.wait_for()
-    page.locator("#fwd-t input[type=range]").fill("350")
+    wait_for_new_src(page, "fwd-strip10", None)
+    curves = wait_for_new_src(page, "fwd-curves", None)
+    drag_slider(page, "fwd-t", 0.3)  # a real drag: the picture follows, the plot updates on release
     wait_for_new_src(page, "fwd-xt", after_flip)
-    page.locator("#fwd-curves img, #fwd-curves svg, #fwd-curves canvas").first.wait_for()
+    assert wait_for_new_src(page, "fwd-curves", curves) != curves
+    value = int(page.locator("#fwd-t input[type=number]").input_value())
+    assert 200 < value < 400
+    page.get_by_text(f"at t = {value}").first.wait_for()
+    page.wait_for_load_state("networkidle")
+    wait_for_new_src(page, "fwd-strip1000", None)
     shoot(page, "forward")
 
 
