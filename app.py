@@ -223,8 +223,8 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                         a_run = gr.Button("Show feature maps", variant="primary", elem_id="arch-run")
                     with gr.Column(scale=2):
                         a_xt = gr.Image(label="x_t", interactive=False, height=200, elem_id="arch-xt")
-                        a_maps = gr.Gallery(label="feature maps after each stage (first 8 channels)", columns=1,
-                                            height="auto", elem_id="arch-maps")
+                        a_maps = gr.Image(label="feature maps after each stage (first 8 channels, each scaled to "
+                                          "its own range)", interactive=False, elem_id="arch-maps")
 
             with gr.Tab("Math", id="math"):
                 gr.Markdown(vm.ALL, latex_delimiters=vm.LATEX_DELIMITERS, elem_id="math")

@@ -12,7 +12,7 @@ from .checkpoint import DiffusionModel
 from .forward import q_sample
 from .unet import UNet, count_parameters, describe
 from .views import (SEED_MAX, UNCONDITIONAL, captioned, check_int, class_labels, digit_tensor, hstack, seeded_normal,
-                    to_uint8, upscale)
+                    to_uint8, upscale, vstack)
 
 MAX_CHANNELS_SHOWN = 8
 FEATURE_TILE = 84  # pixels per feature map, whatever its resolution
@@ -80,11 +80,12 @@ def _tiles(fmap: torch.Tensor, k: int) -> np.ndarray:
     return hstack(tiles, pad=2)
 
 
-def feature_maps(model: DiffusionModel, image=None, t: int = 300, digit: str = UNCONDITIONAL, seed: int = 0,
+def feature_rows(model: DiffusionModel, image=None, t: int = 300, digit: str = UNCONDITIONAL, seed: int = 0,
                  channels: int = MAX_CHANNELS_SHOWN) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
     """Noise a digit to x_t, run the U-Net once with ``features=[]``; return x_t and one row of maps per stage.
 
-    Each gallery item is (the first ``channels`` maps side by side, caption with stage, shape).
+    Each row is (the first ``channels`` maps side by side, captioned; a caption with stage and shape).
+    The U-Net is called directly (not through views.eps_fn_for): only the module exposes its features.
     """
     net = _require_unet(model)
     t = check_int("t", t, 1, model.schedule.T)
@@ -97,12 +98,20 @@ def feature_maps(model: DiffusionModel, image=None, t: int = 300, digit: str = U
     tt = torch.full((1,), t, device=model.device)
     with torch.inference_mode():
         eps_hat = net(x_t, tt, labels, features=feats)
-    items = []
+    rows = []
     for i, (where, h) in enumerate(feats):
         c, hh, ww = h.shape[1:]
-        items.append((captioned(_tiles(h[0].cpu(), channels), f"{i}: {where}, {c} ch, {hh}x{ww}"),
-                      f"{where} stage {i}: {c} channels at {hh}x{ww}"))
-    items.append((captioned(upscale(to_uint8((eps_hat[0].cpu() / 3.0)[None]), FEATURE_TILE // model.image_size or 1),
-                            "output: eps_hat"), "output: the predicted noise eps_hat"))
-    x_img = captioned(upscale(to_uint8(x_t.cpu()), 6), f"x_t at t = {t}")
-    return x_img, items
+        rows.append((captioned(_tiles(h[0].cpu(), channels), f"{i}: {where}, {c} channels at {hh}x{ww}"),
+                     f"{where} stage {i}: {c} channels at {hh}x{ww}"))
+    scale = max(1, FEATURE_TILE // model.image_size)
+    rows.append((captioned(upscale(to_uint8((eps_hat[0].cpu() / 3.0)[None]), scale), "output: eps_hat"),
+                 "output: the predicted noise eps_hat"))
+    x_img = captioned(upscale(to_uint8(x_t.cpu()), 6), f"x_t, t = {t}")
+    return x_img, rows
+
+
+def feature_maps(model: DiffusionModel, image=None, t: int = 300, digit: str = UNCONDITIONAL, seed: int = 0,
+                 channels: int = MAX_CHANNELS_SHOWN) -> tuple[np.ndarray, np.ndarray]:
+    """x_t and one sheet with a row of feature maps per stage, from the input side to the output."""
+    x_img, rows = feature_rows(model, image, t, digit, seed, channels)
+    return x_img, vstack([img for img, _ in rows], pad=6)

@@ -101,7 +101,7 @@ def test_every_endpoint_works_with_its_defaults(client, name):
         assert read(out[0]).shape[1] > 900 and read(out[1]).shape[1] > 900
     elif name == "/reverse_walk":
         panel_a, panel_b, status, scrub, strip, gif = out
-        assert read(panel_a).ndim == 3 and panel_b is None
+        assert read(panel_a).ndim == 3 and not isinstance(panel_b, str)  # one walk: no second picture
         assert status.startswith("Done") and "100 network steps" in status
         assert scrub["maximum"] == 100 and read(strip).shape[1] > 500
         with Image.open(gif) as g:
@@ -110,8 +110,8 @@ def test_every_endpoint_works_with_its_defaults(client, name):
         grid, index, triplet, text, curve = out
         assert read(grid).shape[0] > 500 and index["maximum"] == 49 and "t = 1000" in text
     elif name == "/feature_maps":
-        x_t, gallery = out
-        assert read(x_t).ndim == 3 and len(gallery) >= 5 and "channels" in gallery[0]["caption"]
+        x_t, sheet = out
+        assert read(x_t).ndim == 3 and read(sheet).shape[0] > 5 * 84
 
 
 def test_session_state_scrubber(server):

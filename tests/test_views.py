@@ -385,12 +385,14 @@ def test_architecture_table(tiny_model):
 
 
 def test_feature_maps(tiny_model):
-    x_t, items = va.feature_maps(tiny_model, DIGIT, 300, "3", 0)
+    x_t, rows = va.feature_rows(tiny_model, DIGIT, 300, "3", 0)
     net = tiny_model.net
-    assert len(items) == len(net.down) + 1 + len(net.up) + 1
-    assert items[0][1] == "down stage 0: 8 channels at 28x28"
-    assert any("14x14" in caption for _, caption in items)
-    assert all(img.dtype == np.uint8 and img.ndim == 3 for img, _ in items)
+    assert len(rows) == len(net.down) + 1 + len(net.up) + 1  # every stage, then the output
+    assert rows[0][1] == "down stage 0: 8 channels at 28x28"
+    assert any("14x14" in caption for _, caption in rows)
+    assert all(img.dtype == np.uint8 and img.ndim == 3 for img, _ in rows)
+    _, sheet = va.feature_maps(tiny_model, DIGIT, 300, "3", 0)
+    assert sheet.shape[0] == sum(img.shape[0] for img, _ in rows) + 6 * (len(rows) - 1)
     with pytest.raises(ValueError, match="t must be"):
         va.feature_maps(tiny_model, DIGIT, 0)
 
