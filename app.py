@@ -248,15 +248,18 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                                           r_steps_b],
                            [r_panel_a, r_panel_b, r_status, r_walks, r_scrub, r_strip, r_gif],
                            api_name="reverse_walk", **HEAVY)
-        r_stop.click(None, None, None, cancels=[walk], api_name=False)
-        r_scrub.change(scrub, [r_walks, r_scrub], r_frame, api_name="reverse_scrub", **CHEAP)
+        r_stop.click(None, None, None, cancels=[walk])
+        # endpoints that read a session's recorded result: callable, but not in the API docs
+        r_scrub.change(scrub, [r_walks, r_scrub], r_frame, api_name="reverse_scrub", api_visibility="undocumented",
+                       **CHEAP)
 
         n_run.click(noise_removal, [n_source, n_image, n_digit, n_guidance, n_num_t, n_seed],
                     [n_grid, n_result, n_index, n_triplet, n_text, n_curve], api_name="noise_removal", **HEAVY)
         n_index.change(noise_removal_at, [n_result, n_index], [n_triplet, n_text], api_name="noise_removal_at",
-                       **CHEAP)
+                       api_visibility="undocumented", **CHEAP)
         n_index.release(noise_curve, [n_result, n_index], n_curve, api_name="noise_removal_curve",
-                        concurrency_id="plots", concurrency_limit=2, show_progress="hidden")
+                        api_visibility="undocumented", concurrency_id="plots", concurrency_limit=2,
+                        show_progress="hidden")
 
         a_run.click(feature_maps, [a_image, a_t, a_digit, a_seed], [a_xt, a_maps], api_name="feature_maps", **HEAVY)
     return demo
