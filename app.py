@@ -62,10 +62,10 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
 
     # ---- handlers: thin adapters from widgets to explainer views ----
     forward_noise = clear_errors(vf.forward_noise)
-    forward_curves = clear_errors(vf.schedule_curves)
+    forward_curves = clear_errors(vf.schedule_curves_image)
     forward_strips = clear_errors(vf.forward_strips)
     compare = clear_errors(vf.compare_schedules)
-    compare_curves = clear_errors(vf.compare_curves)
+    compare_curves = clear_errors(vf.compare_curves_image)
 
     def reverse_walk(digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b,
                      progress=gr.Progress()):
@@ -131,7 +131,8 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                         f_xt = gr.Image(label="x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε", height=300, interactive=False,
                                         elem_id="fwd-xt")
                         f_numbers = gr.Markdown(elem_id="fwd-numbers")
-                f_curves = gr.Plot(label="mean and variance of q(x_t | x_0)", elem_id="fwd-curves")
+                f_curves = gr.Image(label="mean and variance of q(x_t | x_0), both schedules, cursor at t",
+                                    interactive=False, elem_id="fwd-curves", height=300)
                 f_strip10 = gr.Image(label="10 frames from the closed form (one ε)", interactive=False,
                                      elem_id="fwd-strip10")
                 f_strip1000 = gr.Image(label="the 1000-step Markov chain (fresh noise each step), every 100th step",
@@ -149,7 +150,8 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                     c_linear = gr.Image(label="linear", height=280, interactive=False, elem_id="cmp-linear")
                     c_cosine = gr.Image(label="cosine", height=280, interactive=False, elem_id="cmp-cosine")
                 c_text = gr.Markdown()
-                c_curves = gr.Plot(label="ᾱ_t and log SNR of both schedules")
+                c_curves = gr.Image(label="ᾱ_t and log SNR of both schedules (shaded: steps near pure noise)",
+                                    interactive=False, elem_id="cmp-curves", height=290)
 
             with gr.Tab("Reverse diffusion", id="reverse"):
                 gr.Markdown(slot.notice(), elem_id="reverse-notice")
@@ -229,20 +231,20 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
             with gr.Tab("Math", id="math"):
                 gr.Markdown(vm.ALL, latex_delimiters=vm.LATEX_DELIMITERS, elem_id="math")
 
-        # forward tab: the image updates live; plots on release; strips when image/schedule/seed change
+        # forward tab: picture, numbers and curves follow the slider; strips when image/schedule/seed change
         f_inputs = [f_image, f_t, f_schedule, f_seed]
         gr.on([demo.load, f_t.change, f_schedule.change, f_seed.change, f_image.change], forward_noise,
               f_inputs, [f_xt, f_numbers], api_name="forward_noise", trigger_mode="always_last", **CHEAP)
-        gr.on([demo.load, f_t.release, f_schedule.change], forward_curves, [f_t, f_schedule], f_curves,
-              api_name="forward_curves", concurrency_id="plots", concurrency_limit=2, show_progress="hidden")
+        gr.on([demo.load, f_t.change, f_schedule.change], forward_curves, [f_t, f_schedule], f_curves,
+              api_name="forward_curves", trigger_mode="always_last", **CHEAP)
         gr.on([demo.load, f_image.change, f_schedule.change, f_seed.change], forward_strips,
               [f_image, f_schedule, f_seed], [f_strip10, f_strip1000], api_name="forward_strips",
               concurrency_id="plots", concurrency_limit=2)
 
         gr.on([demo.load, c_t.change, c_seed.change, c_image.change], compare, [c_image, c_t, c_seed],
               [c_linear, c_cosine, c_text], api_name="compare_schedules", trigger_mode="always_last", **CHEAP)
-        gr.on([demo.load, c_t.release], compare_curves, [c_t], c_curves, api_name="compare_curves",
-              concurrency_id="plots", concurrency_limit=2, show_progress="hidden")
+        gr.on([demo.load, c_t.change], compare_curves, [c_t], c_curves, api_name="compare_curves",
+              trigger_mode="always_last", **CHEAP)
 
         walk = r_run.click(reverse_walk, [r_digit, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare,
                                           r_steps_b],

@@ -6,6 +6,7 @@ closed-form step x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -14,6 +15,8 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from . import images
@@ -26,6 +29,7 @@ SCHEDULE_NAMES = ("linear", "cosine")
 SCHEDULES = {name: make_schedule(name, T) for name in SCHEDULE_NAMES}
 STRIP_SIDE = 96  # longer side of the frames in the strips
 SEED_MAX = 2**31 - 1
+COLORS = {"linear": "tab:blue", "cosine": "tab:orange"}
 NEAR_NOISE = 0.01  # "near pure noise": alpha_bar_t below this (less than 10 % of the signal amplitude)
 
 
@@ -141,28 +145,96 @@ def forward_noise(image, t: int = 500, schedule: str = "linear", seed: int = 0) 
     return img, numbers_at(int(t), schedule)
 
 
-def schedule_curves(t: int = 500, schedule: str = "linear") -> Figure:
-    """Mean coefficient sqrt(alpha_bar_t) and variance 1 - alpha_bar_t of both schedules, cursor at t."""
-    t, schedule, _ = _validate(t, schedule, 0)
+def _schedule_figure(t: int | None, schedule: str) -> Figure:
     fig = Figure(figsize=(6.4, 3.2), dpi=90, layout="constrained")
     ax = fig.add_subplot()
     steps = np.arange(0, T + 1)
-    colors = {"linear": "tab:blue", "cosine": "tab:orange"}
     for name in SCHEDULE_NAMES:
         ab = SCHEDULES[name].alpha_bar_at(steps)
         width = 2.2 if name == schedule else 1.2
-        ax.plot(steps, np.sqrt(ab), color=colors[name], lw=width, label=f"{name}: mean coef. √ᾱ_t")
-        ax.plot(steps, 1 - ab, color=colors[name], lw=width, ls="--", label=f"{name}: variance 1 − ᾱ_t")
-    ab_t = float(SCHEDULES[schedule].alpha_bar_at(t))
-    ax.axvline(t, color="k", lw=1)
-    ax.plot([t, t], [math.sqrt(ab_t), 1 - ab_t], "o", color=colors[schedule])
+        ax.plot(steps, np.sqrt(ab), color=COLORS[name], lw=width, label=f"{name}: mean coef. √ᾱ_t")
+        ax.plot(steps, 1 - ab, color=COLORS[name], lw=width, ls="--", label=f"{name}: variance 1 − ᾱ_t")
+    if t is not None:
+        ab_t = float(SCHEDULES[schedule].alpha_bar_at(t))
+        ax.axvline(t, color="k", lw=1)
+        ax.plot([t, t], [math.sqrt(ab_t), 1 - ab_t], "o", color=COLORS[schedule])
     ax.set_xlim(0, T)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("t")
-    ax.set_title(f"q(x_t | x_0): mean and variance, cursor at t = {t}", fontsize=10)
+    ax.set_title("q(x_t | x_0): mean and variance" + (f", cursor at t = {t}" if t is not None else ""), fontsize=10)
     ax.legend(fontsize=7, loc="center right")
     ax.grid(alpha=0.3)
     return fig
+
+
+def schedule_curves(t: int = 500, schedule: str = "linear") -> Figure:
+    """Mean coefficient sqrt(alpha_bar_t) and variance 1 - alpha_bar_t of both schedules, cursor at t."""
+    t, schedule, _ = _validate(t, schedule, 0)
+    return _schedule_figure(t, schedule)
+
+
+class CursorPlot:
+    """A figure rendered ONCE to pixels; ``draw(t)`` adds a cursor line (and markers) in about a millisecond.
+
+    Lets the curves follow the slider live instead of re-rendering matplotlib (tens of ms) per move.
+    """
+
+    def __init__(self, fig: Figure):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        self.base = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        self.base.setflags(write=False)
+        h = self.base.shape[0]
+        self.axes = []
+        for ax in fig.axes:
+            (x0, y0), (x1, y1) = ax.get_window_extent().get_points()
+            p0, p1 = ax.transData.transform([[0.0, 0.0], [1.0, 1.0]])
+            self.axes.append({"rows": (int(math.ceil(h - y1)), int(h - y0)), "cols": (int(math.ceil(x0)), int(x1)),
+                              "x": (p0[0], p1[0] - p0[0]), "y": (h - p0[1], -(p1[1] - p0[1]))})
+
+    def column(self, ax: int, t: float) -> int:
+        off, scale = self.axes[ax]["x"]
+        return int(round(off + scale * t))
+
+    def row(self, ax: int, value: float) -> int:
+        off, scale = self.axes[ax]["y"]
+        return int(round(off + scale * value))
+
+    def draw(self, t: float, markers=()) -> np.ndarray:
+        """The base picture with a 2-pixel black cursor at t in every axes; markers: (axes index, y value, rgb)."""
+        img = self.base.copy()
+        for i, a in enumerate(self.axes):
+            x = min(max(self.column(i, t), a["cols"][0]), a["cols"][1] - 2)
+            img[a["rows"][0]:a["rows"][1], x:x + 2] = 0
+        for i, value, rgb in markers:
+            if not math.isfinite(value):
+                continue
+            a, x, y = self.axes[i], self.column(i, t), self.row(i, value)
+            if a["rows"][0] <= y < a["rows"][1]:
+                img[max(y - 3, 0):y + 4, max(x - 3, 0):x + 5] = rgb
+        return img
+
+
+@functools.lru_cache(maxsize=None)
+def _schedule_plot(schedule: str) -> CursorPlot:
+    return CursorPlot(_schedule_figure(None, schedule))
+
+
+@functools.lru_cache(maxsize=None)
+def _compare_plot() -> CursorPlot:
+    return CursorPlot(_compare_figure(None))
+
+
+def _rgb(name: str) -> tuple[int, int, int]:
+    return tuple(int(round(255 * c)) for c in to_rgb(COLORS[name]))
+
+
+def schedule_curves_image(t: int = 500, schedule: str = "linear") -> np.ndarray:
+    """``schedule_curves`` as a uint8 picture, fast enough to follow the slider (cached base + cursor)."""
+    t, schedule, _ = _validate(t, schedule, 0)
+    ab = float(SCHEDULES[schedule].alpha_bar_at(t))
+    rgb = _rgb(schedule)
+    return _schedule_plot(schedule).draw(t, [(0, math.sqrt(ab), rgb), (0, 1 - ab, rgb)])
 
 
 def forward_strips(image, schedule: str = "linear", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -201,20 +273,19 @@ def compare_schedules(image, t: int = 300, seed: int = 0) -> tuple[np.ndarray, n
     return lin, cos, text
 
 
-def compare_curves(t: int = 300) -> Figure:
-    """alpha_bar_t and log SNR of both schedules overlaid, the near-pure-noise zone shaded, cursor at t."""
-    t, _, _ = _validate(t, "linear", 0)
+def _compare_figure(t: int | None) -> Figure:
     fig = Figure(figsize=(8, 3.0), dpi=90, layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     steps = np.arange(1, T + 1)
-    for name, color in zip(SCHEDULE_NAMES, ("tab:blue", "tab:orange")):
+    for name in SCHEDULE_NAMES:
         s = SCHEDULES[name]
-        ax1.plot(steps, s.alpha_bars, color=color, label=name)
-        ax2.plot(steps, s.log_snr, color=color, label=name)
-        ax1.fill_between(steps, 0, 1, where=s.alpha_bars < NEAR_NOISE, color=color, alpha=0.12, lw=0,
+        ax1.plot(steps, s.alpha_bars, color=COLORS[name], label=name)
+        ax2.plot(steps, s.log_snr, color=COLORS[name], label=name)
+        ax1.fill_between(steps, 0, 1, where=s.alpha_bars < NEAR_NOISE, color=COLORS[name], alpha=0.12, lw=0,
                          label=f"{name}: ᾱ_t < {NEAR_NOISE} ({s.steps_near_pure_noise(NEAR_NOISE)} steps)")
     for ax in (ax1, ax2):
-        ax.axvline(t, color="k", lw=1)
+        if t is not None:
+            ax.axvline(t, color="k", lw=1)
         ax.set_xlim(0, T)
         ax.set_xlabel("t")
         ax.grid(alpha=0.3)
@@ -223,3 +294,20 @@ def compare_curves(t: int = 300) -> Figure:
     ax1.legend(fontsize=7)
     ax2.legend(fontsize=7)
     return fig
+
+
+def compare_curves(t: int = 300) -> Figure:
+    """alpha_bar_t and log SNR of both schedules overlaid, the near-pure-noise zone shaded, cursor at t."""
+    t, _, _ = _validate(t, "linear", 0)
+    return _compare_figure(t)
+
+
+def compare_curves_image(t: int = 300) -> np.ndarray:
+    """``compare_curves`` as a uint8 picture with markers at t, fast enough to follow the slider."""
+    t, _, _ = _validate(t, "linear", 0)
+    markers = []
+    for name in SCHEDULE_NAMES:
+        if t >= 1:
+            ab = float(SCHEDULES[name].alpha_bar_at(t))
+            markers += [(0, ab, _rgb(name)), (1, float(SCHEDULES[name].log_snr[t - 1]), _rgb(name))]
+    return _compare_plot().draw(t, markers)

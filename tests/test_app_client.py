@@ -96,7 +96,7 @@ def test_every_endpoint_works_with_its_defaults(client, name):
     elif name == "/compare_schedules":
         assert read(out[0]).shape == read(out[1]).shape and "327 of 1000" in out[2]
     elif name in ("/forward_curves", "/compare_curves"):
-        assert out[0]["type"] == "matplotlib" and out[0]["plot"].startswith("data:image/")
+        assert read(out[0]).shape[1] >= 500
     elif name == "/forward_strips":
         assert read(out[0]).shape[1] > 900 and read(out[1]).shape[1] > 900
     elif name == "/reverse_walk":

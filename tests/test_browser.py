@@ -116,7 +116,7 @@ def test_forward_tab_slider_and_schedule(page):
     page.get_by_text("cosine (shown)").first.wait_for()
     wait_for_new_src(page, "fwd-strip10", None)
     curves = wait_for_new_src(page, "fwd-curves", None)
-    drag_slider(page, "fwd-t", 0.3)  # a real drag: the picture follows, the plot updates on release
+    drag_slider(page, "fwd-t", 0.3)  # a real drag: picture, numbers and curves follow
     wait_for_new_src(page, "fwd-xt", after_flip)
     assert wait_for_new_src(page, "fwd-curves", curves) != curves
     value = int(page.locator("#fwd-t input[type=number]").input_value())

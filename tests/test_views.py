@@ -118,7 +118,7 @@ def test_forward_noise_bad_upload(tmp_path):
         vf.forward_noise(str(bad), 10, "linear", 0)
 
 
-def test_schedule_curves_have_both_schedules_and_a_cursor():
+def test_schedule_curves_figure_has_both_schedules_and_a_cursor():
     fig = vf.schedule_curves(321, "cosine")
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
@@ -128,6 +128,31 @@ def test_schedule_curves_have_both_schedules_and_a_cursor():
     assert cursor, "no cursor line at t"
     mean = next(ln for ln in ax.get_lines() if ln.get_label() == "cosine: mean coef. √ᾱ_t")
     assert mean.get_ydata()[321] == pytest.approx(np.sqrt(ref_alpha_bar("cosine", 321)))
+
+
+@pytest.mark.parametrize("make", [lambda t: vf.schedule_curves_image(t, "cosine"), vf.compare_curves_image])
+def test_fast_curve_pictures_move_only_the_cursor(make):
+    a, b = make(200), make(800)
+    assert a.dtype == np.uint8 and a.shape == b.shape and a.shape[1] >= 500
+    changed = np.flatnonzero((a != b).any(axis=(0, 2)))
+    plot = vf._schedule_plot("cosine") if a.shape == vf._schedule_plot("cosine").base.shape else vf._compare_plot()
+    cursors = [plot.column(i, t) for i in range(len(plot.axes)) for t in (200, 800)]
+    assert all(min(abs(c - x) for x in cursors) <= 4 for c in changed)  # only around the two cursors
+    for i in range(len(plot.axes)):
+        top, bottom = plot.axes[i]["rows"]
+        col = a[top + 2:bottom - 2, plot.column(i, 200)]
+        assert (col == 0).all(axis=1).mean() > 0.9  # a black cursor line at t = 200 (markers sit on it)
+
+
+def test_fast_curve_markers_sit_on_the_curves():
+    plot = vf._schedule_plot("linear")
+    img = vf.schedule_curves_image(600, "linear")
+    ab = ref_alpha_bar("linear", 600)
+    x = plot.column(0, 600)
+    for value in (np.sqrt(ab), 1 - ab):
+        y = plot.row(0, value)
+        assert tuple(img[y, x + 3]) == vf._rgb("linear")  # the marker, beside the cursor
+    assert plot.column(0, 0) < plot.column(0, 1000)
 
 
 def test_forward_strips():
