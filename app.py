@@ -24,6 +24,8 @@ DIGITS = [str(ASSETS / f"digit_{d}.png") for d in range(10)]
 HEAVY = dict(concurrency_id="model", concurrency_limit=2)  # network work: queued, two at a time
 CHEAP = dict(concurrency_limit=None, show_progress="hidden")  # instant handlers: run concurrently, no spinner
 USER_ERRORS = (ValueError, ModelUnavailable)  # ImageError is a ValueError
+# Output formats: JPEG for photos and noise that change on every slider move (about 1 ms to encode a noisy
+# 256 px picture against about 38 ms for Gradio's default WebP), PNG for crisp digits and plots.
 
 
 class UploadImage(gr.Image):
@@ -129,14 +131,14 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                         f_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed (noise eps)")
                     with gr.Column():
                         f_xt = gr.Image(label="x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε", height=300, interactive=False,
-                                        elem_id="fwd-xt")
+                                        elem_id="fwd-xt", format="jpeg")
                         f_numbers = gr.Markdown(elem_id="fwd-numbers")
                 f_curves = gr.Image(label="mean and variance of q(x_t | x_0), both schedules, cursor at t",
-                                    interactive=False, elem_id="fwd-curves", height=300)
+                                    interactive=False, elem_id="fwd-curves", height=300, format="png")
                 f_strip10 = gr.Image(label="10 frames from the closed form (one ε)", interactive=False,
-                                     elem_id="fwd-strip10")
+                                     elem_id="fwd-strip10", format="jpeg")
                 f_strip1000 = gr.Image(label="the 1000-step Markov chain (fresh noise each step), every 100th step",
-                                       interactive=False, elem_id="fwd-strip1000")
+                                       interactive=False, elem_id="fwd-strip1000", format="jpeg")
 
             with gr.Tab("Compare schedules", id="compare"):
                 with gr.Row():
@@ -147,11 +149,13 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                         c_t = gr.Slider(0, vf.T, value=300, step=1, label="t (same for both)", elem_id="cmp-t")
                         c_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed (same noise)")
                 with gr.Row():
-                    c_linear = gr.Image(label="linear", height=280, interactive=False, elem_id="cmp-linear")
-                    c_cosine = gr.Image(label="cosine", height=280, interactive=False, elem_id="cmp-cosine")
+                    c_linear = gr.Image(label="linear", height=280, interactive=False, elem_id="cmp-linear",
+                                        format="jpeg")
+                    c_cosine = gr.Image(label="cosine", height=280, interactive=False, elem_id="cmp-cosine",
+                                        format="jpeg")
                 c_text = gr.Markdown()
                 c_curves = gr.Image(label="ᾱ_t and log SNR of both schedules (shaded: steps near pure noise)",
-                                    interactive=False, elem_id="cmp-curves", height=290)
+                                    interactive=False, elem_id="cmp-curves", height=290, format="png")
 
             with gr.Tab("Reverse diffusion", id="reverse"):
                 gr.Markdown(slot.notice(), elem_id="reverse-notice")
@@ -175,13 +179,14 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                             r_stop = gr.Button("Stop", variant="stop", elem_id="rev-stop")
                     with gr.Column(scale=2):
                         with gr.Row():
-                            r_panel_a = gr.Image(label="walk", interactive=False, elem_id="rev-a")
-                            r_panel_b = gr.Image(label="second walk", interactive=False, elem_id="rev-b")
+                            r_panel_a = gr.Image(label="walk", interactive=False, elem_id="rev-a", format="png")
+                            r_panel_b = gr.Image(label="second walk", interactive=False, elem_id="rev-b", format="png")
                         r_status = gr.Markdown(elem_id="rev-status")
                         r_scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the recorded walk",
                                             interactive=False, elem_id="rev-scrub")
-                        r_frame = gr.Image(label="recorded frame", interactive=False, elem_id="rev-frame")
-                        r_strip = gr.Image(label="10 frames of the walk (the article's figure 9)", interactive=False)
+                        r_frame = gr.Image(label="recorded frame", interactive=False, elem_id="rev-frame", format="png")
+                        r_strip = gr.Image(label="10 frames of the walk (the article's figure 9)", interactive=False,
+                                           format="png")
                         r_gif = gr.File(label="the walk as a GIF", interactive=False)
                 r_walks = gr.State(None)
 
@@ -201,11 +206,12 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                     with gr.Column(scale=2):
                         n_index = gr.Slider(0, 1, value=0, step=1, label="timestep (index, noisiest first)",
                                             interactive=False, elem_id="noise-index")
-                        n_triplet = gr.Image(label="x0_hat | x_t | eps_hat", interactive=False, elem_id="noise-triplet")
+                        n_triplet = gr.Image(label="x0_hat | x_t | eps_hat", interactive=False,
+                                             elem_id="noise-triplet", format="png")
                         n_text = gr.Markdown()
                         n_curve = gr.Plot(label="error per t")
                 n_grid = gr.Image(label="every timestep: x0_hat | x_t | eps_hat", interactive=False,
-                                  elem_id="noise-grid")
+                                  elem_id="noise-grid", format="png")
                 n_result = gr.State(None)
 
             with gr.Tab("Architecture", id="architecture"):
@@ -224,9 +230,9 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                         a_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed")
                         a_run = gr.Button("Show feature maps", variant="primary", elem_id="arch-run")
                     with gr.Column(scale=2):
-                        a_xt = gr.Image(label="x_t", interactive=False, height=200, elem_id="arch-xt")
+                        a_xt = gr.Image(label="x_t", interactive=False, height=200, elem_id="arch-xt", format="png")
                         a_maps = gr.Image(label="feature maps after each stage (first 8 channels, each scaled to "
-                                          "its own range)", interactive=False, elem_id="arch-maps")
+                                          "its own range)", interactive=False, elem_id="arch-maps", format="png")
 
             with gr.Tab("Math", id="math"):
                 gr.Markdown(vm.ALL, latex_delimiters=vm.LATEX_DELIMITERS, elem_id="math")

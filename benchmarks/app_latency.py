@@ -1,6 +1,6 @@
 """Latency of the app's handlers (the backend views, without Gradio's own ~5 ms per event), in ms.
 
-    OMP_NUM_THREADS=1 python benchmarks/app_latency.py [--checkpoint PATH] [--repeat 30]
+    OMP_NUM_THREADS=1 python benchmarks/app_latency.py [--checkpoint PATH] [--repeat 30] [--http]
 
 Uses $DDPM_EXPLAINER_CHECKPOINT or checkpoints/mnist-ddpm when it loads, else a randomly initialised
 U-Net with the default architecture (explainer.unet.UNetConfig, num_classes=10): the same cost per call.
@@ -74,6 +74,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--http", action="store_true", help="also time forward_noise through a launched Gradio server")
     args = ap.parse_args()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     model, what = load(args.checkpoint)
@@ -87,8 +88,12 @@ def main():
     print(f"forward_noise 256 px (slider move)       median {ms(med)}   min {ms(lo)}")
     med, lo = timed(lambda: vf.compare_schedules(PHOTO, 1 + next(ts) % 1000, 0), args.repeat * 3)
     print(f"compare_schedules 256 px (slider move)   median {ms(med)}   min {ms(lo)}")
+    med, lo = timed(lambda: vf.schedule_curves_image(1 + next(ts) % 1000, "cosine"), args.repeat * 3)
+    print(f"forward curves picture (slider move)      median {ms(med)}   min {ms(lo)}")
+    med, lo = timed(lambda: vf.compare_curves_image(1 + next(ts) % 1000), args.repeat * 3)
+    print(f"compare curves picture (slider move)      median {ms(med)}   min {ms(lo)}")
     med, lo = timed(lambda: vf.schedule_curves(300, "cosine").savefig(os.devnull, format="png"), 5)
-    print(f"forward curves figure (built + PNG)       median {ms(med)}   min {ms(lo)}")
+    print(f"(for comparison: a matplotlib re-render  median {ms(med)}   min {ms(lo)})")
 
     first_frame(model, digit="3", steps=100)  # warm-up
     runs = [first_frame(model, digit="3", guidance=3.0, sampler="DDPM", steps=100) for _ in range(max(3, args.repeat // 5))]
@@ -105,6 +110,45 @@ def main():
     t0 = time.perf_counter()
     n = sum(1 for _ in vr.reverse_walk(model, digit="3", steps=100))
     print(f"reverse_walk 100 DDPM steps, whole walk  {ms(time.perf_counter() - t0)}   ({n} updates streamed)")
+    if args.http:
+        http_round_trip(model, args.repeat)
+
+
+def http_round_trip(model, repeat: int):
+    """The whole event through the Gradio server (queue, handler, WebP encoding, SSE), over raw HTTP."""
+    import json
+    import urllib.request
+
+    import app
+
+    demo = app.build_app(views.ModelSlot(model, "benchmark"))
+    _, url, _ = demo.queue().launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    photo = {"path": PHOTO, "meta": {"_type": "gradio.FileData"}}
+    upload = json.loads(urllib.request.urlopen(urllib.request.Request(
+        url + "gradio_api/upload", data=_multipart(PHOTO), headers={"Content-Type": "multipart/form-data; boundary=B"})
+    ).read())[0]
+    photo["path"] = upload
+
+    def call(t):
+        body = json.dumps({"data": [photo, t, "linear", 0]}).encode()
+        req = urllib.request.Request(url + "gradio_api/call/forward_noise", data=body,
+                                     headers={"Content-Type": "application/json"})
+        eid = json.loads(urllib.request.urlopen(req).read())["event_id"]
+        out = urllib.request.urlopen(url + f"gradio_api/call/forward_noise/{eid}").read().decode()
+        assert "event: complete" in out, out[:300]
+
+    call(1)
+    ts = iter(range(10 ** 9))
+    med, lo = timed(lambda: call(1 + next(ts) % 1000), repeat)
+    print(f"forward_noise 256 px through Gradio (raw HTTP, 2 requests)  median {ms(med)}   min {ms(lo)}")
+    demo.close()
+
+
+def _multipart(path: str) -> bytes:
+    data = Path(path).read_bytes()
+    head = (f'--B\r\nContent-Disposition: form-data; name="files"; filename="{Path(path).name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    return head + data + b"\r\n--B--\r\n"
 
 
 if __name__ == "__main__":
