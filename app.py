@@ -17,6 +17,7 @@ from explainer import view_math as vm
 from explainer import view_noise as vn
 from explainer import view_reverse as vr
 from explainer import views
+from explainer.images import MAX_FILE_BYTES
 from explainer.views import ASSETS, SEED_MAX, UNCONDITIONAL, ModelUnavailable
 
 PHOTOS = [str(ASSETS / n) for n in ("astronaut.jpg", "camera.png", "coffee.jpg", "chelsea.jpg")]
@@ -282,4 +283,4 @@ if __name__ == "__main__":
     configure_threads()
     demo = build_app()
     # Host and port: Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, else 127.0.0.1:7860.
-    demo.queue(default_concurrency_limit=1).launch(show_error=True)
+    demo.queue(default_concurrency_limit=1).launch(show_error=True, max_file_size=MAX_FILE_BYTES)

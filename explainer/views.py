@@ -69,9 +69,9 @@ def load_slot(path: str | None = None, device: str | None = None) -> ModelSlot:
     try:
         return ModelSlot(load_model(path, device=device), path)
     except CheckpointError as e:
-        how = (f"Get it with `git lfs pull` (the shipped model lives in `checkpoints/mnist-ddpm`), train one with "
-               f"`python -m explainer train`, or point the environment variable `{CHECKPOINT_ENV}` at a checkpoint "
-               "folder and restart the app. The forward-process tabs work without a model.")
+        how = (f"To use the model tabs, restore the shipped checkpoint folder `checkpoints/mnist-ddpm`, train one "
+               f"with `python -m explainer train`, or set the environment variable `{CHECKPOINT_ENV}` to a "
+               "checkpoint folder, then restart the app. The forward-process tabs work without a model.")
         return ModelSlot(None, path, f"{e} {how}")
 
 
