@@ -1,8 +1,10 @@
 """Views of the forward process q(x_t | x_0): the noised image at t, the numbers at t, curves and strips.
 
-Everything here is model-free. The slider handler ``forward_noise`` must be instant, so the image
-tensor and the noise are prepared once per (image, seed) and cached; each call is then one
-closed-form step x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et al. 2020, eq. 4).
+Everything here is model-free. The slider handlers must be instant: the image and the noise are
+prepared once per (image, seed) and cached, so ``forward_noise`` is one closed-form step
+x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et al. 2020, eq. 4) in numpy; the curve
+pictures are rendered once per schedule and only the cursor is drawn per move (``CursorPlot``).
+The ``*_curves`` functions return the same plots as live matplotlib Figures.
 """
 from __future__ import annotations
 
