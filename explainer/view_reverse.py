@@ -175,7 +175,8 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
         w.x0_hats.append(to_uint8(rec.x0_hat))
         w.ts.append(rec.t_prev)
         now = time.perf_counter()
-        show = w.done == w.total or (w.done % show_every[i] == 0 and now - last_picture[i] >= MIN_FRAME_S)
+        show = (w.done in (1, w.total)  # the first denoised frame at once, and the last
+                or (w.done % show_every[i] == 0 and now - last_picture[i] >= MIN_FRAME_S))
         if not show and now - last_yield < YIELD_EVERY_S:
             continue
         panels = [None] * len(walks)

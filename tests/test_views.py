@@ -277,7 +277,7 @@ def test_reverse_walk_streams_every_step(tiny_model, monkeypatch):
     updates = list(vr.reverse_walk(tiny_model, "unconditional", 1.0, "DDIM", 30))
     assert [u.step for u in updates] == list(range(31)) + [30]  # the start, each step, then the finish
     shown = [u.step for u in updates if u.panels[0] is not None]
-    assert shown == [0, 5, 10, 15, 20, 25, 30, 30]  # new pictures only every few steps, and at the end
+    assert shown == [0, 1, 5, 10, 15, 20, 25, 30, 30]  # the start, the first step, every few steps, the end
     assert updates[7].status.startswith("DDIM, 30 steps, linear schedule: step 7/30")
     monkeypatch.setattr(vr, "YIELD_EVERY_S", 1e9)  # fast steps: updates only with pictures
     assert [u.step for u in vr.reverse_walk(tiny_model, "unconditional", 1.0, "DDIM", 30)] == shown
