@@ -1,0 +1,155 @@
+"""Latency of the app's handlers (the backend views, without Gradio's own ~5 ms per event), in ms.
+
+    OMP_NUM_THREADS=1 python benchmarks/app_latency.py [--checkpoint PATH] [--repeat 30] [--http]
+
+Uses $DDPM_EXPLAINER_CHECKPOINT or checkpoints/mnist-ddpm when it loads, else a randomly initialised
+U-Net with the default architecture (explainer.unet.UNetConfig, num_classes=10): the same cost per call.
+Torch threads are set as app.py sets them (half the cores, at least one).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from explainer import view_forward as vf  # noqa: E402
+from explainer import view_noise as vn  # noqa: E402
+from explainer import view_reverse as vr  # noqa: E402
+from explainer import views  # noqa: E402
+from explainer.checkpoint import save_checkpoint  # noqa: E402
+from explainer.unet import UNet, UNetConfig  # noqa: E402
+
+PHOTO = str(views.ASSETS / "astronaut.jpg")  # 256 x 256
+DIGIT = str(views.ASSETS / "digit_3.png")
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:8.2f} ms"
+
+
+def timed(fn, repeat: int) -> tuple[float, float]:
+    """(median, min) of ``repeat`` calls."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times)
+
+
+def load(path: str | None):
+    slot = views.load_slot(path)
+    if slot.ok:
+        return slot.model, f"checkpoint {slot.path}"
+    folder = Path(tempfile.mkdtemp(prefix="bench-ckpt-"))
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(num_classes=10))
+    save_checkpoint(folder, net, {"name": "linear", "num_steps": 1000}, [str(i) for i in range(10)])
+    return views.load_slot(str(folder)).require(), "random U-Net with the default UNetConfig (no checkpoint found)"
+
+
+def first_frame(model, **kw) -> tuple[float, float]:
+    """Seconds to the first yield (x_T shown) and to the first update after a network step."""
+    t0 = time.perf_counter()
+    gen = vr.reverse_walk(model, **kw)
+    next(gen)
+    t_start = time.perf_counter() - t0
+    while next(gen).step < 1:
+        pass
+    t_step = time.perf_counter() - t0
+    gen.close()
+    return t_start, t_step
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--http", action="store_true", help="also time forward_noise through a launched Gradio server")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    model, what = load(args.checkpoint)
+    print(f"model: {what}; torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {model.device}")
+
+    t0 = time.perf_counter()
+    vf.forward_noise(PHOTO, 500, "linear", 0)
+    print(f"forward_noise 256 px, first call (load + noise) {ms(time.perf_counter() - t0)}")
+    ts = iter(range(10 ** 9))
+    med, lo = timed(lambda: vf.forward_noise(PHOTO, 1 + next(ts) % 1000, "linear", 0), args.repeat * 3)
+    print(f"forward_noise 256 px (slider move)       median {ms(med)}   min {ms(lo)}")
+    med, lo = timed(lambda: vf.compare_schedules(PHOTO, 1 + next(ts) % 1000, 0), args.repeat * 3)
+    print(f"compare_schedules 256 px (slider move)   median {ms(med)}   min {ms(lo)}")
+    med, lo = timed(lambda: vf.schedule_curves_image(1 + next(ts) % 1000, "cosine"), args.repeat * 3)
+    print(f"forward curves picture (slider move)      median {ms(med)}   min {ms(lo)}")
+    med, lo = timed(lambda: vf.compare_curves_image(1 + next(ts) % 1000), args.repeat * 3)
+    print(f"compare curves picture (slider move)      median {ms(med)}   min {ms(lo)}")
+    med, lo = timed(lambda: vf.schedule_curves(300, "cosine").savefig(os.devnull, format="png"), 5)
+    print(f"(for comparison: a matplotlib re-render  median {ms(med)}   min {ms(lo)})")
+
+    first_frame(model, digit="3", steps=100)  # warm-up
+    runs = [first_frame(model, digit="3", guidance=3.0, sampler="DDPM", steps=100) for _ in range(max(3, args.repeat // 5))]
+    print(f"reverse_walk: first frame (x_T)           median {ms(statistics.median(r[0] for r in runs))}")
+    print(f"reverse_walk: first denoised step         median {ms(statistics.median(r[1] for r in runs))}"
+          "   (guided: one batched call of 2)")
+
+    def grid():
+        vn.noise_grid(vn.noise_removal(model, "real digit", DIGIT, "unconditional", 1.0, 50, 0))
+
+    grid()
+    med, lo = timed(grid, max(3, args.repeat // 5))
+    print(f"noise_removal 50 timesteps + grid        median {ms(med)}   min {ms(lo)}   (ONE batched call of 50)")
+    t0 = time.perf_counter()
+    n = sum(1 for _ in vr.reverse_walk(model, digit="3", steps=100))
+    print(f"reverse_walk 100 DDPM steps, whole walk  {ms(time.perf_counter() - t0)}   ({n} updates streamed)")
+    if args.http:
+        http_round_trip(model, args.repeat)
+
+
+def http_round_trip(model, repeat: int):
+    """The whole event through the Gradio server (queue, handler, WebP encoding, SSE), over raw HTTP."""
+    import json
+    import urllib.request
+
+    import app
+
+    demo = app.build_app(views.ModelSlot(model, "benchmark"))
+    _, url, _ = demo.queue().launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    photo = {"path": PHOTO, "meta": {"_type": "gradio.FileData"}}
+    upload = json.loads(urllib.request.urlopen(urllib.request.Request(
+        url + "gradio_api/upload", data=_multipart(PHOTO), headers={"Content-Type": "multipart/form-data; boundary=B"})
+    ).read())[0]
+    photo["path"] = upload
+
+    def call(t):
+        body = json.dumps({"data": [photo, t, "linear", 0]}).encode()
+        req = urllib.request.Request(url + "gradio_api/call/forward_noise", data=body,
+                                     headers={"Content-Type": "application/json"})
+        eid = json.loads(urllib.request.urlopen(req).read())["event_id"]
+        out = urllib.request.urlopen(url + f"gradio_api/call/forward_noise/{eid}").read().decode()
+        assert "event: complete" in out, out[:300]
+
+    call(1)
+    ts = iter(range(10 ** 9))
+    med, lo = timed(lambda: call(1 + next(ts) % 1000), repeat)
+    print(f"forward_noise 256 px through Gradio (raw HTTP, 2 requests)  median {ms(med)}   min {ms(lo)}")
+    demo.close()
+
+
+def _multipart(path: str) -> bytes:
+    data = Path(path).read_bytes()
+    head = (f'--B\r\nContent-Disposition: form-data; name="files"; filename="{Path(path).name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    return head + data + b"\r\n--B--\r\n"
+
+
+if __name__ == "__main__":
+    main()

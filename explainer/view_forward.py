@@ -1,0 +1,315 @@
+"""Views of the forward process q(x_t | x_0): the noised image at t, the numbers at t, curves and strips.
+
+Everything here is model-free. The slider handlers must be instant: the image and the noise are
+prepared once per (image, seed) and cached, so ``forward_noise`` is one closed-form step
+x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et al. 2020, eq. 4) in numpy; the curve
+pictures are rendered once per schedule and only the cursor is drawn per move (``CursorPlot``).
+The ``*_curves`` functions return the same plots as live matplotlib Figures.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+
+from . import images
+from .forward import q_chain, q_sample
+from .schedules import make_schedule
+from .views import check_choice, check_int, seeded_normal, strip, to_uint8
+
+T = 1000  # the article's number of steps
+SCHEDULE_NAMES = ("linear", "cosine")
+SCHEDULES = {name: make_schedule(name, T) for name in SCHEDULE_NAMES}
+STRIP_SIDE = 96  # longer side of the frames in the strips
+SEED_MAX = 2**31 - 1
+COLORS = {"linear": "tab:blue", "cosine": "tab:orange"}
+NEAR_NOISE = 0.01  # "near pure noise": alpha_bar_t below this (less than 10 % of the signal amplitude)
+
+
+class _LRU:
+    """A tiny thread-safe LRU cache."""
+
+    def __init__(self, size: int):
+        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key, make):
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        value = make()
+        with self.lock:
+            self.data[key] = value
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+        return value
+
+
+_images = _LRU(32)
+_noise = _LRU(64)
+
+
+def _key(source, max_side: int):
+    if isinstance(source, np.ndarray):
+        return ("array", source.shape, str(source.dtype), hashlib.blake2b(source.tobytes(), digest_size=16).hexdigest(),
+                max_side)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            st = os.stat(source)
+        except OSError:
+            return ("path", str(source), None, max_side)
+        return ("path", str(source), st.st_mtime_ns, st.st_size, max_side)
+    return None
+
+
+def prepare_image(source, max_side: int = images.MAX_SIDE) -> np.ndarray:
+    """Load (any upload) and convert to x_0: float32 [H,W,3] in [-1, 1] (read-only); cached per file/array."""
+    key = _key(source, max_side)
+
+    def make():
+        x0 = images.load_image(source, max_side=max_side, mode="RGB").astype(np.float32) / 127.5 - 1.0
+        x0.setflags(write=False)
+        return x0
+
+    return make() if key is None else _images.get(key, make)
+
+
+def noise_like(x0: np.ndarray, seed: int) -> np.ndarray:
+    """The seed's noise eps for an [H,W,C] image (cached; the same for every schedule and t).
+
+    Drawn by torch in [1,C,H,W] layout from a CPU generator, so the backend's tensors see the same eps.
+    """
+    h, w, c = x0.shape
+
+    def make():
+        eps = seeded_normal((1, c, h, w), seed)[0].permute(1, 2, 0).numpy().copy()
+        eps.setflags(write=False)
+        return eps
+
+    return _noise.get((x0.shape, int(seed)), make)
+
+
+def closed_form_uint8(x0: np.ndarray, eps: np.ndarray, alpha_bar: float) -> np.ndarray:
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et al. 2020, eq. 4), as uint8 for display.
+
+    Plain numpy on purpose: single-threaded and about a millisecond at 256 px, whatever torch's thread
+    settings (torch's intra-op threads stall small ops on a busy machine).
+    """
+    x = np.sqrt(alpha_bar, dtype=np.float32) * x0
+    x += np.sqrt(1.0 - alpha_bar, dtype=np.float32) * eps
+    x += 1.0
+    x *= 127.5
+    np.clip(x, 0.0, 255.0, out=x)
+    return np.rint(x, out=x).astype(np.uint8)
+
+
+def _validate(t, schedule, seed) -> tuple[int, str, int]:
+    return (check_int("t", t, 0, T), check_choice("schedule", schedule, SCHEDULE_NAMES),
+            check_int("seed", seed, 0, SEED_MAX))
+
+
+def noised(image, t: int, schedule: str, seed: int) -> np.ndarray:
+    """x_t of ``image`` under ``schedule`` with the seed's noise, as uint8 [H,W,3]."""
+    t, schedule, seed = _validate(t, schedule, seed)
+    x0 = prepare_image(image)
+    return closed_form_uint8(x0, noise_like(x0, seed), float(SCHEDULES[schedule].alpha_bar_at(t)))
+
+
+def _fmt(v: float) -> str:
+    if math.isinf(v):
+        return "∞"
+    return f"{v:.6g}" if abs(v) >= 1e-4 or v == 0 else f"{v:.3e}"
+
+
+def numbers_at(t: int, schedule: str) -> str:
+    """Markdown table of beta_t, alpha_bar_t, the mean coefficient, the variance and the SNR at t."""
+    rows = [("β_t", "beta_t"), ("ᾱ_t", "alpha_bar_t"), ("mean coefficient √ᾱ_t", "sqrt_alpha_bar_t"),
+            ("variance 1 − ᾱ_t", "one_minus_alpha_bar_t"), ("SNR ᾱ_t / (1 − ᾱ_t)", "snr")]
+    s = {name: SCHEDULES[name].summary_at(t) for name in SCHEDULE_NAMES}
+    head = " | ".join(f"**{n}** (shown)" if n == schedule else n for n in SCHEDULE_NAMES)
+    lines = [f"| at t = {t} | {head} |", "|---|" + "---:|" * len(SCHEDULE_NAMES)]
+    lines += [f"| {label} | " + " | ".join(_fmt(s[n][key]) for n in SCHEDULE_NAMES) + " |" for label, key in rows]
+    return "\n".join(lines)
+
+
+def forward_noise(image, t: int = 500, schedule: str = "linear", seed: int = 0) -> tuple[np.ndarray, str]:
+    """The slider handler: (x_t as uint8 [H,W,3], the numbers at t as Markdown)."""
+    img = noised(image, t, schedule, seed)
+    return img, numbers_at(int(t), schedule)
+
+
+def _schedule_figure(t: int | None, schedule: str) -> Figure:
+    fig = Figure(figsize=(6.4, 3.2), dpi=90, layout="constrained")
+    ax = fig.add_subplot()
+    steps = np.arange(0, T + 1)
+    for name in SCHEDULE_NAMES:
+        ab = SCHEDULES[name].alpha_bar_at(steps)
+        width = 2.2 if name == schedule else 1.2
+        ax.plot(steps, np.sqrt(ab), color=COLORS[name], lw=width, label=f"{name}: mean coef. √ᾱ_t")
+        ax.plot(steps, 1 - ab, color=COLORS[name], lw=width, ls="--", label=f"{name}: variance 1 − ᾱ_t")
+    if t is not None:
+        ab_t = float(SCHEDULES[schedule].alpha_bar_at(t))
+        ax.axvline(t, color="k", lw=1)
+        ax.plot([t, t], [math.sqrt(ab_t), 1 - ab_t], "o", color=COLORS[schedule])
+    ax.set_xlim(0, T)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("t")
+    ax.set_title("q(x_t | x_0): mean and variance" + (f", cursor at t = {t}" if t is not None else ""), fontsize=10)
+    ax.legend(fontsize=7, loc="center right")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def schedule_curves(t: int = 500, schedule: str = "linear") -> Figure:
+    """Mean coefficient sqrt(alpha_bar_t) and variance 1 - alpha_bar_t of both schedules, cursor at t."""
+    t, schedule, _ = _validate(t, schedule, 0)
+    return _schedule_figure(t, schedule)
+
+
+class CursorPlot:
+    """A figure rendered ONCE to pixels; ``draw(t)`` adds a cursor line (and markers) in about a millisecond.
+
+    Lets the curves follow the slider live instead of re-rendering matplotlib (tens of ms) per move.
+    """
+
+    def __init__(self, fig: Figure):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        self.base = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        self.base.setflags(write=False)
+        h = self.base.shape[0]
+        self.axes = []
+        for ax in fig.axes:
+            (x0, y0), (x1, y1) = ax.get_window_extent().get_points()
+            p0, p1 = ax.transData.transform([[0.0, 0.0], [1.0, 1.0]])
+            self.axes.append({"rows": (int(math.ceil(h - y1)), int(h - y0)), "cols": (int(math.ceil(x0)), int(x1)),
+                              "x": (p0[0], p1[0] - p0[0]), "y": (h - p0[1], -(p1[1] - p0[1]))})
+
+    def column(self, ax: int, t: float) -> int:
+        off, scale = self.axes[ax]["x"]
+        return int(round(off + scale * t))
+
+    def row(self, ax: int, value: float) -> int:
+        off, scale = self.axes[ax]["y"]
+        return int(round(off + scale * value))
+
+    def draw(self, t: float, markers=()) -> np.ndarray:
+        """The base picture with a 2-pixel black cursor at t in every axes; markers: (axes index, y value, rgb)."""
+        img = self.base.copy()
+        for i, a in enumerate(self.axes):
+            x = min(max(self.column(i, t), a["cols"][0]), a["cols"][1] - 2)
+            img[a["rows"][0]:a["rows"][1], x:x + 2] = 0
+        for i, value, rgb in markers:
+            if not math.isfinite(value):
+                continue
+            a, x, y = self.axes[i], self.column(i, t), self.row(i, value)
+            if a["rows"][0] <= y < a["rows"][1]:
+                img[max(y - 3, 0):y + 4, max(x - 3, 0):x + 5] = rgb
+        return img
+
+
+@functools.lru_cache(maxsize=None)
+def _schedule_plot(schedule: str) -> CursorPlot:
+    return CursorPlot(_schedule_figure(None, schedule))
+
+
+@functools.lru_cache(maxsize=None)
+def _compare_plot() -> CursorPlot:
+    return CursorPlot(_compare_figure(None))
+
+
+def _rgb(name: str) -> tuple[int, int, int]:
+    return tuple(int(round(255 * c)) for c in to_rgb(COLORS[name]))
+
+
+def schedule_curves_image(t: int = 500, schedule: str = "linear") -> np.ndarray:
+    """``schedule_curves`` as a uint8 picture, fast enough to follow the slider (cached base + cursor)."""
+    t, schedule, _ = _validate(t, schedule, 0)
+    ab = float(SCHEDULES[schedule].alpha_bar_at(t))
+    rgb = _rgb(schedule)
+    return _schedule_plot(schedule).draw(t, [(0, math.sqrt(ab), rgb), (0, 1 - ab, rgb)])
+
+
+def forward_strips(image, schedule: str = "linear", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The whole forward process as two strips (like the article's figures 2, 3 and 5).
+
+    1. ten frames from the closed form at t evenly spread over 0..T (the same eps in every frame);
+    2. the actual 1000-step Markov chain x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps_t (fresh noise
+       each step, Ho et al. eq. 2), sampled evenly every 100 steps.
+    """
+    _, schedule, seed = _validate(0, schedule, seed)
+    x0_hwc = prepare_image(image, max_side=STRIP_SIDE)
+    eps = torch.from_numpy(noise_like(x0_hwc, seed).copy()).permute(2, 0, 1)[None]
+    x0 = torch.from_numpy(x0_hwc.copy()).permute(2, 0, 1)[None]
+    sched = SCHEDULES[schedule]
+    ts = np.round(np.linspace(0, T, 10)).astype(int)
+    closed = q_sample(x0.expand(len(ts), -1, -1, -1), torch.from_numpy(ts), eps.expand(len(ts), -1, -1, -1), sched)
+    top = strip([to_uint8(x) for x in closed], [f"t={t}" for t in ts])
+    gen = torch.Generator().manual_seed(seed)
+    chain = list(q_chain(x0, sched, generator=gen, record_every=T // 10))
+    bottom = strip([to_uint8(x) for _, x in chain], [f"t={t}" for t, _ in chain])
+    return top, bottom
+
+
+def compare_schedules(image, t: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """The same image and the same noise under linear and cosine at the same t, and their numbers."""
+    t, _, seed = _validate(t, "linear", seed)
+    x0 = prepare_image(image)
+    eps = noise_like(x0, seed)
+    lin, cos = (closed_form_uint8(x0, eps, float(SCHEDULES[n].alpha_bar_at(t))) for n in SCHEDULE_NAMES)
+    near = {n: SCHEDULES[n].steps_near_pure_noise(NEAR_NOISE) for n in SCHEDULE_NAMES}
+    ab = {n: float(SCHEDULES[n].alpha_bar_at(t)) for n in SCHEDULE_NAMES}
+    text = numbers_at(t, "") + "\n\n" + "\n".join(
+        f"- **{n}**: {near[n]} of {T} steps ({near[n] / T:.1%}) have ᾱ_t < {NEAR_NOISE} (signal amplitude "
+        f"√ᾱ_t < {math.sqrt(NEAR_NOISE):.1f}: nearly pure noise); at t = {t} the image keeps "
+        f"√ᾱ_t = {math.sqrt(ab[n]):.3f} of its amplitude." for n in SCHEDULE_NAMES)
+    return lin, cos, text
+
+
+def _compare_figure(t: int | None) -> Figure:
+    fig = Figure(figsize=(8, 3.0), dpi=90, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    steps = np.arange(1, T + 1)
+    for name in SCHEDULE_NAMES:
+        s = SCHEDULES[name]
+        ax1.plot(steps, s.alpha_bars, color=COLORS[name], label=name)
+        ax2.plot(steps, s.log_snr, color=COLORS[name], label=name)
+        ax1.fill_between(steps, 0, 1, where=s.alpha_bars < NEAR_NOISE, color=COLORS[name], alpha=0.12, lw=0,
+                         label=f"{name}: ᾱ_t < {NEAR_NOISE} ({s.steps_near_pure_noise(NEAR_NOISE)} steps)")
+    for ax in (ax1, ax2):
+        if t is not None:
+            ax.axvline(t, color="k", lw=1)
+        ax.set_xlim(0, T)
+        ax.set_xlabel("t")
+        ax.grid(alpha=0.3)
+    ax1.set_title("ᾱ_t (signal kept)", fontsize=10)
+    ax2.set_title("log SNR = log(ᾱ_t / (1 − ᾱ_t))", fontsize=10)
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    return fig
+
+
+def compare_curves(t: int = 300) -> Figure:
+    """alpha_bar_t and log SNR of both schedules overlaid, the near-pure-noise zone shaded, cursor at t."""
+    t, _, _ = _validate(t, "linear", 0)
+    return _compare_figure(t)
+
+
+def compare_curves_image(t: int = 300) -> np.ndarray:
+    """``compare_curves`` as a uint8 picture with markers at t, fast enough to follow the slider."""
+    t, _, _ = _validate(t, "linear", 0)
+    markers = []
+    for name in SCHEDULE_NAMES:
+        if t >= 1:
+            ab = float(SCHEDULES[name].alpha_bar_at(t))
+            markers += [(0, ab, _rgb(name)), (1, float(SCHEDULES[name].log_snr[t - 1]), _rgb(name))]
+    return _compare_plot().draw(t, markers)

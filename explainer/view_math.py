@@ -1,0 +1,56 @@
+"""The math panel: the equations each tab uses, as Markdown with LaTeX ($...$ inline, $$...$$ display).
+
+Render with ``LATEX_DELIMITERS`` (Gradio's Markdown only knows $$...$$ unless told otherwise).
+"""
+from __future__ import annotations
+
+LATEX_DELIMITERS = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
+FORWARD = r"""
+### Forward diffusion (tabs 1 and 2)
+One step adds a little Gaussian noise (Ho et al. 2020, eq. 2):
+$$q(x_t \mid x_{t-1}) = \mathcal{N}\big(x_t;\ \sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big), \qquad \alpha_t = 1-\beta_t,\quad \bar\alpha_t = \prod_{s=1}^{t}\alpha_s$$
+and any step in closed form (eq. 4), used for the slider:
+$$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon, \qquad \epsilon \sim \mathcal{N}(0, I)$$
+so the mean coefficient is $\sqrt{\bar\alpha_t}$, the variance $1-\bar\alpha_t$, and the signal-to-noise ratio
+$\mathrm{SNR}(t) = \bar\alpha_t / (1-\bar\alpha_t)$.
+
+Schedules: linear $\beta_t$ from $10^{-4}$ to $0.02$ (Ho et al.); cosine (Nichol & Dhariwal 2021, eq. 17)
+$$\bar\alpha_t = \frac{f(t)}{f(0)}, \qquad f(t) = \cos^2\!\Big(\frac{t/T + s}{1+s}\cdot\frac{\pi}{2}\Big),\quad s = 0.008,\qquad \beta_t = \min\Big(1-\frac{\bar\alpha_t}{\bar\alpha_{t-1}},\ 0.999\Big).$$
+"Near pure noise" in tab 2 counts the steps with $\bar\alpha_t < 0.01$.
+"""
+
+REVERSE = r"""
+### Reverse diffusion (tab 3)
+The network predicts the noise $\epsilon_\theta(x_t, t, y)$. DDPM (Ho et al. 2020, Algorithm 2):
+$$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big) + \sigma_t z, \qquad \sigma_t^2 = \beta_t,\ z \sim \mathcal{N}(0, I)\ (z = 0 \text{ at the last step})$$
+DDIM with $\eta = 0$ (Song et al. 2021, eq. 12), deterministic:
+$$x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\epsilon_\theta(x_t, t)$$
+Fewer steps (Nichol & Dhariwal 2021, sec. 4): keep steps $s_1 < \dots < s_n$ and use
+$\beta'_i = 1 - \bar\alpha_{s_i}/\bar\alpha_{s_{i-1}}$; the network is still called with the original $t = s_i$.
+Sampling with the *other* schedule: each step's $\bar\alpha'$ comes from that schedule, and the network is called at the
+training step whose $\log \mathrm{SNR}$ is nearest.
+
+Classifier-free guidance (Ho & Salimans 2022) with scale $w$ ($w = 1$: plain conditional, $w = 0$: unconditional):
+$$\tilde\epsilon = \epsilon_\theta(x_t, t, \varnothing) + w\,\big(\epsilon_\theta(x_t, t, y) - \epsilon_\theta(x_t, t, \varnothing)\big)$$
+"""
+
+NOISE_REMOVAL = r"""
+### Subtract all the predicted noise (tab 4)
+Solving the closed form for $x_0$ with the predicted noise (Ho et al. 2020, eq. 15):
+$$\hat x_0 = \frac{x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta(x_t, t)}{\sqrt{\bar\alpha_t}}$$
+At large $t$, $1/\sqrt{\bar\alpha_t}$ is huge (about 157 at $t = T$ for the linear schedule), so small errors in
+$\epsilon_\theta$ blow up; the pictures are clipped to $[-1, 1]$ for display. For a real digit the errors are
+$\tfrac{1}{D}\lVert\epsilon_\theta - \epsilon\rVert^2$ and $\tfrac{1}{D}\lVert\hat x_0 - x_0\rVert^2$ ($D$ pixels).
+The training loss is the first one: $L_\text{simple} = \mathbb{E}_{t, x_0, \epsilon}\lVert \epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\epsilon,\ t)\rVert^2$.
+"""
+
+ARCHITECTURE = r"""
+### The U-Net (tab 5)
+Time embedding (Transformer sinusoids, $d$ = base channels, $k = 0..d/2-1$):
+$$e(t) = \big[\cos(t\,\omega_k),\ \sin(t\,\omega_k)\big], \qquad \omega_k = 10000^{-2k/d}$$
+then $\mathrm{emb} = \mathrm{MLP}(e(t)) + E[y]$, and in each residual block
+$$h = \mathrm{Conv}(\mathrm{SiLU}(\mathrm{GN}(x))) + W\,\mathrm{emb}, \qquad \mathrm{out} = \mathrm{skip}(x) + \mathrm{Conv}(\mathrm{SiLU}(\mathrm{GN}(h)))$$
+"""
+
+ALL = "\n".join([FORWARD, REVERSE, NOISE_REMOVAL, ARCHITECTURE])

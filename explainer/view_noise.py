@@ -1,0 +1,139 @@
+"""Subtract ALL the predicted noise at once: x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t).
+
+The article's figure 10 shows, at each timestep, the triplet x0_hat | x_t | eps_hat (Ho et al. 2020,
+eq. 15 gives x0_hat). Two sources:
+
+- a reverse walk from pure noise (DDPM on the training schedule, respaced to ``num_t`` steps): x_t is
+  the walk's state, and x0_hat is never fed back (it is what a one-shot denoiser would give);
+- a real digit x_0 noised with ONE known eps to ``num_t`` timesteps t (closed form, eq. 4): all of them
+  go through the network in ONE batched call, and the true eps and x_0 stand beside the predictions
+  with the error per t.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .checkpoint import DiffusionModel
+from .forward import q_sample, x0_from_eps
+from .respacing import make_chain, spaced_timesteps
+from .samplers import guided_eps, sample
+from .views import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, captioned, check_choice, check_float, check_int,
+                    class_labels, digit_tensor, eps_fn_for, eps_to_uint8, hstack, seeded_normal, to_uint8, upscale,
+                    vstack)
+
+SOURCES = ("reverse walk", "real digit")
+MIN_T, MAX_T = 2, 200  # how many timesteps the grid may hold
+GRID_COLUMNS = 5
+TRIPLET_SCALE = 6
+
+
+@dataclass
+class NoiseRemoval:
+    """Per timestep (noisiest first): x_t, eps_hat, x0_hat as float tensors [N,C,H,W] on the CPU.
+
+    For the real-digit source also the truth: x0 [1,C,H,W] and eps [1,C,H,W] (the same eps at every t).
+    """
+
+    source: str
+    ts: list
+    x_t: torch.Tensor
+    eps_hat: torch.Tensor
+    x0_hat: torch.Tensor
+    x0: torch.Tensor | None = None
+    eps: torch.Tensor | None = None
+    label: str = UNCONDITIONAL
+    errors: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.ts)
+
+
+def noise_removal(model: DiffusionModel, source: str = "real digit", image=None, digit: str = UNCONDITIONAL,
+                  guidance: float = 1.0, num_t: int = 50, seed: int = 0) -> NoiseRemoval:
+    """Compute x_t, eps_hat and x0_hat at ``num_t`` timesteps spread evenly over 1..T (see module doc)."""
+    source = check_choice("source", source, SOURCES)
+    digit = str(digit)
+    class_labels(model, digit, 1)  # validates the class
+    guidance = check_float("guidance scale", guidance, 0.0, GUIDANCE_MAX)
+    num_t = check_int("number of timesteps", num_t, MIN_T, min(MAX_T, model.schedule.T))
+    seed = check_int("seed", seed, 0, SEED_MAX)
+    shape = (1, model.channels, model.image_size, model.image_size)
+    eps_fn = eps_fn_for(model)
+    if source == "reverse walk":
+        chain = make_chain(model.schedule, num_t, "linspace")
+        recs = list(sample(eps_fn, chain, shape, method="ddpm", labels=class_labels(model, digit, 1), guidance=guidance,
+                           null_label=model.null_label, seed=seed, device=model.device))
+        x_t = torch.cat([r.x_t for r in recs]).cpu()
+        eps_hat = torch.cat([r.eps for r in recs]).cpu()
+        x0_hat = torch.cat([r.x0_hat for r in recs]).cpu()
+        result = NoiseRemoval(source, [r.t for r in recs], x_t, eps_hat, x0_hat, label=digit)
+        final = recs[-1].x_prev.cpu()
+        result.errors["x0_hat vs the final sample"] = ((x0_hat - final) ** 2).mean(dim=(1, 2, 3)).numpy()
+        return result
+    x0 = digit_tensor(model, image)
+    ts = spaced_timesteps(model.schedule.T, num_t)[::-1].copy()  # noisiest first, like the walk
+    eps = seeded_normal(shape, seed)
+    n = len(ts)
+    t = torch.from_numpy(ts)
+    x_t = q_sample(x0.expand(n, -1, -1, -1), t, eps.expand(n, -1, -1, -1), model.schedule)
+    with torch.inference_mode():  # ONE batched network call for every t (doubled batch under guidance)
+        eps_hat = guided_eps(eps_fn, x_t.to(model.device), t.to(model.device), class_labels(model, digit, n), guidance,
+                             model.null_label).float().cpu()
+    x0_hat = x0_from_eps(x_t, t, eps_hat, model.schedule)
+    result = NoiseRemoval(source, ts.tolist(), x_t, eps_hat, x0_hat, x0, eps, label=digit)
+    result.errors["eps_hat vs true eps"] = ((eps_hat - eps) ** 2).mean(dim=(1, 2, 3)).numpy()
+    result.errors["x0_hat vs true x0"] = ((x0_hat - x0) ** 2).mean(dim=(1, 2, 3)).numpy()
+    return result
+
+
+def _cell(result: NoiseRemoval, i: int, scale: int) -> list[np.ndarray]:
+    return [upscale(to_uint8(result.x0_hat[i]), scale), upscale(to_uint8(result.x_t[i]), scale),
+            upscale(eps_to_uint8(result.eps_hat[i]), scale)]
+
+
+def noise_grid(result: NoiseRemoval, scale: int = 2) -> np.ndarray:
+    """Every timestep's triplet x0_hat | x_t | eps_hat, captioned with t, in rows of GRID_COLUMNS."""
+    cells = [captioned(hstack(_cell(result, i, scale), pad=1), f"t={t}") for i, t in enumerate(result.ts)]
+    rows = [hstack(cells[k:k + GRID_COLUMNS], pad=10) for k in range(0, len(cells), GRID_COLUMNS)]
+    return vstack(rows, pad=6)
+
+
+def noise_triplet(result: NoiseRemoval, index: int = 0) -> tuple[np.ndarray, str]:
+    """One timestep large: x0_hat | x_t | eps_hat (| true x_0 | true eps), and its numbers as Markdown."""
+    index = check_int("timestep index", index, 0, len(result) - 1)
+    s = TRIPLET_SCALE
+    names = ["x0_hat (all noise removed)", "x_t", "eps_hat (predicted)"]
+    tiles = [captioned(im, n) for im, n in zip(_cell(result, index, s), names)]
+    t = result.ts[index]
+    lines = [f"**t = {t}** (timestep {index + 1} of {len(result)}, source: {result.source})"]
+    if result.x0 is not None:
+        tiles += [captioned(upscale(to_uint8(result.x0), s), "true x_0"),
+                  captioned(upscale(eps_to_uint8(result.eps), s), "true eps")]
+    for name, err in result.errors.items():
+        lines.append(f"- mean squared error, {name}: {float(err[index]):.4f}")
+    lines.append(f"- x0_hat before display clipping spans [{float(result.x0_hat[index].min()):.2f}, "
+                 f"{float(result.x0_hat[index].max()):.2f}] (shown clipped to [-1, 1])")
+    return hstack(tiles, pad=6), "\n".join(lines)
+
+
+def noise_error_curve(result: NoiseRemoval, index: int | None = None) -> Figure:
+    """The error per t as curves (log scale), with a cursor at the selected timestep."""
+    fig = Figure(figsize=(6.4, 3.0), dpi=90, layout="constrained")
+    ax = fig.add_subplot()
+    for name, err in result.errors.items():
+        ax.plot(result.ts, err, marker=".", label=name)
+    if index is not None and 0 <= index < len(result):
+        ax.axvline(result.ts[index], color="k", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel("mean squared error")
+    title = ("how far the one-shot x0_hat is from the walk's final image" if result.x0 is None
+             else "prediction error per t (one known eps for every t)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig

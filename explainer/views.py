@@ -1,0 +1,217 @@
+"""Shared pieces of the app's backend views: the model slot, the ONE network entry point, display helpers.
+
+The per-tab view functions live in ``view_forward`` (forward process, schedule comparison),
+``view_reverse`` (reverse walks), ``view_noise`` (subtracting all predicted noise), ``view_arch``
+(the U-Net) and ``view_math`` (equations). They return numpy images, matplotlib Figures, strings,
+dicts and DataFrames, raise ``ValueError`` (or ``ModelUnavailable``) with messages meant for users,
+and never import gradio.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from . import images
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, DiffusionModel, load_model
+
+CHECKPOINT_ENV = "DDPM_EXPLAINER_CHECKPOINT"
+UNCONDITIONAL = "unconditional"
+SEED_MAX = 2**31 - 1
+GUIDANCE_MAX = 10.0
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "assets"
+
+
+class ModelUnavailable(RuntimeError):
+    """The model tabs need a checkpoint that is missing or damaged; the message says how to get one."""
+
+
+@dataclass
+class ModelSlot:
+    """The app's model, or the reason there is none. ``require()`` returns it or raises ModelUnavailable."""
+
+    model: DiffusionModel | None
+    path: str
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.model is not None
+
+    def require(self) -> DiffusionModel:
+        if self.model is None:
+            raise ModelUnavailable(self.error)
+        return self.model
+
+    def notice(self) -> str:
+        """Markdown for the model tabs: what is loaded, or what is missing and how to get it."""
+        if self.model is not None:
+            m = self.model
+            classes = f"{m.num_classes} classes" if m.num_classes else "unconditional"
+            return (f"Model: `{Path(self.path).name}` ({m.image_size}x{m.image_size}x{m.channels}, {classes}, "
+                    f"{m.schedule.name} schedule with T = {m.schedule.T}, on {m.device}).")
+        return f"**The model tabs are unavailable.** {self.error}"
+
+
+def checkpoint_path() -> str:
+    """The checkpoint to load: $DDPM_EXPLAINER_CHECKPOINT, else the shipped checkpoints/mnist-ddpm."""
+    return os.environ.get(CHECKPOINT_ENV) or str(DEFAULT_CHECKPOINT)
+
+
+def load_slot(path: str | None = None, device: str | None = None) -> ModelSlot:
+    """Load the model for the app; a missing or damaged checkpoint gives an empty slot with a clear message."""
+    path = path or checkpoint_path()
+    try:
+        return ModelSlot(load_model(path, device=device), path)
+    except CheckpointError as e:
+        how = (f"To use the model tabs, restore the shipped checkpoint folder `checkpoints/mnist-ddpm`, train one "
+               f"with `python -m explainer train`, or set the environment variable `{CHECKPOINT_ENV}` to a "
+               "checkpoint folder, then restart the app. The forward-process tabs work without a model.")
+        return ModelSlot(None, path, f"{e} {how}")
+
+
+def eps_fn_for(model: DiffusionModel):
+    """The ONE place the app evaluates the network: returns eps_fn(x_t, t, labels) -> eps_hat.
+
+    Every view that needs eps_theta goes through here (a faster backend can be plugged in once).
+    """
+    return model.eps
+
+
+def digit_choices(model: DiffusionModel | None) -> list[str]:
+    """The class dropdown: "unconditional" and the model's class names."""
+    if model is not None and not model.num_classes:
+        return [UNCONDITIONAL]
+    names = model.class_names if model is not None else [str(i) for i in range(10)]
+    return [UNCONDITIONAL] + list(names)
+
+
+def class_labels(model: DiffusionModel, digit: str, n: int) -> torch.Tensor | None:
+    """[n] labels for a class name, or None (unconditional: the network uses its null label)."""
+    digit = check_choice("digit class", str(digit), digit_choices(model))
+    if digit == UNCONDITIONAL:
+        return None
+    return torch.full((n,), model.class_names.index(digit), dtype=torch.long, device=model.device)
+
+
+def digit_tensor(model: DiffusionModel, image) -> torch.Tensor:
+    """An upload -> x_0 [1,C,S,S] in [-1, 1] at the model's size (a centred 28x28 digit for MNIST)."""
+    if image is None:
+        raise ValueError("no digit given: pick a held-out digit or upload a picture of one")
+    if model.channels == 1 and model.image_size == 28:
+        img = images.load_digit(image)
+    else:
+        img = images.load_image(image, max_side=4096, mode="L" if model.channels == 1 else "RGB")
+        img = np.asarray(Image.fromarray(img).resize((model.image_size, model.image_size), Image.Resampling.LANCZOS))
+    return images.to_tensor(img)
+
+
+# ---- small shared helpers ----
+
+
+def check_int(name: str, value, lo: int, hi: int) -> int:
+    """Validate an integer-valued input (floats like 3.0 accepted) in lo..hi."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(f) or f != int(f):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if not lo <= int(f) <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {int(f)}")
+    return int(f)
+
+
+def check_float(name: str, value, lo: float, hi: float) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(f) or not lo <= f <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
+    return f
+
+
+def check_choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value
+
+
+def seeded_normal(shape, seed: int) -> torch.Tensor:
+    """Standard normal noise of ``shape`` from a CPU generator seeded with ``seed`` (reproducible)."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randn(tuple(shape), generator=g)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[-1, 1] float [C,H,W] or [1,C,H,W] -> uint8 [H,W] (one channel) or [H,W,C]."""
+    x = x[0] if x.dim() == 4 else x
+    u = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()
+    return u[0].numpy() if u.shape[0] == 1 else u.permute(1, 2, 0).numpy()
+
+
+def eps_to_uint8(eps: torch.Tensor) -> np.ndarray:
+    """Display noise: eps / 3 mapped to [0, 255] (about 99.7 % of N(0, 1) fits)."""
+    return to_uint8(eps / 3.0)
+
+
+def upscale(img: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement (keeps pixels crisp for 28x28 digits)."""
+    if factor <= 1:
+        return img
+    return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
+
+
+def as_rgb(img: np.ndarray) -> np.ndarray:
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
+def hstack(images, pad: int = 4, value: int = 255) -> np.ndarray:
+    """Place images side by side (RGB, top-aligned) with ``pad`` pixels between them."""
+    images = [as_rgb(i) for i in images]
+    h = max(i.shape[0] for i in images)
+    w = sum(i.shape[1] for i in images) + pad * (len(images) - 1)
+    out = np.full((h, w, 3), value, dtype=np.uint8)
+    x = 0
+    for i in images:
+        out[:i.shape[0], x:x + i.shape[1]] = i
+        x += i.shape[1] + pad
+    return out
+
+
+def vstack(images, pad: int = 4, value: int = 255) -> np.ndarray:
+    images = [as_rgb(i) for i in images]
+    w = max(i.shape[1] for i in images)
+    h = sum(i.shape[0] for i in images) + pad * (len(images) - 1)
+    out = np.full((h, w, 3), value, dtype=np.uint8)
+    y = 0
+    for i in images:
+        out[y:y + i.shape[0], :i.shape[1]] = i
+        y += i.shape[0] + pad
+    return out
+
+
+def captioned(img: np.ndarray, text: str, height: int = 14) -> np.ndarray:
+    """Add a white caption band with ``text`` under an image."""
+    img = as_rgb(img)
+    band = Image.new("RGB", (img.shape[1], height), (255, 255, 255))
+    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0))
+    return np.concatenate([img, np.asarray(band)], axis=0)
+
+
+def strip(frames, labels, pad: int = 4) -> np.ndarray:
+    """A row of frames, each captioned (e.g. with its t)."""
+    return hstack([captioned(f, lab) for f, lab in zip(frames, labels)], pad=pad)
+
+
+def even_indices(n: int, k: int) -> list[int]:
+    """k indices spread evenly over 0..n-1, both ends included (fewer if n < k)."""
+    if n <= 0:
+        return []
+    return sorted(set(np.round(np.linspace(0, n - 1, min(k, n))).astype(int).tolist()))

@@ -1,0 +1,179 @@
+"""End to end in a real browser: Playwright (the Python package) driving Debian's /usr/bin/chromium.
+
+Moves the t slider, flips the schedule, runs a short reverse walk, and checks that the pictures change.
+Saves a screenshot of every tab to docs/screenshots/<tab>.png (for the README). Uses the checkpoint in
+$DDPM_EXPLAINER_CHECKPOINT when it loads (the real model makes the screenshots meaningful), else the
+tiny test checkpoint. Never skips silently in CI: without Chromium it fails when $CI is set.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "docs" / "screenshots"
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"browser test cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def page(tiny_ckpt):
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright Python package is missing (pip install playwright)")
+    import torch
+
+    import app
+    from explainer import views
+
+    threads = torch.get_num_threads()
+    app.configure_threads()
+    slot = views.load_slot(os.environ.get(views.CHECKPOINT_ENV) or None)
+    if not slot.ok:
+        slot = views.load_slot(str(tiny_ckpt))
+    demo = app.build_app(slot)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        pg.set_default_timeout(60_000)
+        pg.goto(url)
+        yield pg
+        browser.close()
+    demo.close()
+    torch.set_num_threads(threads)
+
+
+def img_src(page, elem_id: str) -> str | None:
+    loc = page.locator(f"#{elem_id} img")
+    return loc.first.get_attribute("src") if loc.count() else None
+
+
+def wait_for_new_src(page, elem_id: str, old: str | None, timeout: float = 60.0) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        src = img_src(page, elem_id)
+        if src and src != old:
+            return src
+        time.sleep(0.05)
+    raise AssertionError(f"#{elem_id} never showed a new image (still {old!r})")
+
+
+def image_bytes(page, src: str) -> bytes:
+    return page.request.get(src).body()
+
+
+def drag_slider(page, elem_id: str, fraction: float):
+    """Drag a slider's thumb with the mouse (fires .input/.change while moving and .release at the end)."""
+    box = page.locator(f"#{elem_id} input[type=range]").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.5, y)
+    page.mouse.down()
+    for k in range(1, 6):
+        page.mouse.move(box["x"] + box["width"] * (0.5 + (fraction - 0.5) * k / 5), y)
+        time.sleep(0.03)
+    page.mouse.up()
+
+
+def open_tab(page, name: str):
+    page.get_by_role("tab", name=name).click()
+
+
+def shoot(page, name: str):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    time.sleep(0.3)  # let plots and images settle
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_forward_tab_slider_and_schedule(page):
+    first = wait_for_new_src(page, "fwd-xt", None)
+    page.locator("#fwd-t input[type=range]").fill("900")
+    after_slider = wait_for_new_src(page, "fwd-xt", first)
+    assert image_bytes(page, after_slider) != image_bytes(page, first)
+    page.get_by_text("at t = 900").first.wait_for()
+    page.locator("#fwd-schedule").get_by_text("cosine").click()
+    after_flip = wait_for_new_src(page, "fwd-xt", after_slider)
+    assert image_bytes(page, after_flip) != image_bytes(page, after_slider)
+    page.get_by_text("cosine (shown)").first.wait_for()
+    wait_for_new_src(page, "fwd-strip10", None)
+    curves = wait_for_new_src(page, "fwd-curves", None)
+    drag_slider(page, "fwd-t", 0.3)  # a real drag: picture, numbers and curves follow
+    wait_for_new_src(page, "fwd-xt", after_flip)
+    assert wait_for_new_src(page, "fwd-curves", curves) != curves
+    value = int(page.locator("#fwd-t input[type=number]").input_value())
+    assert 200 < value < 400
+    page.get_by_text(f"at t = {value}").first.wait_for()
+    wait_for_new_src(page, "fwd-strip1000", None)
+    shoot(page, "forward")
+
+
+def test_compare_tab(page):
+    open_tab(page, "Compare schedules")
+    lin = wait_for_new_src(page, "cmp-linear", None)
+    cos = wait_for_new_src(page, "cmp-cosine", None)
+    page.locator("#cmp-t input[type=range]").fill("600")
+    assert wait_for_new_src(page, "cmp-linear", lin) != lin
+    assert wait_for_new_src(page, "cmp-cosine", cos) != cos
+    shoot(page, "compare")
+
+
+def test_reverse_walk_runs_streams_and_scrubs(page):
+    open_tab(page, "Reverse diffusion")
+    steps = page.locator("#rev-steps input[type=number]")
+    steps.fill("30")
+    steps.press("Enter")
+    page.locator("#rev-run").click()
+    first = wait_for_new_src(page, "rev-a", None)
+    page.locator("#rev-status").get_by_text("Done").wait_for(timeout=120_000)
+    final = img_src(page, "rev-a")
+    assert final != first and image_bytes(page, final) != image_bytes(page, first)  # the walk's frames changed
+    frame = wait_for_new_src(page, "rev-frame", None)  # the scrubber jumps to the last frame
+    page.locator("#rev-scrub input[type=range]").fill("0")
+    assert image_bytes(page, wait_for_new_src(page, "rev-frame", frame)) != image_bytes(page, frame)
+    shoot(page, "reverse")
+
+
+def test_noise_removal_tab(page):
+    open_tab(page, "Subtract all predicted noise")
+    page.locator("#noise-run").click()
+    wait_for_new_src(page, "noise-grid", None)
+    triplet = wait_for_new_src(page, "noise-triplet", None)
+    page.locator("#noise-index input[type=range]").fill("40")
+    assert wait_for_new_src(page, "noise-triplet", triplet) != triplet
+    shoot(page, "noise")
+
+
+def test_architecture_tab(page):
+    open_tab(page, "Architecture")
+    page.locator("#arch-cond").get_by_text("sinusoidal").wait_for()
+    page.locator("#arch-run").click()
+    wait_for_new_src(page, "arch-xt", None)
+    wait_for_new_src(page, "arch-maps", None)
+    shoot(page, "architecture")
+
+
+def test_math_tab_renders_latex(page):
+    open_tab(page, "Math")
+    page.locator("#math .katex").first.wait_for()
+    assert page.locator("#math .katex").count() > 10
+    shoot(page, "math")

@@ -1,0 +1,432 @@
+"""The app's backend views, called directly (no gradio): math against independent formulas, wiring, errors."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from explainer import view_arch as va
+from explainer import view_forward as vf
+from explainer import view_math as vm
+from explainer import view_noise as vn
+from explainer import view_reverse as vr
+from explainer import views
+from explainer.respacing import make_chain
+from explainer.samplers import run
+
+ASSETS = views.ASSETS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """As the app does on a 2-core machine (app.configure_threads): tiny ops stall with 2 threads under load."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+PHOTO = str(ASSETS / "astronaut.jpg")
+DIGIT = str(ASSETS / "digit_3.png")
+
+
+# ---- independent references: the DDPM formulas written out in numpy ----
+
+def ref_alpha_bar(name: str, t: int, T: int = 1000) -> float:
+    if t == 0:
+        return 1.0
+    if name == "linear":  # Ho et al. 2020: beta linear in [1e-4, 0.02]
+        return float(np.prod(1.0 - np.linspace(1e-4, 0.02, T)[:t]))
+    f = lambda u: np.cos((u / T + 0.008) / 1.008 * np.pi / 2) ** 2  # Nichol & Dhariwal eq. 17
+    betas = np.minimum(1 - f(np.arange(1, T + 1)) / f(np.arange(0, T)), 0.999)
+    return float(np.prod(1.0 - betas[:t]))
+
+
+def ref_x0(path: str) -> np.ndarray:
+    """The photo as [H,W,3] floats in [-1, 1], loaded with plain PIL (it is already 256 px)."""
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 127.5 - 1.0
+
+
+def ref_eps(shape_hwc, seed: int) -> np.ndarray:
+    h, w, c = shape_hwc
+    return torch.randn((1, c, h, w), generator=torch.Generator().manual_seed(seed))[0].permute(1, 2, 0).double().numpy()
+
+
+def to_u8(x: np.ndarray) -> np.ndarray:
+    return np.round((np.clip(x, -1, 1) + 1) * 127.5).astype(np.uint8)
+
+
+# ---- forward tab ----
+
+@pytest.mark.parametrize("schedule,t", [("linear", 0), ("linear", 1), ("linear", 500), ("cosine", 250),
+                                        ("cosine", 1000)])
+def test_forward_noise_is_the_closed_form(schedule, t):
+    img, text = vf.forward_noise(PHOTO, t, schedule, 7)
+    x0 = ref_x0(PHOTO)
+    ab = ref_alpha_bar(schedule, t)
+    expected = to_u8(np.sqrt(ab) * x0 + np.sqrt(1 - ab) * ref_eps(x0.shape, 7))
+    assert img.shape == expected.shape == (256, 256, 3)
+    assert np.abs(img.astype(int) - expected).max() <= 1
+    assert f"t = {t}" in text
+
+
+def test_forward_noise_numbers_table():
+    _, text = vf.forward_noise(PHOTO, 500, "cosine", 0)
+    ab_lin, ab_cos = ref_alpha_bar("linear", 500), ref_alpha_bar("cosine", 500)
+    beta_500 = 1e-4 + (0.02 - 1e-4) * 499 / 999
+    for value in (ab_lin, ab_cos, np.sqrt(ab_cos), 1 - ab_lin, ab_cos / (1 - ab_cos), beta_500):
+        assert f"{value:.6g}" in text
+    assert "**cosine** (shown)" in text
+
+
+def test_forward_caches_the_image_and_noise():
+    a = vf.prepare_image(PHOTO)
+    assert vf.prepare_image(PHOTO) is a
+    assert vf.noise_like(a, 3) is vf.noise_like(a, 3)
+    assert not np.array_equal(vf.noise_like(a, 3), vf.noise_like(a, 4))
+    arr = np.zeros((10, 12, 3), dtype=np.uint8)
+    assert vf.prepare_image(arr) is vf.prepare_image(arr.copy())  # arrays are keyed by content
+
+
+def test_forward_noise_is_fast_at_256_px():
+    vf.forward_noise(PHOTO, 10, "linear", 0)
+    times = []
+    for t in range(100, 1000, 45):
+        t0 = time.perf_counter()
+        vf.forward_noise(PHOTO, t, "linear", 0)
+        times.append(time.perf_counter() - t0)
+    assert statistics.median(times) < 0.01, f"median {statistics.median(times) * 1e3:.1f} ms"  # target: <= 10 ms
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(t=1001), "t must be in 0..1000"), (dict(t=-1), "t must be"), (dict(t=2.5), "whole number"),
+    (dict(schedule="quadratic"), "schedule must be one of"), (dict(seed=-3), "seed"), (dict(t="x"), "number"),
+])
+def test_forward_noise_rejects_bad_values(kwargs, words):
+    args = dict(image=PHOTO, t=10, schedule="linear", seed=0) | kwargs
+    with pytest.raises(ValueError, match=words):
+        vf.forward_noise(**args)
+
+
+def test_forward_noise_bad_upload(tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    with pytest.raises(ValueError, match="not an image"):
+        vf.forward_noise(str(bad), 10, "linear", 0)
+
+
+def test_schedule_curves_figure_has_both_schedules_and_a_cursor():
+    fig = vf.schedule_curves(321, "cosine")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    assert sum("linear" in lab for lab in labels) == 2 and sum("cosine" in lab for lab in labels) == 2
+    cursor = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [321, 321]]
+    assert cursor, "no cursor line at t"
+    mean = next(ln for ln in ax.get_lines() if ln.get_label() == "cosine: mean coef. √ᾱ_t")
+    assert mean.get_ydata()[321] == pytest.approx(np.sqrt(ref_alpha_bar("cosine", 321)))
+
+
+@pytest.mark.parametrize("make", [lambda t: vf.schedule_curves_image(t, "cosine"), vf.compare_curves_image])
+def test_fast_curve_pictures_move_only_the_cursor(make):
+    a, b = make(200), make(800)
+    assert a.dtype == np.uint8 and a.shape == b.shape and a.shape[1] >= 500
+    changed = np.flatnonzero((a != b).any(axis=(0, 2)))
+    plot = vf._schedule_plot("cosine") if a.shape == vf._schedule_plot("cosine").base.shape else vf._compare_plot()
+    cursors = [plot.column(i, t) for i in range(len(plot.axes)) for t in (200, 800)]
+    assert all(min(abs(c - x) for x in cursors) <= 4 for c in changed)  # only around the two cursors
+    for i in range(len(plot.axes)):
+        top, bottom = plot.axes[i]["rows"]
+        col = a[top + 2:bottom - 2, plot.column(i, 200)]
+        assert (col == 0).all(axis=1).mean() > 0.9  # a black cursor line at t = 200 (markers sit on it)
+
+
+def test_fast_curve_markers_sit_on_the_curves():
+    plot = vf._schedule_plot("linear")
+    img = vf.schedule_curves_image(600, "linear")
+    ab = ref_alpha_bar("linear", 600)
+    x = plot.column(0, 600)
+    for value in (np.sqrt(ab), 1 - ab):
+        y = plot.row(0, value)
+        assert tuple(img[y, x + 3]) == vf._rgb("linear")  # the marker, beside the cursor
+    assert plot.column(0, 0) < plot.column(0, 1000)
+
+
+def test_forward_strips():
+    closed, chain = vf.forward_strips(PHOTO, "linear", 0)
+    assert closed.ndim == chain.ndim == 3
+    # the first frame of both strips is x_0 itself (96 px thumbnail), the chain's last is noise
+    thumb = np.asarray(Image.open(PHOTO).convert("RGB").resize((96, 96), Image.Resampling.LANCZOS), dtype=int)
+    assert np.abs(closed[:96, :96].astype(int) - thumb).mean() < 3
+    assert np.abs(chain[:96, :96].astype(int) - thumb).mean() < 3
+    last = chain[:96, -96:].astype(float)
+    corr = np.corrcoef(last.ravel(), thumb.ravel())[0, 1]
+    assert abs(corr) < 0.1  # 1000 steps of the chain leave (almost) no trace of the image
+    width_of_10 = 10 * 96 + 9 * 4
+    assert closed.shape[1] == width_of_10 and chain.shape[1] == 11 * 96 + 10 * 4
+
+
+def test_compare_uses_the_same_noise_for_both_schedules():
+    t = 300
+    lin, cos, text = vf.compare_schedules(PHOTO, t, 5)
+    x0 = ref_x0(PHOTO)
+    eps = {}
+    for name, img in (("linear", lin), ("cosine", cos)):
+        ab = ref_alpha_bar(name, t)
+        x = img.astype(float) / 127.5 - 1
+        ok = (img > 0) & (img < 255)  # not clipped
+        eps[name] = np.where(ok, (x - np.sqrt(ab) * x0) / np.sqrt(1 - ab), np.nan)
+    both = ~np.isnan(eps["linear"]) & ~np.isnan(eps["cosine"])
+    assert np.abs(eps["linear"][both] - eps["cosine"][both]).max() < 0.03
+    assert np.abs(eps["linear"][both] - ref_eps(x0.shape, 5)[both]).max() < 0.03
+
+
+def test_compare_counts_steps_near_pure_noise():
+    _, _, text = vf.compare_schedules(PHOTO, 10, 0)
+    for name in ("linear", "cosine"):
+        n = sum(ref_alpha_bar(name, t) < 0.01 for t in range(1, 1001))
+        assert f"**{name}**: {n} of 1000 steps" in text
+    assert "327 of 1000" in text and "65 of 1000" in text  # the article's observation, in numbers
+
+
+def test_compare_curves():
+    fig = vf.compare_curves(700)
+    ax1, ax2 = fig.axes
+    lin = next(ln for ln in ax2.get_lines() if ln.get_label() == "linear")
+    ab = ref_alpha_bar("linear", 700)
+    assert lin.get_ydata()[699] == pytest.approx(np.log(ab / (1 - ab)))
+    assert any(list(ln.get_xdata()) == [700, 700] for ln in ax1.get_lines())
+
+
+# ---- model slot ----
+
+def test_checkpoint_path_honours_the_environment(monkeypatch, tiny_ckpt):
+    monkeypatch.setenv(views.CHECKPOINT_ENV, str(tiny_ckpt))
+    assert views.checkpoint_path() == str(tiny_ckpt)
+    slot = views.load_slot(device="cpu")
+    assert slot.ok and slot.require().num_classes == 10
+    monkeypatch.delenv(views.CHECKPOINT_ENV)
+    assert views.checkpoint_path().endswith("checkpoints/mnist-ddpm")
+
+
+def test_missing_checkpoint_says_what_and_how(tmp_path):
+    slot = views.load_slot(str(tmp_path / "nothing"))
+    assert not slot.ok
+    with pytest.raises(views.ModelUnavailable) as e:
+        slot.require()
+    msg = str(e.value)
+    assert "not found" in msg and "python -m explainer train" in msg and views.CHECKPOINT_ENV in msg
+    assert "unavailable" in slot.notice()
+
+
+def test_damaged_checkpoint(tmp_path, tiny_ckpt):
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_ckpt, bad)
+    w = bad / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    slot = views.load_slot(str(bad))
+    assert not slot.ok and "cannot be read" in slot.error
+
+
+def test_every_network_call_goes_through_eps_fn_for(monkeypatch, tiny_model):
+    calls = []
+
+    def counting(model):
+        def eps(x, t, labels=None):
+            calls.append(x.shape[0])
+            return model.eps(x, t, labels)
+        return eps
+
+    assert views.eps_fn_for(tiny_model) == tiny_model.eps
+    for mod in (vr, vn):
+        monkeypatch.setattr(mod, "eps_fn_for", counting)
+    list(vr.reverse_walk(tiny_model, "3", 2.0, "DDIM", 12))
+    assert len(calls) == 12 and set(calls) == {2}  # guidance: cond + uncond in ONE batched call per step
+    calls.clear()
+    vn.noise_removal(tiny_model, "real digit", DIGIT, "unconditional", 1.0, 50, 0)
+    assert calls == [50]  # all 50 timesteps in ONE batched call
+    calls.clear()
+    vn.noise_removal(tiny_model, "real digit", DIGIT, "7", 3.0, 50, 0)
+    assert calls == [100]
+
+
+# ---- reverse tab ----
+
+def test_reverse_walk_matches_the_sampler(tiny_model):
+    updates = list(vr.reverse_walk(tiny_model, "5", 2.0, "DDPM", 15, "training", 3))
+    assert updates[-1].finished and not any(u.finished for u in updates[:-1])
+    walk = updates[-1].walks[0]
+    assert len(walk.frames) == 16 and walk.ts[0] == 1000 and walk.ts[-1] == 0
+    # independent path: the backend sampler with the same x_T and noise stream
+    x_T = torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(3))
+    x0 = run(tiny_model.eps, make_chain(tiny_model.schedule, 15), (1, 1, 28, 28), method="ddpm",
+             labels=torch.tensor([5]), guidance=2.0, null_label=10, generator=torch.Generator().manual_seed(3),
+             x_T=x_T)
+    assert np.abs(walk.frames[-1].astype(int) - to_u8(x0[0, 0].numpy())).max() <= 1
+    assert (walk.frames[0] == to_u8(x_T[0, 0].numpy())).all()
+
+
+def test_reverse_walk_streams_every_step(tiny_model, monkeypatch):
+    monkeypatch.setattr(vr, "SHOWN_FRAMES", 6)  # a picture every 5 steps
+    monkeypatch.setattr(vr, "MIN_FRAME_S", 0.0)
+    monkeypatch.setattr(vr, "YIELD_EVERY_S", 0.0)  # slow steps: an update (for progress and Stop) after every step
+    updates = list(vr.reverse_walk(tiny_model, "unconditional", 1.0, "DDIM", 30))
+    assert [u.step for u in updates] == list(range(31)) + [30]  # the start, each step, then the finish
+    shown = [u.step for u in updates if u.panels[0] is not None]
+    assert shown == [0, 1, 5, 10, 15, 20, 25, 30, 30]  # the start, the first step, every few steps, the end
+    assert updates[7].status.startswith("DDIM, 30 steps, linear schedule: step 7/30")
+    monkeypatch.setattr(vr, "YIELD_EVERY_S", 1e9)  # fast steps: updates only with pictures
+    assert [u.step for u in vr.reverse_walk(tiny_model, "unconditional", 1.0, "DDIM", 30)] == shown
+
+
+@pytest.mark.parametrize("mode,names,lengths", [
+    ("DDPM vs DDIM", ("DDPM, 20", "DDIM, 20"), (21, 21)),
+    ("two step counts", ("DDPM, 20", "DDPM, 10"), (21, 11)),
+    ("training vs other schedule", ("linear schedule", "cosine schedule"), (21, 21)),
+])
+def test_side_by_side_walks_share_the_starting_noise(tiny_model, mode, names, lengths):
+    u = list(vr.reverse_walk(tiny_model, "1", 1.0, "DDPM", 20, "training", 9, mode, 10))[-1]
+    a, b = u.walks
+    assert names[0] in a.name and names[1] in b.name
+    assert (len(a.frames), len(b.frames)) == lengths
+    assert (a.frames[0] == b.frames[0]).all()
+    assert not (a.frames[-1] == b.frames[-1]).all()
+    assert vr.walk_frame(u.walks, 10).shape[1] > 2 * vr.walk_frame([a], 10).shape[1] - 10
+
+
+def test_other_schedule_calls_the_network_at_matching_noise_levels(tiny_model):
+    chain = vr._chain(tiny_model, vr.WalkSpec("DDPM", 10, "other"))
+    assert "cosine" in chain.description
+    assert not np.array_equal(chain.model_t, chain.timesteps)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(steps=5), "inference steps must be in 10..1000"), (dict(steps=1001), "inference steps"),
+    (dict(guidance=-1), "guidance"), (dict(digit="11"), "digit class"), (dict(sampler="PLMS"), "sampler"),
+    (dict(schedule="cosine"), "inference schedule"), (dict(compare="all"), "side-by-side"),
+    (dict(seed=2**40), "seed"),
+])
+def test_reverse_walk_rejects_bad_values(tiny_model, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        next(vr.reverse_walk(tiny_model, **kwargs))
+
+
+def test_scrubber_strip_and_gif(tiny_model):
+    walks = list(vr.reverse_walk(tiny_model, "2", 1.0, "DDIM", 12))[-1].walks
+    assert (vr.walk_frame(walks, 0) != vr.walk_frame(walks, 12)).any()
+    with pytest.raises(ValueError, match="frame"):
+        vr.walk_frame(walks, 13)
+    with pytest.raises(ValueError, match="run a reverse walk first"):
+        vr.walk_frame([], 0)
+    strip = vr.walk_strip(walks)
+    assert strip.shape[1] == 10 * 56 + 9 * 4
+    store = vr.GifStore(keep=2)
+    paths = [store.save(walks) for _ in range(3)]
+    with Image.open(paths[-1]) as gif:
+        assert gif.n_frames == 13
+    assert len(list(store.folder.glob("*.gif"))) == 2  # old GIFs are cleaned up
+
+
+# ---- noise-removal tab ----
+
+def test_noise_removal_real_digit_against_the_formulas(tiny_model):
+    res = vn.noise_removal(tiny_model, "real digit", DIGIT, "unconditional", 1.0, 50, 4)
+    assert len(res) == 50 and res.ts[0] == 1000 and res.ts[-1] == 1 and res.ts == sorted(res.ts, reverse=True)
+    x0 = torch.from_numpy(np.asarray(Image.open(DIGIT), dtype=np.float32) / 127.5 - 1)[None, None]
+    eps = torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(4))
+    ab = torch.tensor([ref_alpha_bar("linear", t) for t in res.ts], dtype=torch.float32)[:, None, None, None]
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    assert torch.allclose(res.x_t, x_t, atol=1e-5)
+    with torch.no_grad():
+        eps_hat = tiny_model.eps(x_t, torch.tensor(res.ts), None)
+    assert torch.allclose(res.eps_hat, eps_hat, atol=1e-5)
+    assert torch.allclose(res.x0_hat, (x_t - (1 - ab).sqrt() * eps_hat) / ab.sqrt(), rtol=1e-4, atol=1e-3)
+    mse = ((eps_hat - eps) ** 2).mean(dim=(1, 2, 3)).numpy()
+    assert np.allclose(res.errors["eps_hat vs true eps"], mse, rtol=1e-5)
+
+
+def test_noise_removal_with_an_oracle_recovers_x0(monkeypatch, tiny_model):
+    """If the network returned the true noise, subtracting all of it would give x_0 back at every t."""
+    eps = torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(vn, "eps_fn_for", lambda model: (lambda x, t, labels=None: eps.expand(x.shape[0], -1, -1, -1)))
+    res = vn.noise_removal(tiny_model, "real digit", DIGIT, "unconditional", 1.0, 20, 0)
+    assert res.errors["eps_hat vs true eps"].max() == 0
+    assert res.errors["x0_hat vs true x0"].max() < 1e-6
+
+
+def test_noise_removal_from_a_reverse_walk(tiny_model):
+    res = vn.noise_removal(tiny_model, "reverse walk", None, "4", 2.0, 20, 1)
+    assert len(res) == 20 and res.ts[0] == 1000 and res.x0 is None
+    ab = torch.tensor([ref_alpha_bar("linear", t) for t in res.ts], dtype=torch.float32)[:, None, None, None]
+    assert torch.allclose(res.x0_hat, (res.x_t - (1 - ab).sqrt() * res.eps_hat) / ab.sqrt(), rtol=1e-4, atol=1e-3)
+    assert "x0_hat vs the final sample" in res.errors
+    img, text = vn.noise_triplet(res, 19)
+    assert img.shape[1] == 3 * 168 + 2 * 6 and "t = 1" in text
+
+
+def test_noise_views(tiny_model):
+    res = vn.noise_removal(tiny_model, "real digit", DIGIT, "unconditional", 1.0, 50, 0)
+    grid = vn.noise_grid(res)
+    cell_h, cell_w = 2 * 28 + 14, 3 * 2 * 28 + 2  # a captioned triplet at 2x
+    assert grid.shape == (10 * cell_h + 9 * 6, 5 * cell_w + 4 * 10, 3)  # 10 rows of 5 triplets
+    img, text = vn.noise_triplet(res, 3)
+    assert img.shape[1] == 5 * 168 + 4 * 6 and f"t = {res.ts[3]}" in text
+    fig = vn.noise_error_curve(res, 3)
+    assert len(fig.axes[0].get_lines()) == 3  # two error curves and the cursor
+    with pytest.raises(ValueError):
+        vn.noise_triplet(res, 50)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(source="video"), "source"), (dict(num_t=1), "timesteps"), (dict(num_t=500), "timesteps"),
+    (dict(image=None), "no digit given"), (dict(digit="x"), "digit class"),
+])
+def test_noise_removal_rejects_bad_values(tiny_model, kwargs, words):
+    args = dict(source="real digit", image=DIGIT, digit="unconditional", guidance=1.0, num_t=50, seed=0) | kwargs
+    with pytest.raises(ValueError, match=words):
+        vn.noise_removal(tiny_model, **args)
+
+
+def test_noise_removal_accepts_any_upload(tiny_model):
+    res = vn.noise_removal(tiny_model, "real digit", str(ASSETS / "coffee.jpg"), "unconditional", 1.0, 5, 0)
+    assert res.x0.shape == (1, 1, 28, 28)
+
+
+# ---- architecture tab ----
+
+def test_architecture_table(tiny_model):
+    df = va.architecture_table(tiny_model)
+    total = sum(p.numel() for p in tiny_model.net.parameters())
+    assert df.iloc[-1]["parameters"] == total
+    assert df.iloc[:-1]["parameters"].sum() == total  # the stages and the embedding cover every parameter
+    assert {"conv_in", "middle", "out", "embedding"} <= set(df["stage"])
+    assert "28 x 28" in " ".join(df["output [C,H,W]"]) and "14 x 14" in " ".join(df["output [C,H,W]"])
+    text = va.conditioning_markdown(tiny_model)
+    assert "sinusoidal" in text and "null" in text
+
+
+def test_feature_maps(tiny_model):
+    x_t, rows = va.feature_rows(tiny_model, DIGIT, 300, "3", 0)
+    net = tiny_model.net
+    assert len(rows) == len(net.down) + 1 + len(net.up) + 1  # every stage, then the output
+    assert rows[0][1] == "down stage 0: 8 channels at 28x28"
+    assert any("14x14" in caption for _, caption in rows)
+    assert all(img.dtype == np.uint8 and img.ndim == 3 for img, _ in rows)
+    _, sheet = va.feature_maps(tiny_model, DIGIT, 300, "3", 0)
+    assert sheet.shape[0] == sum(img.shape[0] for img, _ in rows) + 6 * (len(rows) - 1)
+    with pytest.raises(ValueError, match="t must be"):
+        va.feature_maps(tiny_model, DIGIT, 0)
+
+
+# ---- math panel ----
+
+def test_math_panel_has_the_equations():
+    assert {"left": "$", "right": "$", "display": False} in vm.LATEX_DELIMITERS
+    for needle in (r"\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon", r"\hat x_0 = ", r"\beta_t I",
+                   r"\tilde\epsilon", r"\cos^2"):
+        assert needle in vm.ALL
+    assert vm.ALL.count("$$") % 2 == 0
