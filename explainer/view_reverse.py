@@ -26,8 +26,8 @@ from .respacing import make_chain
 from .samplers import sample
 from .schedules import make_schedule
 from .views import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, captioned, check_choice, check_float, check_int,
-                    class_labels, digit_choices, even_indices, eps_fn_for, hstack, seeded_normal, strip, to_uint8,
-                    upscale, vstack)
+                    class_labels, digit_choices, even_indices, eps_fn_for, hstack, network_path, seeded_normal, strip,
+                    to_uint8, upscale, vstack)
 
 SAMPLERS = ("DDPM", "DDIM")
 INFERENCE_SCHEDULES = ("training", "other")
@@ -160,8 +160,9 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
     show_every = [max(1, w.total // SHOWN_FRAMES) for w in walks]
     cond = "unconditional" if labels is None else f"digit {digit}, guidance w = {guidance:g}"
     panels = [_panel(w.frames[0], w.x0_hats[0], w.ts[0], w.name) for w in walks]
-    yield WalkUpdate(panels, f"Starting from pure noise x_T (seed {seed}); {cond}.", 0, total, walks)
-    last_yield = time.perf_counter()
+    path = network_path(model, eps_fn)
+    yield WalkUpdate(panels, f"Starting from pure noise x_T (seed {seed}); {cond}. Network: {path}.", 0, total, walks)
+    started = last_yield = time.perf_counter()
     last_picture = [last_yield] * len(walks)
     done = 0
     while done < total:
@@ -187,8 +188,9 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
         yield WalkUpdate(panels, status, done, total, walks)
         last_yield = now
     panels = [_panel(w.frames[-1], w.x0_hats[-1], 0, w.name) for w in walks]
-    yield WalkUpdate(panels, "Done: " + "; ".join(f"{w.name} ({w.total} network steps)" for w in walks) + ".",
-                     total, total, walks, finished=True)
+    seconds = time.perf_counter() - started
+    yield WalkUpdate(panels, "Done: " + "; ".join(f"{w.name} ({w.total} network steps)" for w in walks)
+                     + f" in {seconds:.1f} s. Network: {path}.", total, total, walks, finished=True)
 
 
 def walk_frame(walks: list[Walk], index: int = 0) -> np.ndarray:
