@@ -25,9 +25,9 @@ from .checkpoint import DiffusionModel
 from .respacing import make_chain
 from .samplers import sample
 from .schedules import make_schedule
-from .views import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, captioned, check_choice, check_float, check_int,
-                    class_labels, digit_choices, even_indices, eps_fn_for, hstack, network_path, seeded_normal, strip,
-                    to_uint8, upscale, vstack)
+from .display import captioned, hstack, strip, to_uint8, upscale, vstack
+from .views import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
+                    digit_choices, even_indices, eps_fn_for, network_path, seeded_normal)
 
 SAMPLERS = ("DDPM", "DDIM")
 INFERENCE_SCHEDULES = ("training", "other")
@@ -149,7 +149,7 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
     walks, runs = [], []
     for spec in specs:
         chain = _chain(model, spec)
-        walk = Walk(spec.label(model), len(chain), [to_uint8(x_T)], [to_uint8(torch.zeros_like(x_T))],
+        walk = Walk(spec.label(model), len(chain), [to_uint8(x_T[0])], [to_uint8(torch.zeros_like(x_T[0]))],
                     [int(chain.timesteps[0])])
         gen = torch.Generator().manual_seed(seed)
         it = sample(eps_fn, chain, shape, method=spec.sampler.lower(), labels=labels, guidance=guidance,
@@ -172,8 +172,8 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
         _count_step()
         done += 1
         w = walks[i]
-        w.frames.append(to_uint8(rec.x_prev))
-        w.x0_hats.append(to_uint8(rec.x0_hat))
+        w.frames.append(to_uint8(rec.x_prev[0]))
+        w.x0_hats.append(to_uint8(rec.x0_hat[0]))
         w.ts.append(rec.t_prev)
         now = time.perf_counter()
         show = (w.done in (1, w.total)  # the first denoised frame at once, and the last
@@ -182,7 +182,7 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
             continue
         panels = [None] * len(walks)
         if show:
-            panels[i] = _panel(to_uint8(rec.x_t), w.x0_hats[-1], rec.t, w.name)
+            panels[i] = _panel(to_uint8(rec.x_t[0]), w.x0_hats[-1], rec.t, w.name)
             last_picture[i] = now
         status = "; ".join(f"{v.name}: step {v.done}/{v.total}" for v in walks)
         yield WalkUpdate(panels, status, done, total, walks)

@@ -1,4 +1,4 @@
-"""Shared pieces of the app's backend views: the model slot, the ONE network entry point, display helpers.
+"""Shared pieces of the app's backend views: the model slot, the ONE network entry point, input checks.
 
 The per-tab view functions live in ``view_forward`` (forward process, schedule comparison),
 ``view_reverse`` (reverse walks), ``view_noise`` (subtracting all predicted noise), ``view_arch``
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from . import images
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, DiffusionModel, load_model
@@ -274,67 +274,6 @@ def seeded_normal(shape, seed: int) -> torch.Tensor:
     """Standard normal noise of ``shape`` from a CPU generator seeded with ``seed`` (reproducible)."""
     g = torch.Generator().manual_seed(int(seed))
     return torch.randn(tuple(shape), generator=g)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[-1, 1] float [C,H,W] or [1,C,H,W] -> uint8 [H,W] (one channel) or [H,W,C]."""
-    x = x[0] if x.dim() == 4 else x
-    u = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()
-    return u[0].numpy() if u.shape[0] == 1 else u.permute(1, 2, 0).numpy()
-
-
-def eps_to_uint8(eps: torch.Tensor) -> np.ndarray:
-    """Display noise: eps / 3 mapped to [0, 255] (about 99.7 % of N(0, 1) fits)."""
-    return to_uint8(eps / 3.0)
-
-
-def upscale(img: np.ndarray, factor: int) -> np.ndarray:
-    """Nearest-neighbour enlargement (keeps pixels crisp for 28x28 digits)."""
-    if factor <= 1:
-        return img
-    return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
-
-
-def as_rgb(img: np.ndarray) -> np.ndarray:
-    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
-
-
-def hstack(images, pad: int = 4, value: int = 255) -> np.ndarray:
-    """Place images side by side (RGB, top-aligned) with ``pad`` pixels between them."""
-    images = [as_rgb(i) for i in images]
-    h = max(i.shape[0] for i in images)
-    w = sum(i.shape[1] for i in images) + pad * (len(images) - 1)
-    out = np.full((h, w, 3), value, dtype=np.uint8)
-    x = 0
-    for i in images:
-        out[:i.shape[0], x:x + i.shape[1]] = i
-        x += i.shape[1] + pad
-    return out
-
-
-def vstack(images, pad: int = 4, value: int = 255) -> np.ndarray:
-    images = [as_rgb(i) for i in images]
-    w = max(i.shape[1] for i in images)
-    h = sum(i.shape[0] for i in images) + pad * (len(images) - 1)
-    out = np.full((h, w, 3), value, dtype=np.uint8)
-    y = 0
-    for i in images:
-        out[y:y + i.shape[0], :i.shape[1]] = i
-        y += i.shape[0] + pad
-    return out
-
-
-def captioned(img: np.ndarray, text: str, height: int = 14) -> np.ndarray:
-    """Add a white caption band with ``text`` under an image."""
-    img = as_rgb(img)
-    band = Image.new("RGB", (img.shape[1], height), (255, 255, 255))
-    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0))
-    return np.concatenate([img, np.asarray(band)], axis=0)
-
-
-def strip(frames, labels, pad: int = 4) -> np.ndarray:
-    """A row of frames, each captioned (e.g. with its t)."""
-    return hstack([captioned(f, lab) for f, lab in zip(frames, labels)], pad=pad)
 
 
 def even_indices(n: int, k: int) -> list[int]:
