@@ -275,7 +275,11 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
 
 
 def configure_threads() -> None:
-    """Two heavy events may run at once: give each half of the cores (at least one)."""
+    """Two heavy events may run at once: give each half of the cores (at least one).
+
+    Call it before ``build_app``: the fast eps path that ``views.load_slot`` builds in the background takes
+    the same thread count (one on a 2-core machine, so two walks at once run on two cores, without a lock).
+    """
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
 
 

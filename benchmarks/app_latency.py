@@ -4,7 +4,10 @@
 
 Uses $DDPM_EXPLAINER_CHECKPOINT or checkpoints/mnist-ddpm when it loads, else a randomly initialised
 U-Net with the default architecture (explainer.unet.UNetConfig, num_classes=10): the same cost per call.
-Torch threads are set as app.py sets them (half the cores, at least one).
+Torch threads are set as app.py sets them (half the cores, at least one). The reverse-walk numbers are
+measured on both network paths the app uses: eager ``model.eps`` (until the fast path is ready), and
+the fast path built in the background (``views.start_fast_path``: ONNX Runtime on CPU), including a
+walk run while that build is still going, and two walks at once (the app runs two model events at a time).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,14 +51,16 @@ def timed(fn, repeat: int) -> tuple[float, float]:
 
 
 def load(path: str | None):
-    slot = views.load_slot(path)
+    """The model on eager model.eps (the fast path is started later, and timed)."""
+    slot = views.load_slot(path, fast=False)
     if slot.ok:
         return slot.model, f"checkpoint {slot.path}"
     folder = Path(tempfile.mkdtemp(prefix="bench-ckpt-"))
     torch.manual_seed(0)
     net = UNet(UNetConfig(num_classes=10))
     save_checkpoint(folder, net, {"name": "linear", "num_steps": 1000}, [str(i) for i in range(10)])
-    return views.load_slot(str(folder)).require(), "random U-Net with the default UNetConfig (no checkpoint found)"
+    return (views.load_slot(str(folder), fast=False).require(),
+            "random U-Net with the default UNetConfig (no checkpoint found)")
 
 
 def first_frame(model, **kw) -> tuple[float, float]:
@@ -68,6 +74,40 @@ def first_frame(model, **kw) -> tuple[float, float]:
     t_step = time.perf_counter() - t0
     gen.close()
     return t_start, t_step
+
+
+def whole_walk(model) -> float:
+    t0 = time.perf_counter()
+    for _ in vr.reverse_walk(model, digit="3", steps=100):
+        pass
+    return time.perf_counter() - t0
+
+
+def reverse_numbers(model, label: str, repeat: int, grid):
+    """First frames, a whole walk, two walks at once and the noise grid, on the path eps_fn_for gives now."""
+    print(f"[{label}] network: {views.network_path(model)}")
+    first_frame(model, digit="3", steps=100)  # warm-up
+    runs = [first_frame(model, digit="3", guidance=3.0, sampler="DDPM", steps=100) for _ in range(max(3, repeat // 5))]
+    print(f"[{label}] reverse_walk: first frame (x_T)           median {ms(statistics.median(r[0] for r in runs))}")
+    print(f"[{label}] reverse_walk: first denoised step         median {ms(statistics.median(r[1] for r in runs))}"
+          "   (guided: one batched call of 2)")
+    grid()
+    med, lo = timed(grid, max(3, repeat // 5))
+    print(f"[{label}] noise_removal 50 timesteps + grid        median {ms(med)}   min {ms(lo)}   (ONE batched call of 50)")
+    alone = statistics.median(whole_walk(model) for _ in range(3))
+    print(f"[{label}] reverse_walk 100 DDPM steps (guided), whole walk  median {ms(alone)}")
+    times = [0.0, 0.0]
+
+    def one(i):
+        times[i] = whole_walk(model)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    print(f"[{label}] two such walks at once: {ms(times[0])} and {ms(times[1])} "
+          f"(both done after {ms(time.perf_counter() - t0)}; {max(times) / alone:.2f}x one walk alone)")
 
 
 def main():
@@ -95,21 +135,26 @@ def main():
     med, lo = timed(lambda: vf.schedule_curves(300, "cosine").savefig(os.devnull, format="png"), 5)
     print(f"(for comparison: a matplotlib re-render  median {ms(med)}   min {ms(lo)})")
 
-    first_frame(model, digit="3", steps=100)  # warm-up
-    runs = [first_frame(model, digit="3", guidance=3.0, sampler="DDPM", steps=100) for _ in range(max(3, args.repeat // 5))]
-    print(f"reverse_walk: first frame (x_T)           median {ms(statistics.median(r[0] for r in runs))}")
-    print(f"reverse_walk: first denoised step         median {ms(statistics.median(r[1] for r in runs))}"
-          "   (guided: one batched call of 2)")
-
     def grid():
         vn.noise_grid(vn.noise_removal(model, "real digit", DIGIT, "unconditional", 1.0, 50, 0))
 
-    grid()
-    med, lo = timed(grid, max(3, args.repeat // 5))
-    print(f"noise_removal 50 timesteps + grid        median {ms(med)}   min {ms(lo)}   (ONE batched call of 50)")
+    os.environ["DDPM_EXPLAINER_CACHE"] = tempfile.mkdtemp(prefix="bench-onnx-")  # a cold export, timed below
+    reverse_numbers(model, "eager", args.repeat, grid)
+    state = views.start_fast_path(model)
+    t_start, t_step = first_frame(model, digit="3", guidance=3.0, sampler="DDPM", steps=100)
     t0 = time.perf_counter()
-    n = sum(1 for _ in vr.reverse_walk(model, digit="3", steps=100))
-    print(f"reverse_walk 100 DDPM steps, whole walk  {ms(time.perf_counter() - t0)}   ({n} updates streamed)")
+    sum(1 for _ in vr.reverse_walk(model, digit="3", steps=100))
+    during = time.perf_counter() - t0
+    state.wait()
+    print(f"fast path built in the background in {state.seconds:.2f} s (cold ONNX export): "
+          f"{views.network_path(model)}{'; ' + state.error if state.error else ''}")
+    print(f"  meanwhile (on eager): first denoised step {ms(t_step)}; whole 100-step walk {ms(during)}")
+    warm = views.load_slot(str(model.path), fast=False).require() if model.path else None
+    if warm is not None:
+        views.start_fast_path(warm).wait()
+        print(f"  a second start (ONNX file cached on disk): fast path ready after {views.fast_path(warm).seconds:.2f} s")
+    if state.ready:
+        reverse_numbers(model, "fast", args.repeat, grid)
     if args.http:
         http_round_trip(model, args.repeat)
 

@@ -137,9 +137,9 @@ def cmd_sample(args) -> int:
     print(f"wrote {args.out}: {args.num} images, {chain.description}, {args.sampler}, guidance {guidance}, "
           f"seed {args.seed}, {secs:.1f} s on {model.device}")
     if args.npz:
-        from .samplers import to_numpy_images
+        from .display import to_uint8
         lab = np.full(args.num, -1 if args.label is None else args.label, dtype=np.int64)
-        np.savez_compressed(args.npz, images=to_numpy_images(x0), labels=lab)
+        np.savez_compressed(args.npz, images=to_uint8(x0), labels=lab)
         print(f"wrote {args.npz}")
     return 0
 

@@ -1,7 +1,7 @@
 """Figures: image grids and strips, and the article's figures regenerated from the real math and model.
 
-Pure helpers the app reuses: ``to_uint8``, ``grid``, ``strip``, ``forward_strip``, ``forward_chain_frames``,
-``plot_schedule_curves``, ``triplet_image``, ``reverse_walk``. ``make_figures`` writes the article's figures:
+Pure helpers (the app reuses ``plot_schedule_curves``): ``save_grid``, ``forward_strip``, ``forward_chain_frames``,
+``plot_schedule_curves``, ``triplet_image``, ``reverse_walk``; the picture helpers live in ``display``. ``make_figures`` writes the article's figures:
 
 (a) ``forward_10_steps.png``: x_0, x_100, ..., x_1000 of the step-by-step Markov chain (article fig. 2);
 (b) ``forward_linear_strip.png`` / ``forward_cosine_strip.png``: the whole 1000-step forward process,
@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import ROOT
+from .display import grid, to_uint8, upscale
 from .forward import q_chain, q_sample
 from .schedules import Schedule, make_schedule
 
@@ -29,27 +30,9 @@ PHOTO_DIR = ROOT / "assets" / "photos"
 PHOTO_SIZE = 128  # photos are centre-cropped and resized to this many pixels for the forward figures
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[-1, 1] float [B,C,H,W] -> uint8 [B,H,W,C]."""
-    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()
-    return x.permute(0, 2, 3, 1).numpy()
-
-
-def grid(images: np.ndarray, nrow: int, pad: int = 2, pad_value: int = 0) -> np.ndarray:
-    """Tile uint8 images [B,H,W,C] into one [rows*(H+pad)-pad, ...] array."""
-    b, h, w, c = images.shape
-    ncol = min(nrow, b)
-    rows = -(-b // ncol)
-    out = np.full((rows * (h + pad) - pad, ncol * (w + pad) - pad, c), pad_value, dtype=np.uint8)
-    for i in range(b):
-        r, q = divmod(i, ncol)
-        out[r * (h + pad):r * (h + pad) + h, q * (w + pad):q * (w + pad) + w] = images[i]
-    return out
-
-
 def save_grid(x: torch.Tensor, path, nrow: int = 8, scale: int = 2) -> Path:
     """Save a batch in [-1, 1] as a PNG grid (each image enlarged ``scale`` times, nearest neighbour)."""
-    g = grid(to_uint8(x), nrow)
+    g = grid(to_uint8(x, keep_gray_channel=True), nrow)
     im = Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g)
     if scale != 1:
         im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
@@ -60,17 +43,6 @@ def save_grid(x: torch.Tensor, path, nrow: int = 8, scale: int = 2) -> Path:
 
 
 # ---------------------------------------------------------------- pure building blocks
-def strip(frames: torch.Tensor | np.ndarray, pad: int = 2, pad_value: int = 255) -> np.ndarray:
-    """Frames side by side: [N,C,H,W] in [-1, 1] (tensor) or uint8 [N,H,W,C] -> uint8 [H, N*(W+pad)-pad, C]."""
-    arr = to_uint8(frames) if isinstance(frames, torch.Tensor) else np.asarray(frames, dtype=np.uint8)
-    return grid(arr, nrow=len(arr), pad=pad, pad_value=pad_value)
-
-
-def upscale(img: np.ndarray, factor: int) -> np.ndarray:
-    """Nearest-neighbour enlargement of a uint8 [H,W,C] image by an integer factor (pixels stay crisp)."""
-    return img.repeat(factor, 0).repeat(factor, 1) if factor > 1 else img
-
-
 def forward_strip(x0: torch.Tensor, schedule: Schedule, ts, eps: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps for every t in ``ts`` (Ho et al. 2020, eq. 4).
 
@@ -100,9 +72,15 @@ def forward_chain_frames(x0: torch.Tensor, schedule: Schedule, num_frames: int =
     return ts, torch.stack(frames)
 
 
-def plot_schedule_curves(schedules: dict, t: int | None = None, ax=None):
-    """Mean coefficient sqrt(alpha_bar_t) (solid) and variance 1 - alpha_bar_t (dashed) against t, for each
-    schedule in ``{name: Schedule}`` (Ho et al. 2020, eq. 4). ``t``: mark one step. Returns the Figure."""
+def plot_schedule_curves(schedules: dict, t: int | None = None, ax=None, *, highlight: str | None = None,
+                         colors: dict | None = None):
+    """Mean coefficient sqrt(alpha_bar_t) (solid) and variance 1 - alpha_bar_t (dashed) of q(x_t | x_0) against
+    t (Ho et al. 2020, eq. 4), for each schedule in ``{name: Schedule}``. Returns the Figure.
+
+    t: a cursor at one step, with markers where it crosses the (highlighted) curves. highlight: the one
+    schedule drawn thicker and marked. colors: {name: colour} (default: matplotlib's tab10 cycle).
+    ax: draw into these axes (the caller's figure size and title) instead of a new Figure.
+    """
     from matplotlib.figure import Figure
 
     if not schedules:
@@ -112,28 +90,33 @@ def plot_schedule_curves(schedules: dict, t: int | None = None, ax=None):
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
-    for i, (name, s) in enumerate(schedules.items()):
+    cycle = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    colors = {name: (colors or {}).get(name, cycle[i % len(cycle)]) for i, name in enumerate(schedules)}
+    for name, s in schedules.items():
         steps = np.arange(0, s.T + 1)
-        ab = np.concatenate([[1.0], s.alpha_bars])
-        c = colors[i % len(colors)]
-        ax.plot(steps, np.sqrt(ab), color=c, lw=2, label=f"{name}: mean coef. $\\sqrt{{\\bar\\alpha_t}}$")
-        ax.plot(steps, 1.0 - ab, color=c, lw=2, ls="--", label=f"{name}: variance $1-\\bar\\alpha_t$")
+        ab = s.alpha_bar_at(steps)
+        lw = 1.2 if highlight is not None and name != highlight else 2.2
+        ax.plot(steps, np.sqrt(ab), color=colors[name], lw=lw, label=f"{name}: mean coef. √ᾱ_t")
+        ax.plot(steps, 1.0 - ab, color=colors[name], lw=lw, ls="--", label=f"{name}: variance 1 − ᾱ_t")
     if t is not None:
-        ax.axvline(int(t), color="0.4", lw=1, ls=":")
-        ax.text(int(t), 1.02, f"t={int(t)}", ha="center", va="bottom", fontsize=8, color="0.3")
+        t = int(t)
+        ax.axvline(t, color="k", lw=1)
+        for name, s in schedules.items():
+            if highlight is None or name == highlight:
+                ab_t = float(s.alpha_bar_at(t))
+                ax.plot([t, t], [np.sqrt(ab_t), 1.0 - ab_t], "o", color=colors[name])
     ax.set_xlabel("t")
-    ax.set_ylim(-0.02, 1.08)
+    ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(0, max(s.T for s in schedules.values()))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=7, loc="center right")
     return fig
 
 
 def triplet_image(x0_hat: torch.Tensor, x_t: torch.Tensor, eps: torch.Tensor, pad: int = 2) -> np.ndarray:
     """x0_hat | x_t | eps_hat side by side as uint8 [H, 3W+2pad, C]; each shown on [-1, 1], clipped."""
     frames = torch.stack([v.reshape(v.shape[-3:]).float().cpu() for v in (x0_hat, x_t, eps)])
-    return strip(frames, pad=pad)
+    return grid(to_uint8(frames, keep_gray_channel=True), nrow=3, pad=pad, pad_value=255)
 
 
 def reverse_walk(model, labels: torch.Tensor | None, num_images: int, seed: int = 0, guidance: float = 1.0,
@@ -287,7 +270,7 @@ def make_figures(model, out_dir, image=None, seed: int = 0) -> list[Path]:
 
     # (a) the Markov chain, recorded every 100 steps
     ts, frames = forward_chain_frames(x0, linear, 10, generator=gen)
-    imgs = [upscale(f, factor) for f in to_uint8(frames)]
+    imgs = [upscale(f, factor) for f in to_uint8(frames, keep_gray_channel=True)]
     add(_save(image_table([imgs], [f"t={t}" for t in ts]), out / "forward_10_steps.png"),
         f"Forward process of the linear schedule (T=1000), run step by step with fresh noise at every step "
         f"(x_t = sqrt(alpha_t) x_(t-1) + sqrt(beta_t) eps), shown every 100 steps. Image: {source}.")
@@ -296,7 +279,7 @@ def make_figures(model, out_dir, image=None, seed: int = 0) -> list[Path]:
     eps = torch.randn(x0.shape, generator=gen)
     ts16 = np.round(np.linspace(0, 1000, 16)).astype(int)
     for name, sched in (("linear", linear), ("cosine", cosine)):
-        imgs = [upscale(f, factor) for f in to_uint8(forward_strip(x0, sched, ts16, eps))]
+        imgs = [upscale(f, factor) for f in to_uint8(forward_strip(x0, sched, ts16, eps), keep_gray_channel=True)]
         add(_save(image_table([imgs], [f"t={t}" for t in ts16]), out / f"forward_{name}_strip.png"),
             f"The whole 1000-step forward process with the {name} schedule, 16 evenly spaced steps, "
             f"x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps with the same eps in both strips. "
@@ -330,7 +313,8 @@ def _model_figures(model, out: Path, seed: int, captions: dict) -> list[Path]:
 
     # (d) ten reverse steps, one row per sample
     frames = walk["strip"]  # [F, B, C, H, W]
-    rows = [[upscale(to_uint8(frames[f, b:b + 1])[0], factor) for f in range(len(frames))] for b in range(n)]
+    rows = [[upscale(to_uint8(frames[f, b], keep_gray_channel=True), factor) for f in range(len(frames))]
+            for b in range(n)]
     p = _save(image_table(rows, [f"t={t}" for t in walk["strip_ts"]],
                            [names[i] for i in range(n)] if labels is not None else None),
               out / "reverse_10_steps.png")
@@ -339,13 +323,13 @@ def _model_figures(model, out: Path, seed: int, captions: dict) -> list[Path]:
 
     # (d) the whole walk as an animation
     gif_factor = _display_factor(model.image_size, 56)  # smaller than the PNGs: ~100 frames of noise add up
-    gif_frames = [upscale(grid(to_uint8(x), nrow=5, pad=2), gif_factor) for x in walk["gif"]]
+    gif_frames = [upscale(grid(to_uint8(x, keep_gray_channel=True), nrow=5, pad=2), gif_factor) for x in walk["gif"]]
     p = save_gif(gif_frames, out / "reverse_walk.gif")
     written.append(p)
     captions[p.name] = (f"The whole reverse walk, x_t every {max(1, T // 100)} steps ({len(gif_frames)} frames): {what}.")
 
     # (e) full noise removal at chosen steps, first sample
-    rows = [[upscale(to_uint8(v[:1])[0], factor) for v in walk["triplets"][t]] for t in trip_ts]
+    rows = [[upscale(to_uint8(v[0], keep_gray_channel=True), factor) for v in walk["triplets"][t]] for t in trip_ts]
     p = _save(image_table(rows, ["x0_hat (all noise removed)", "x_t", "eps_hat (predicted noise)"],
                            [f"t={t}" for t in trip_ts]), out / "full_noise_removal.png")
     written.append(p)

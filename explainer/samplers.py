@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 
 from .respacing import SamplingChain
@@ -178,9 +177,3 @@ def run(eps_fn: EpsFn, chain: SamplingChain, shape, **kwargs) -> torch.Tensor:
     for rec in sample(eps_fn, chain, shape, **kwargs):
         pass
     return rec.x_prev
-
-
-def to_numpy_images(x: torch.Tensor) -> np.ndarray:
-    """[-1, 1] float [B,C,H,W] -> uint8 [B,H,W] (one channel) or [B,H,W,C]."""
-    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()
-    return x[:, 0].numpy() if x.shape[1] == 1 else x.permute(0, 2, 3, 1).numpy()

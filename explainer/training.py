@@ -11,7 +11,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from .checkpoint import pick_device, save_checkpoint
 from .data import MNIST_ATTRIBUTION, load_image_folder, load_mnist
-from .forward import q_sample
 from .schedules import make_schedule
 from .unet import UNet, UNetConfig, count_parameters
 

@@ -11,8 +11,8 @@ import torch
 from .checkpoint import DiffusionModel
 from .forward import q_sample
 from .unet import UNet, count_parameters, describe
-from .views import (SEED_MAX, UNCONDITIONAL, captioned, check_int, class_labels, digit_tensor, hstack, seeded_normal,
-                    to_uint8, upscale, vstack)
+from .display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
+from .views import SEED_MAX, UNCONDITIONAL, check_int, class_labels, digit_tensor, seeded_normal
 
 MAX_CHANNELS_SHOWN = 8
 FEATURE_TILE = 84  # pixels per feature map, whatever its resolution
@@ -104,9 +104,9 @@ def feature_rows(model: DiffusionModel, image=None, t: int = 300, digit: str = U
         rows.append((captioned(_tiles(h[0].cpu(), channels), f"{i}: {where}, {c} channels at {hh}x{ww}"),
                      f"{where} stage {i}: {c} channels at {hh}x{ww}"))
     scale = max(1, FEATURE_TILE // model.image_size)
-    rows.append((captioned(upscale(to_uint8((eps_hat[0].cpu() / 3.0)[None]), scale), "output: eps_hat"),
+    rows.append((captioned(upscale(eps_to_uint8(eps_hat[0].cpu()), scale), "output: eps_hat"),
                  "output: the predicted noise eps_hat"))
-    x_img = captioned(upscale(to_uint8(x_t.cpu()), 6), f"x_t, t = {t}")
+    x_img = captioned(upscale(to_uint8(x_t[0].cpu()), 6), f"x_t, t = {t}")
     return x_img, rows
 
 

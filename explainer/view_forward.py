@@ -24,7 +24,9 @@ from matplotlib.figure import Figure
 from . import images
 from .forward import q_chain, q_sample
 from .schedules import make_schedule
-from .views import check_choice, check_int, seeded_normal, strip, to_uint8
+from .display import strip, to_uint8
+from .figures import plot_schedule_curves
+from .views import check_choice, check_int, seeded_normal
 
 T = 1000  # the article's number of steps
 SCHEDULE_NAMES = ("linear", "cosine")
@@ -150,22 +152,8 @@ def forward_noise(image, t: int = 500, schedule: str = "linear", seed: int = 0) 
 def _schedule_figure(t: int | None, schedule: str) -> Figure:
     fig = Figure(figsize=(6.4, 3.2), dpi=90, layout="constrained")
     ax = fig.add_subplot()
-    steps = np.arange(0, T + 1)
-    for name in SCHEDULE_NAMES:
-        ab = SCHEDULES[name].alpha_bar_at(steps)
-        width = 2.2 if name == schedule else 1.2
-        ax.plot(steps, np.sqrt(ab), color=COLORS[name], lw=width, label=f"{name}: mean coef. √ᾱ_t")
-        ax.plot(steps, 1 - ab, color=COLORS[name], lw=width, ls="--", label=f"{name}: variance 1 − ᾱ_t")
-    if t is not None:
-        ab_t = float(SCHEDULES[schedule].alpha_bar_at(t))
-        ax.axvline(t, color="k", lw=1)
-        ax.plot([t, t], [math.sqrt(ab_t), 1 - ab_t], "o", color=COLORS[schedule])
-    ax.set_xlim(0, T)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("t")
+    plot_schedule_curves(SCHEDULES, t, ax, highlight=schedule, colors=COLORS)
     ax.set_title("q(x_t | x_0): mean and variance" + (f", cursor at t = {t}" if t is not None else ""), fontsize=10)
-    ax.legend(fontsize=7, loc="center right")
-    ax.grid(alpha=0.3)
     return fig
 
 
@@ -256,7 +244,7 @@ def forward_strips(image, schedule: str = "linear", seed: int = 0) -> tuple[np.n
     top = strip([to_uint8(x) for x in closed], [f"t={t}" for t in ts])
     gen = torch.Generator().manual_seed(seed)
     chain = list(q_chain(x0, sched, generator=gen, record_every=T // 10))
-    bottom = strip([to_uint8(x) for _, x in chain], [f"t={t}" for t, _ in chain])
+    bottom = strip([to_uint8(x[0]) for _, x in chain], [f"t={t}" for t, _ in chain])
     return top, bottom
 
 

@@ -21,9 +21,9 @@ from .checkpoint import DiffusionModel
 from .forward import q_sample, x0_from_eps
 from .respacing import make_chain, spaced_timesteps
 from .samplers import guided_eps, sample
-from .views import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, captioned, check_choice, check_float, check_int,
-                    class_labels, digit_tensor, eps_fn_for, eps_to_uint8, hstack, seeded_normal, to_uint8, upscale,
-                    vstack)
+from .display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
+from .views import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
+                    digit_tensor, eps_fn_for, seeded_normal)
 
 SOURCES = ("reverse walk", "real digit")
 MIN_T, MAX_T = 2, 200  # how many timesteps the grid may hold
@@ -111,8 +111,8 @@ def noise_triplet(result: NoiseRemoval, index: int = 0) -> tuple[np.ndarray, str
     t = result.ts[index]
     lines = [f"**t = {t}** (timestep {index + 1} of {len(result)}, source: {result.source})"]
     if result.x0 is not None:
-        tiles += [captioned(upscale(to_uint8(result.x0), s), "true x_0"),
-                  captioned(upscale(eps_to_uint8(result.eps), s), "true eps")]
+        tiles += [captioned(upscale(to_uint8(result.x0[0]), s), "true x_0"),
+                  captioned(upscale(eps_to_uint8(result.eps[0]), s), "true eps")]
     for name, err in result.errors.items():
         lines.append(f"- mean squared error, {name}: {float(err[index]):.4f}")
     lines.append(f"- x0_hat before display clipping spans [{float(result.x0_hat[index].min()):.2f}, "

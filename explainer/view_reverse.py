@@ -25,9 +25,9 @@ from .checkpoint import DiffusionModel
 from .respacing import make_chain
 from .samplers import sample
 from .schedules import make_schedule
-from .views import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, captioned, check_choice, check_float, check_int,
-                    class_labels, digit_choices, even_indices, eps_fn_for, hstack, seeded_normal, strip, to_uint8,
-                    upscale, vstack)
+from .display import captioned, hstack, strip, to_uint8, upscale, vstack
+from .views import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
+                    digit_choices, even_indices, eps_fn_for, network_path, seeded_normal)
 
 SAMPLERS = ("DDPM", "DDIM")
 INFERENCE_SCHEDULES = ("training", "other")
@@ -149,7 +149,7 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
     walks, runs = [], []
     for spec in specs:
         chain = _chain(model, spec)
-        walk = Walk(spec.label(model), len(chain), [to_uint8(x_T)], [to_uint8(torch.zeros_like(x_T))],
+        walk = Walk(spec.label(model), len(chain), [to_uint8(x_T[0])], [to_uint8(torch.zeros_like(x_T[0]))],
                     [int(chain.timesteps[0])])
         gen = torch.Generator().manual_seed(seed)
         it = sample(eps_fn, chain, shape, method=spec.sampler.lower(), labels=labels, guidance=guidance,
@@ -160,8 +160,9 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
     show_every = [max(1, w.total // SHOWN_FRAMES) for w in walks]
     cond = "unconditional" if labels is None else f"digit {digit}, guidance w = {guidance:g}"
     panels = [_panel(w.frames[0], w.x0_hats[0], w.ts[0], w.name) for w in walks]
-    yield WalkUpdate(panels, f"Starting from pure noise x_T (seed {seed}); {cond}.", 0, total, walks)
-    last_yield = time.perf_counter()
+    path = network_path(model, eps_fn)
+    yield WalkUpdate(panels, f"Starting from pure noise x_T (seed {seed}); {cond}. Network: {path}.", 0, total, walks)
+    started = last_yield = time.perf_counter()
     last_picture = [last_yield] * len(walks)
     done = 0
     while done < total:
@@ -171,8 +172,8 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
         _count_step()
         done += 1
         w = walks[i]
-        w.frames.append(to_uint8(rec.x_prev))
-        w.x0_hats.append(to_uint8(rec.x0_hat))
+        w.frames.append(to_uint8(rec.x_prev[0]))
+        w.x0_hats.append(to_uint8(rec.x0_hat[0]))
         w.ts.append(rec.t_prev)
         now = time.perf_counter()
         show = (w.done in (1, w.total)  # the first denoised frame at once, and the last
@@ -181,14 +182,15 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
             continue
         panels = [None] * len(walks)
         if show:
-            panels[i] = _panel(to_uint8(rec.x_t), w.x0_hats[-1], rec.t, w.name)
+            panels[i] = _panel(to_uint8(rec.x_t[0]), w.x0_hats[-1], rec.t, w.name)
             last_picture[i] = now
         status = "; ".join(f"{v.name}: step {v.done}/{v.total}" for v in walks)
         yield WalkUpdate(panels, status, done, total, walks)
         last_yield = now
     panels = [_panel(w.frames[-1], w.x0_hats[-1], 0, w.name) for w in walks]
-    yield WalkUpdate(panels, "Done: " + "; ".join(f"{w.name} ({w.total} network steps)" for w in walks) + ".",
-                     total, total, walks, finished=True)
+    seconds = time.perf_counter() - started
+    yield WalkUpdate(panels, "Done: " + "; ".join(f"{w.name} ({w.total} network steps)" for w in walks)
+                     + f" in {seconds:.1f} s. Network: {path}.", total, total, walks, finished=True)
 
 
 def walk_frame(walks: list[Walk], index: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Shared pieces of the app's backend views: the model slot, the ONE network entry point, display helpers.
+"""Shared pieces of the app's backend views: the model slot, the ONE network entry point, input checks.
 
 The per-tab view functions live in ``view_forward`` (forward process, schedule comparison),
 ``view_reverse`` (reverse walks), ``view_noise`` (subtracting all predicted noise), ``view_arch``
@@ -8,18 +8,24 @@ and never import gradio.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from . import images
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, DiffusionModel, load_model
+from .fast import best_eps_fn, export_onnx
 
 CHECKPOINT_ENV = "DDPM_EXPLAINER_CHECKPOINT"
+FAST_ENV = "DDPM_EXPLAINER_FAST"  # "0" (or false/no/off): keep the app on eager model.eps
+FAST_BUILD_NICE = 10  # the background build runs this much "nicer" than requests (Linux; best effort)
 UNCONDITIONAL = "unconditional"
 SEED_MAX = 2**31 - 1
 GUIDANCE_MAX = 10.0
@@ -63,24 +69,145 @@ def checkpoint_path() -> str:
     return os.environ.get(CHECKPOINT_ENV) or str(DEFAULT_CHECKPOINT)
 
 
-def load_slot(path: str | None = None, device: str | None = None) -> ModelSlot:
-    """Load the model for the app; a missing or damaged checkpoint gives an empty slot with a clear message."""
+def load_slot(path: str | None = None, device: str | None = None, fast: bool | None = None) -> ModelSlot:
+    """Load the model for the app; a missing or damaged checkpoint gives an empty slot with a clear message.
+
+    fast: build the fast eps path in the background (``start_fast_path``); default: unless $DDPM_EXPLAINER_FAST=0.
+    """
     path = path or checkpoint_path()
     try:
-        return ModelSlot(load_model(path, device=device), path)
+        slot = ModelSlot(load_model(path, device=device), path)
     except CheckpointError as e:
         how = (f"To use the model tabs, restore the shipped checkpoint folder `checkpoints/mnist-ddpm`, train one "
                f"with `python -m explainer train`, or set the environment variable `{CHECKPOINT_ENV}` to a "
                "checkpoint folder, then restart the app. The forward-process tabs work without a model.")
         return ModelSlot(None, path, f"{e} {how}")
+    if fast_path_enabled() if fast is None else fast:
+        start_fast_path(slot.model)
+    return slot
+
+
+# ---- the network entry point: eager model.eps until the fast path is ready ----
+
+
+@dataclass
+class FastPathBuild:
+    """The fast eps path of one model, built by a background thread; ``fn`` is set once it is ready."""
+
+    thread: threading.Thread
+    fn: object = None  # explainer.fast.FastEps once built
+    error: str = ""
+    seconds: float | None = None  # how long the build took
+
+    @property
+    def ready(self) -> bool:
+        return self.fn is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the build has ended (tests, benchmarks); True when the fast path is ready."""
+        self.thread.join(timeout)
+        return self.ready
+
+
+_FAST_ATTR = "_app_fast_path"  # the FastPathBuild is kept on the model object, like fast.best_eps_fn's cache
+
+
+def fast_path_enabled() -> bool:
+    """False when $DDPM_EXPLAINER_FAST is 0 / false / no / off (tests use it to skip the ONNX export)."""
+    return os.environ.get(FAST_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _nice_export(model: DiffusionModel) -> None:
+    """Write the model's ONNX file to the disk cache from a thread of lower CPU priority (Linux; best effort).
+
+    The export is the expensive part of the build (it traces the whole network). Only this short-lived
+    thread is reniced: ONNX Runtime's worker threads, created later by the session, inherit the priority of
+    the thread that creates them, and they must run at the requests' priority. Failures are left to
+    ``best_eps_fn``, which reports them and falls back.
+    """
+    def work():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + FAST_BUILD_NICE)
+        except (AttributeError, OSError):
+            pass
+        try:
+            export_onnx(model)
+        except Exception:
+            pass
+
+    th = threading.Thread(target=work, name="fast-eps-export", daemon=True)
+    th.start()
+    th.join()
+
+
+_START_LOCK = threading.Lock()
+
+
+def start_fast_path(model: DiffusionModel, threads: int | None = None) -> FastPathBuild:
+    """Build ``explainer.fast.best_eps_fn(model)`` in a daemon thread; ``eps_fn_for`` switches to it when ready.
+
+    Start-up does not wait for it, and requests run on eager ``model.eps`` meanwhile. On CPU the ONNX
+    export (cached on disk by weight hash) runs at a lower CPU priority first; then the path is built
+    and checked against eager. threads: intra-op threads of the fast path, default torch's count now
+    (app.configure_threads sets half the cores, so the two concurrent model events each get their own
+    cores and explainer.fast runs one-thread calls in parallel, without its lock).
+    """
+    with _START_LOCK:
+        state = model.__dict__.get(_FAST_ATTR)
+        if state is not None:
+            return state
+        threads = int(threads or torch.get_num_threads())
+
+        def build():
+            t0 = time.perf_counter()
+            try:
+                if model.device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+                    _nice_export(model)
+                fn = best_eps_fn(model, threads=threads)
+                if fn.backend == "eager":  # every fast path was skipped: keep plain model.eps, say why
+                    state.error = "; ".join(getattr(fn, "skipped", [])) or fn.name
+                else:
+                    state.fn = fn
+            except Exception as e:  # never let a failed build break the app: it stays on eager
+                state.error = f"{type(e).__name__}: {e}"
+            state.seconds = time.perf_counter() - t0
+
+        state = FastPathBuild(threading.Thread(target=build, name="fast-eps-build", daemon=True))
+        model.__dict__[_FAST_ATTR] = state
+        state.thread.start()
+        return state
+
+
+def fast_path(model: DiffusionModel) -> FastPathBuild | None:
+    """The model's background build, if one was started."""
+    return model.__dict__.get(_FAST_ATTR)
 
 
 def eps_fn_for(model: DiffusionModel):
     """The ONE place the app evaluates the network: returns eps_fn(x_t, t, labels) -> eps_hat.
 
-    Every view that needs eps_theta goes through here (a faster backend can be plugged in once).
+    Every view that needs eps_theta goes through here: the fast path (explainer/fast.py) once its
+    background build is ready, else eager ``model.eps``. A caller keeps the function it got for a whole
+    walk, so one walk never mixes paths.
     """
-    return model.eps
+    state = fast_path(model)
+    return state.fn if state is not None and state.fn is not None else model.eps
+
+
+def network_path(model: DiffusionModel, eps_fn=None) -> str:
+    """Which path computes eps_theta, in words (for status texts): ``eps_fn`` or what eps_fn_for gives now."""
+    eps_fn = eps_fn if eps_fn is not None else eps_fn_for(model)
+    name = getattr(eps_fn, "name", None)
+    if name:
+        return name
+    what = f"eager PyTorch fp32 on {model.device.type}"
+    state = fast_path(model)
+    if state is None:
+        return what
+    if state.error:
+        return f"{what} (no fast path: {state.error})"
+    return f"{what} (a faster path is being prepared)"
 
 
 def digit_choices(model: DiffusionModel | None) -> list[str]:
@@ -147,67 +274,6 @@ def seeded_normal(shape, seed: int) -> torch.Tensor:
     """Standard normal noise of ``shape`` from a CPU generator seeded with ``seed`` (reproducible)."""
     g = torch.Generator().manual_seed(int(seed))
     return torch.randn(tuple(shape), generator=g)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[-1, 1] float [C,H,W] or [1,C,H,W] -> uint8 [H,W] (one channel) or [H,W,C]."""
-    x = x[0] if x.dim() == 4 else x
-    u = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()
-    return u[0].numpy() if u.shape[0] == 1 else u.permute(1, 2, 0).numpy()
-
-
-def eps_to_uint8(eps: torch.Tensor) -> np.ndarray:
-    """Display noise: eps / 3 mapped to [0, 255] (about 99.7 % of N(0, 1) fits)."""
-    return to_uint8(eps / 3.0)
-
-
-def upscale(img: np.ndarray, factor: int) -> np.ndarray:
-    """Nearest-neighbour enlargement (keeps pixels crisp for 28x28 digits)."""
-    if factor <= 1:
-        return img
-    return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
-
-
-def as_rgb(img: np.ndarray) -> np.ndarray:
-    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
-
-
-def hstack(images, pad: int = 4, value: int = 255) -> np.ndarray:
-    """Place images side by side (RGB, top-aligned) with ``pad`` pixels between them."""
-    images = [as_rgb(i) for i in images]
-    h = max(i.shape[0] for i in images)
-    w = sum(i.shape[1] for i in images) + pad * (len(images) - 1)
-    out = np.full((h, w, 3), value, dtype=np.uint8)
-    x = 0
-    for i in images:
-        out[:i.shape[0], x:x + i.shape[1]] = i
-        x += i.shape[1] + pad
-    return out
-
-
-def vstack(images, pad: int = 4, value: int = 255) -> np.ndarray:
-    images = [as_rgb(i) for i in images]
-    w = max(i.shape[1] for i in images)
-    h = sum(i.shape[0] for i in images) + pad * (len(images) - 1)
-    out = np.full((h, w, 3), value, dtype=np.uint8)
-    y = 0
-    for i in images:
-        out[y:y + i.shape[0], :i.shape[1]] = i
-        y += i.shape[0] + pad
-    return out
-
-
-def captioned(img: np.ndarray, text: str, height: int = 14) -> np.ndarray:
-    """Add a white caption band with ``text`` under an image."""
-    img = as_rgb(img)
-    band = Image.new("RGB", (img.shape[1], height), (255, 255, 255))
-    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0))
-    return np.concatenate([img, np.asarray(band)], axis=0)
-
-
-def strip(frames, labels, pad: int = 4) -> np.ndarray:
-    """A row of frames, each captioned (e.g. with its t)."""
-    return hstack([captioned(f, lab) for f, lab in zip(frames, labels)], pad=pad)
 
 
 def even_indices(n: int, k: int) -> list[int]:

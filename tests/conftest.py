@@ -13,6 +13,9 @@ sys.path.insert(0, str(ROOT))
 # Respect OMP_NUM_THREADS when set: on a busy 2-core machine, 2 torch threads per process thrash
 # (a tiny U-Net call measured 8 ms with 1 thread, 800 ms with 2 while other jobs ran).
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
+# App tests run on eager model.eps: a background ONNX export per test app would only add CPU load.
+# tests/test_app_client.py::test_app_switches_to_the_fast_path turns it on for one app.
+os.environ.setdefault("DDPM_EXPLAINER_FAST", "0")
 
 from explainer.checkpoint import load_model, save_checkpoint  # noqa: E402
 from explainer.unet import UNet, UNetConfig  # noqa: E402

@@ -234,3 +234,33 @@ def test_python_app_py_serves_on_gradio_server_port(tiny_ckpt):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_app_switches_to_the_fast_path(tiny_ckpt, tmp_path, monkeypatch):
+    """The app builds explainer.fast's path in the background, switches to it, and walks as eager does."""
+    monkeypatch.setenv("DDPM_EXPLAINER_CACHE", str(tmp_path / "cache"))  # a fresh export, not a cached file
+    threads = torch.get_num_threads()
+    app.configure_threads()
+    slot = views.load_slot(str(tiny_ckpt), device="cpu", fast=True)
+    eager = views.load_slot(str(tiny_ckpt), device="cpu", fast=False).require()
+    try:
+        assert views.fast_path(eager) is None and views.eps_fn_for(eager) == eager.eps
+        assert views.fast_path(slot.model).wait(120), views.fast_path(slot.model).error
+        fn = views.eps_fn_for(slot.model)
+        assert fn is not slot.model.eps and fn.backend in ("onnx", "torchscript")
+        assert list((tmp_path / "cache").glob("*.onnx")) or fn.backend == "torchscript"
+        demo, url = launch(slot)
+        try:
+            args = ("4", 2.0, "DDPM", 25, "training", 5, "off", 20)
+            panel, _, status, _, _, _ = Client(url, verbose=False).predict(*args, api_name="/reverse_walk")
+        finally:
+            demo.close()
+        assert status.startswith("Done") and f"Network: {fn.name}." in status
+        ref = list(vr.reverse_walk(eager, *args))[-1]
+        assert "eager PyTorch" in ref.status
+        fast_img, eager_img = read(panel).astype(int), ref.panels[0].astype(int)
+        assert fast_img.shape == eager_img.shape
+        assert np.abs(fast_img - eager_img).max() <= 1  # float rounding can move a pixel by one level at most
+        assert (fast_img != eager_img).mean() < 0.01
+    finally:
+        torch.set_num_threads(threads)

@@ -1,9 +1,9 @@
 """End to end in a real browser: Playwright (the Python package) driving Debian's /usr/bin/chromium.
 
 Moves the t slider, flips the schedule, runs a short reverse walk, and checks that the pictures change.
-Saves a screenshot of every tab to docs/screenshots/<tab>.png (for the README). Uses the checkpoint in
-$DDPM_EXPLAINER_CHECKPOINT when it loads (the real model makes the screenshots meaningful), else the
-tiny test checkpoint. Never skips silently in CI: without Chromium it fails when $CI is set.
+Takes a screenshot of every tab. Uses the checkpoint in $DDPM_EXPLAINER_CHECKPOINT when it loads (the
+real model makes the screenshots meaningful): then they refresh docs/screenshots/<tab>.png (for the
+README); with the tiny test checkpoint they go to a temporary folder, so a test run never replaces them. Never skips silently in CI: without Chromium it fails when $CI is set.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = {"dir": ROOT / "docs" / "screenshots"}  # set by the page fixture
 
 
 def _unavailable(reason: str):
@@ -31,7 +31,7 @@ def _unavailable(reason: str):
 
 
 @pytest.fixture(scope="module")
-def page(tiny_ckpt):
+def page(tiny_ckpt, tmp_path_factory):
     if not Path(CHROMIUM).exists():
         _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:
@@ -46,8 +46,10 @@ def page(tiny_ckpt):
     threads = torch.get_num_threads()
     app.configure_threads()
     slot = views.load_slot(os.environ.get(views.CHECKPOINT_ENV) or None)
+    SHOTS["dir"] = ROOT / "docs" / "screenshots"
     if not slot.ok:
         slot = views.load_slot(str(tiny_ckpt))
+        SHOTS["dir"] = tmp_path_factory.mktemp("screenshots")
     demo = app.build_app(slot)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,9 +102,9 @@ def open_tab(page, name: str):
 
 
 def shoot(page, name: str):
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    SHOTS["dir"].mkdir(parents=True, exist_ok=True)
     time.sleep(0.3)  # let plots and images settle
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SHOTS["dir"] / f"{name}.png"), full_page=True)
 
 
 def test_forward_tab_slider_and_schedule(page):

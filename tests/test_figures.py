@@ -31,7 +31,7 @@ def assert_nontrivial_png(path, min_w, min_h):
 # ---------------------------------------------------------------- building blocks
 def test_to_uint8_grid_save_grid_still_work(tmp_path):
     x = torch.linspace(-1, 1, 2 * 3 * 4).reshape(2, 1, 3, 4)
-    u = F.to_uint8(x)
+    u = F.to_uint8(x, keep_gray_channel=True)  # the figures' layout: [B,H,W,C]
     assert u.shape == (2, 3, 4, 1) and u.dtype == np.uint8 and u.min() == 0 and u.max() == 255
     assert F.grid(u, nrow=2, pad=1).shape == (3, 9, 1)
     p = F.save_grid(x, tmp_path / "g.png", nrow=2, scale=2)

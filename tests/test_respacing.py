@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from explainer.respacing import SPACINGS, make_chain, map_to_training_steps, spaced_timesteps

@@ -20,7 +20,6 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from explainer.checkpoint import DiffusionModel
-from explainer.forward import q_sample
 from explainer.respacing import make_chain
 from explainer.samplers import ddim_sigma, ddim_step, ddpm_step, guided_eps, predict_x0, run, sample
 from explainer.schedules import make_schedule

@@ -1,6 +1,7 @@
 """The app's backend views, called directly (no gradio): math against independent formulas, wiring, errors."""
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -252,6 +253,77 @@ def test_every_network_call_goes_through_eps_fn_for(monkeypatch, tiny_model):
     calls.clear()
     vn.noise_removal(tiny_model, "real digit", DIGIT, "7", 3.0, 50, 0)
     assert calls == [100]
+
+
+def _blocked_build(monkeypatch, result):
+    """Replace the fast-path build by one that waits for ``go`` and then returns or raises ``result``."""
+    import threading
+    go, seen = threading.Event(), {}
+
+    def export(model):
+        seen["export_nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def build(model, **kwargs):
+        seen["kwargs"] = kwargs
+        go.wait(30)
+        if isinstance(result, Exception):
+            raise result
+        return result(model)
+    monkeypatch.setattr(views, "export_onnx", export)
+    monkeypatch.setattr(views, "best_eps_fn", build)
+    return go, seen
+
+
+def test_eps_fn_for_is_eager_until_the_fast_path_is_ready(monkeypatch, tiny_ckpt):
+    from explainer.fast import FastEps
+    go, seen = _blocked_build(monkeypatch, lambda m: FastEps(m.eps, "a fast stand-in", "onnx", serialize=False))
+    model = views.load_slot(str(tiny_ckpt), device="cpu", fast=True).require()
+    state = views.fast_path(model)
+    assert not state.ready and views.eps_fn_for(model) == model.eps  # start-up did not wait for the build
+    assert "being prepared" in views.network_path(model)
+    first = next(vr.reverse_walk(model, "3", 2.0, "DDIM", 12))
+    assert "Network: eager PyTorch fp32 on cpu (a faster path is being prepared)." in first.status
+    go.set()
+    assert state.wait(30)
+    assert views.eps_fn_for(model) is state.fn and views.network_path(model) == "a fast stand-in"
+    assert seen["kwargs"] == {"threads": torch.get_num_threads()}
+    if hasattr(os, "getpriority"):  # the ONNX export ran in a thread of lower priority
+        assert seen["export_nice"] > os.getpriority(os.PRIO_PROCESS, 0) or seen["export_nice"] == 19
+    assert views.start_fast_path(model) is state  # one build per model
+    last = list(vr.reverse_walk(model, "3", 2.0, "DDIM", 12))[-1]
+    assert last.status.endswith("Network: a fast stand-in.")
+
+
+def test_a_failed_fast_path_build_keeps_eager(monkeypatch, tiny_ckpt):
+    go, _ = _blocked_build(monkeypatch, RuntimeError("exporter exploded"))
+    go.set()
+    model = views.load_slot(str(tiny_ckpt), device="cpu", fast=True).require()
+    assert not views.fast_path(model).wait(30)
+    assert views.eps_fn_for(model) == model.eps
+    assert views.network_path(model) == "eager PyTorch fp32 on cpu (no fast path: RuntimeError: exporter exploded)"
+
+
+def test_fast_path_falling_back_to_eager_keeps_plain_model_eps(monkeypatch, tiny_ckpt):
+    from explainer.fast import FastEps
+
+    def eager(m):
+        fn = FastEps(m.eps, "eager torch fp32 on cpu (skipped onnx: no onnxruntime)", "eager")
+        fn.skipped = ["onnx: no onnxruntime", "torchscript: trace failed"]
+        return fn
+    go, _ = _blocked_build(monkeypatch, eager)
+    go.set()
+    model = views.load_slot(str(tiny_ckpt), device="cpu", fast=True).require()
+    assert not views.fast_path(model).wait(30) and views.eps_fn_for(model) == model.eps
+    assert "no fast path: onnx: no onnxruntime; torchscript: trace failed" in views.network_path(model)
+
+
+def test_fast_path_env_switch(monkeypatch, tiny_ckpt):
+    for value, on in (("0", False), ("off", False), ("false", False), ("1", True), ("", True)):
+        monkeypatch.setenv(views.FAST_ENV, value)
+        assert views.fast_path_enabled() is on
+    monkeypatch.setenv(views.FAST_ENV, "0")
+    model = views.load_slot(str(tiny_ckpt), device="cpu").require()
+    assert views.fast_path(model) is None and views.network_path(model) == "eager PyTorch fp32 on cpu"
 
 
 # ---- reverse tab ----

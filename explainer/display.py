@@ -1,0 +1,92 @@
+"""Tensors as pictures: uint8 conversion, nearest-neighbour enlargement, and laying pictures out.
+
+The ONE implementation of these helpers for the app's views, the article's figures and the CLI.
+Pictures are uint8 numpy arrays, [H,W] (grayscale) or [H,W,C]. Layouts pad with a ``value`` (white
+by default): ``hstack`` / ``vstack`` place pictures of any size (top- / left-aligned), ``grid`` tiles
+a batch of same-sized pictures, ``captioned`` adds a text band, ``strip`` is a captioned row.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+
+def to_uint8(x: torch.Tensor, keep_gray_channel: bool = False) -> np.ndarray:
+    """[-1, 1] float [..., C, H, W] -> uint8 [..., H, W, C]: round((x + 1) * 127.5), clipped.
+
+    One channel becomes [..., H, W] (what PIL and Gradio take) unless ``keep_gray_channel``.
+    """
+    u = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu().movedim(-3, -1)
+    return u[..., 0].numpy() if u.shape[-1] == 1 and not keep_gray_channel else u.numpy()
+
+
+def eps_to_uint8(eps: torch.Tensor) -> np.ndarray:
+    """Display noise: eps / 3 mapped to [0, 255] (about 99.7 % of N(0, 1) fits)."""
+    return to_uint8(eps / 3.0)
+
+
+def upscale(img: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement by an integer factor (keeps pixels crisp for 28x28 digits)."""
+    if factor <= 1:
+        return img
+    return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
+
+
+def as_rgb(img: np.ndarray) -> np.ndarray:
+    """[H,W] -> [H,W,3]; colour pictures unchanged."""
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
+def _stack(images, axis: int, pad: int, value: int, rgb: bool) -> np.ndarray:
+    """Pictures one after another along ``axis`` (0: down, 1: across), ``pad`` pixels of ``value`` between.
+
+    rgb: convert every picture to RGB first; else they must share their channel layout, which is kept.
+    """
+    images = [as_rgb(i) if rgb else np.asarray(i) for i in images]
+    other = 1 - axis
+    size = [0, 0]
+    size[axis] = sum(i.shape[axis] for i in images) + pad * (len(images) - 1)
+    size[other] = max(i.shape[other] for i in images)
+    out = np.full(tuple(size) + images[0].shape[2:], value, dtype=np.uint8)
+    at = 0
+    for i in images:
+        if axis == 1:
+            out[:i.shape[0], at:at + i.shape[1]] = i
+        else:
+            out[at:at + i.shape[0], :i.shape[1]] = i
+        at += i.shape[axis] + pad
+    return out
+
+
+def hstack(images, pad: int = 4, value: int = 255, rgb: bool = True) -> np.ndarray:
+    """Place pictures side by side (top-aligned); RGB unless ``rgb=False``."""
+    return _stack(images, 1, pad, value, rgb)
+
+
+def vstack(images, pad: int = 4, value: int = 255, rgb: bool = True) -> np.ndarray:
+    """Place pictures one below the other (left-aligned); RGB unless ``rgb=False``."""
+    return _stack(images, 0, pad, value, rgb)
+
+
+def grid(images: np.ndarray, nrow: int, pad: int = 2, pad_value: int = 0) -> np.ndarray:
+    """Tile same-sized uint8 pictures [B,H,W,C], ``nrow`` to a row, into one [rows*(H+pad)-pad, ...] array.
+
+    The channel layout is kept (one channel stays one channel).
+    """
+    ncol = min(nrow, len(images))
+    rows = [hstack(images[k:k + ncol], pad, pad_value, rgb=False) for k in range(0, len(images), ncol)]
+    return vstack(rows, pad, pad_value, rgb=False)
+
+
+def captioned(img: np.ndarray, text: str, height: int = 14) -> np.ndarray:
+    """Add a white caption band with ``text`` under a picture (RGB)."""
+    img = as_rgb(img)
+    band = Image.new("RGB", (img.shape[1], height), (255, 255, 255))
+    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0))
+    return np.concatenate([img, np.asarray(band)], axis=0)
+
+
+def strip(frames, labels, pad: int = 4) -> np.ndarray:
+    """A row of pictures, each captioned (e.g. with its t)."""
+    return hstack([captioned(f, lab) for f, lab in zip(frames, labels)], pad=pad)
