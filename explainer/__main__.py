@@ -162,9 +162,10 @@ def cmd_figures(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from .training import TrainConfig, train
-    cfg = TrainConfig(out=args.out, data=args.data, image_size=args.image_size, channels=args.channels,
+def train_config(args):
+    """The TrainConfig that `train` flags describe."""
+    from .training import TrainConfig
+    return TrainConfig(out=args.out, data=args.data, image_size=args.image_size, channels=args.channels,
                       conditional=not args.unconditional, schedule=args.schedule, num_steps=args.num_steps,
                       base_channels=args.base_channels, channel_mults=tuple(args.channel_mults),
                       num_res_blocks=args.num_res_blocks, attention_levels=tuple(args.attention_levels),
@@ -173,7 +174,11 @@ def cmd_train(args) -> int:
                       max_minutes=args.max_minutes, seed=args.seed, device=args.device,
                       sample_every=args.sample_every, save_every=args.save_every, resume=not args.no_resume,
                       bf16=not args.no_bf16)
-    train(cfg, progress=not args.quiet)
+
+
+def cmd_train(args) -> int:
+    from .training import train
+    train(train_config(args), progress=not args.quiet)
     return 0
 
 

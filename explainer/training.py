@@ -131,8 +131,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     def save(final: bool):
         provenance = {
-            "command": "python -m explainer train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                              _cli_overrides(cfg).items()),
+            "command": " ".join(["python -m explainer train"] + _cli_args(cfg)),
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
             "steps": step, "wall_time_s": round(elapsed, 1), "device": _device_name(device),
             "torch": torch.__version__, "parameters": count_parameters(model), "final": final,
@@ -196,15 +195,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     return out
 
 
-def _cli_overrides(cfg: TrainConfig) -> dict:
+def _cli_args(cfg: TrainConfig) -> list[str]:
+    """The `python -m explainer train` flags that reproduce ``cfg`` (only those that differ from the defaults)."""
     default = TrainConfig()
-    keep = {}
+    flags = {"conditional": "--unconditional", "bf16": "--no-bf16"}  # boolean switches
+    args = []
     for k, v in asdict(cfg).items():
-        if k in ("resume",):
+        d = getattr(default, k)
+        if k == "resume" or v == d or (isinstance(v, (list, tuple)) and tuple(v) == tuple(d)):
             continue
-        if v != getattr(default, k) and not (isinstance(v, (list, tuple)) and tuple(v) == tuple(getattr(default, k))):
-            keep[k] = " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-    return keep
+        if k in flags:
+            args.append(flags[k])
+        else:
+            args.append(f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)))
+    return args
 
 
 def _device_name(device: torch.device) -> str:

@@ -121,3 +121,16 @@ def test_cli_train_help_and_bad_data(tmp_path):
     r = subprocess.run([sys.executable, "-m", "explainer", "train", "--data", str(tmp_path / "nope"), "--out",
                         str(tmp_path / "o"), "--quiet"], capture_output=True, text=True)
     assert r.returncode != 0 and "image folder not found" in r.stderr
+
+
+@pytest.mark.parametrize("cfg", [TrainConfig(), TrainConfig(conditional=False, channel_mults=(1, 2), max_minutes=5.0,
+                                                            bf16=False, schedule="cosine", lr=1e-3, device="cpu")])
+def test_recorded_command_reproduces_the_config(cfg):
+    """The command stored in a checkpoint's provenance parses back into the same training config."""
+    from dataclasses import asdict
+
+    from explainer.__main__ import build_parser, train_config
+    from explainer.training import _cli_args
+
+    args = build_parser().parse_args(["train"] + " ".join(_cli_args(cfg)).split())
+    assert asdict(train_config(args)) == asdict(cfg)
