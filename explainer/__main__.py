@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-per-class", type=int, default=50, help="samples per digit for each setting (default 50)")
     e.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="guidance scales to test")
     e.add_argument("--steps", type=int, default=100, help="respaced DDPM steps (default 100)")
+    e.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta", help="DDPM sigma_t^2 (default beta)")
+    e.add_argument("--clip", action="store_true", help="clip x0_hat to [-1, 1] at every step")
     e.add_argument("--full-steps", action="store_true", help="also sample with all T steps (slow on CPU)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--update-checkpoint", action="store_true",
@@ -190,7 +192,8 @@ def cmd_evaluate(args) -> int:
     out = args.out or str(Path(model.path) / "eval.json")
     try:
         report = evaluate(model, num_per_class=args.num_per_class, guidance_scales=args.guidance,
-                          full_steps=args.full_steps, seed=args.seed, steps=args.steps, progress=True)
+                          full_steps=args.full_steps, seed=args.seed, steps=args.steps, variance=args.variance,
+                          clip_x0=args.clip, progress=True)
     except (ValueError, ClassifierError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -98,7 +98,8 @@ def real_subset(split: str, num_per_class: int, seed: int) -> tuple[torch.Tensor
 
 
 def generate(model: DiffusionModel, labels: torch.Tensor, num_steps: int, guidance: float, seed: int,
-             chunk_size: int = 250, spacing: str = "linspace") -> torch.Tensor:
+             chunk_size: int = 250, spacing: str = "linspace", variance: str = "beta",
+             clip_x0: bool = False) -> torch.Tensor:
     """Class-conditional DDPM samples for ``labels`` (chunks of at most ``chunk_size``), on the CPU.
 
     One seeded generator feeds all chunks in order, so the result depends on (seed, chunk_size) only.
@@ -112,7 +113,8 @@ def generate(model: DiffusionModel, labels: torch.Tensor, num_steps: int, guidan
         lab = labels[i:i + chunk_size]
         rec = None
         for rec in sample(eps_fn, chain, (len(lab), *shape), method="ddpm", labels=lab, guidance=guidance,
-                          null_label=model.null_label, variance="beta", generator=gen, device=model.device):
+                          null_label=model.null_label, variance=variance, clip_x0=clip_x0, generator=gen,
+                          device=model.device):
             pass
         out.append(rec.x_prev.float().cpu())
     return torch.cat(out)
@@ -183,7 +185,7 @@ def get_classifier(classifier: DigitClassifier | None, folder, notes: list[str])
 
 # ---------------------------------------------------------------- the report
 def evaluate(model: DiffusionModel, num_per_class: int = 50, guidance_scales=(1.0, 2.0, 3.0), full_steps: bool = False,
-             seed: int = 0, *, steps: int = 100, chunk_size: int = 250, classifier: DigitClassifier | None = None,
+             seed: int = 0, *, steps: int = 100, variance: str = "beta", clip_x0: bool = False, chunk_size: int = 250, classifier: DigitClassifier | None = None,
              classifier_dir=DEFAULT_CLASSIFIER, timing: bool = True, progress: bool = False) -> dict:
     """Measure a class-conditional digit model; returns a JSON-ready report with a flat "summary" dict.
 
@@ -216,7 +218,7 @@ def evaluate(model: DiffusionModel, num_per_class: int = 50, guidance_scales=(1.
     for k in step_counts:
         for w in scales:
             start = time.perf_counter()
-            x = quantize(generate(model, labels, k, w, seed, chunk_size))
+            x = quantize(generate(model, labels, k, w, seed, chunk_size, variance=variance, clip_x0=clip_x0))
             secs = time.perf_counter() - start
             pred, feats = predict(clf, x)
             correct = (pred == labels)
@@ -247,7 +249,10 @@ def evaluate(model: DiffusionModel, num_per_class: int = 50, guidance_scales=(1.
         "model": {"path": model.path, "kind": model.kind, "parameters": params, "schedule": model.schedule.name,
                   "T": T, "image": [model.channels, model.image_size, model.image_size],
                   "recommended_guidance": rec_w, "training": model.config.get("training", {})},
-        "sampling": {"method": "DDPM ancestral (Ho et al. 2020, Algorithm 2), sigma_t^2 = beta_t, no clipping",
+        "sampling": {"method": "DDPM ancestral (Ho et al. 2020, Algorithm 2), sigma_t^2 = "
+                               + ("beta_t" if variance == "beta" else "beta_tilde_t")
+                               + (", x0_hat clipped to [-1, 1]" if clip_x0 else ", no clipping"),
+                     "variance": variance, "clip_x0": clip_x0,
                      "steps": step_counts, "spacing": "linspace (respaced, Nichol & Dhariwal 2021)",
                      "guidance_scales": scales, "num_per_class": num_per_class, "num_samples": n,
                      "labels": "0..9 repeated; every chunk holds all ten digits", "chunk_size": chunk_size,
