@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="inference steps (respaced; default: all T)")
     s.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which timesteps to keep (default linspace)")
     s.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm", help="DDPM ancestral or DDIM (default ddpm)")
-    s.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta",
-                   help="DDPM sigma_t^2: beta (Ho et al.) or beta_tilde (posterior); default beta")
+    s.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta_tilde",
+                   help="DDPM sigma_t^2: beta_tilde (posterior, default; best measured quality) or beta (Ho et al.)")
     s.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (0: deterministic)")
     s.add_argument("--schedule", choices=SCHEDULES, default=None,
                    help="inference schedule (default: the one the model was trained with)")
@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-per-class", type=int, default=50, help="samples per digit for each setting (default 50)")
     e.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="guidance scales to test")
     e.add_argument("--steps", type=int, default=100, help="respaced DDPM steps (default 100)")
-    e.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta", help="DDPM sigma_t^2 (default beta)")
+    e.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta_tilde",
+                   help="DDPM sigma_t^2 (default beta_tilde)")
     e.add_argument("--clip", action="store_true", help="clip x0_hat to [-1, 1] at every step")
     e.add_argument("--full-steps", action="store_true", help="also sample with all T steps (slow on CPU)")
     e.add_argument("--seed", type=int, default=0)

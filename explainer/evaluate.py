@@ -98,7 +98,7 @@ def real_subset(split: str, num_per_class: int, seed: int) -> tuple[torch.Tensor
 
 
 def generate(model: DiffusionModel, labels: torch.Tensor, num_steps: int, guidance: float, seed: int,
-             chunk_size: int = 250, spacing: str = "linspace", variance: str = "beta",
+             chunk_size: int = 250, spacing: str = "linspace", variance: str = "beta_tilde",
              clip_x0: bool = False) -> torch.Tensor:
     """Class-conditional DDPM samples for ``labels`` (chunks of at most ``chunk_size``), on the CPU.
 
@@ -185,7 +185,7 @@ def get_classifier(classifier: DigitClassifier | None, folder, notes: list[str])
 
 # ---------------------------------------------------------------- the report
 def evaluate(model: DiffusionModel, num_per_class: int = 50, guidance_scales=(1.0, 2.0, 3.0), full_steps: bool = False,
-             seed: int = 0, *, steps: int = 100, variance: str = "beta", clip_x0: bool = False, chunk_size: int = 250, classifier: DigitClassifier | None = None,
+             seed: int = 0, *, steps: int = 100, variance: str = "beta_tilde", clip_x0: bool = False, chunk_size: int = 250, classifier: DigitClassifier | None = None,
              classifier_dir=DEFAULT_CLASSIFIER, timing: bool = True, progress: bool = False) -> dict:
     """Measure a class-conditional digit model; returns a JSON-ready report with a flat "summary" dict.
 

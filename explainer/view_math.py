@@ -23,7 +23,9 @@ $$\bar\alpha_t = \frac{f(t)}{f(0)}, \qquad f(t) = \cos^2\!\Big(\frac{t/T + s}{1+
 REVERSE = r"""
 ### Reverse diffusion (tab 3)
 The network predicts the noise $\epsilon_\theta(x_t, t, y)$. DDPM (Ho et al. 2020, Algorithm 2):
-$$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big) + \sigma_t z, \qquad \sigma_t^2 = \beta_t,\ z \sim \mathcal{N}(0, I)\ (z = 0 \text{ at the last step})$$
+$$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big) + \sigma_t z, \qquad z \sim \mathcal{N}(0, I)\ (z = 0 \text{ at the last step})$$
+with $\sigma_t^2 = \tilde\beta_t = \beta_t \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}$ (the posterior variance, eq. 7; used here: it gave
+clearly better digits with respaced steps) or the paper's other choice $\sigma_t^2 = \beta_t$.
 DDIM with $\eta = 0$ (Song et al. 2021, eq. 12), deterministic:
 $$x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\epsilon_\theta(x_t, t)$$
 Fewer steps (Nichol & Dhariwal 2021, sec. 4): keep steps $s_1 < \dots < s_n$ and use
