@@ -171,7 +171,6 @@ class UNet(nn.Module):
             if level < len(cfg.channel_mults) - 1:
                 self.down.append(Stage(Downsample(c)))
                 skip_channels.append(c)
-        last = len(cfg.channel_mults) - 1
         self.middle = Stage(ResBlock(c, c, emb_dim, cfg.groups, cfg.dropout),
                             SelfAttention(c, cfg.num_heads, cfg.groups),
                             ResBlock(c, c, emb_dim, cfg.groups, cfg.dropout))
@@ -186,7 +185,6 @@ class UNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(cfg.groups, c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
-        self._last_level = last
 
     def embed(self, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Time embedding plus class embedding; labels None (or the null label) means unconditional."""
