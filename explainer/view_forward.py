@@ -22,10 +22,9 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from . import images
-from .forward import q_chain, q_sample
 from .schedules import make_schedule
 from .display import strip, to_uint8
-from .figures import plot_schedule_curves
+from .figures import forward_chain_frames, forward_strip, plot_schedule_curves
 from .views import check_choice, check_int, seeded_normal
 
 T = 1000  # the article's number of steps
@@ -240,11 +239,10 @@ def forward_strips(image, schedule: str = "linear", seed: int = 0) -> tuple[np.n
     x0 = torch.from_numpy(x0_hwc.copy()).permute(2, 0, 1)[None]
     sched = SCHEDULES[schedule]
     ts = np.round(np.linspace(0, T, 10)).astype(int)
-    closed = q_sample(x0.expand(len(ts), -1, -1, -1), torch.from_numpy(ts), eps.expand(len(ts), -1, -1, -1), sched)
+    closed = forward_strip(x0, sched, ts, eps)
     top = strip([to_uint8(x) for x in closed], [f"t={t}" for t in ts])
-    gen = torch.Generator().manual_seed(seed)
-    chain = list(q_chain(x0, sched, generator=gen, record_every=T // 10))
-    bottom = strip([to_uint8(x[0]) for _, x in chain], [f"t={t}" for t, _ in chain])
+    chain_ts, chain = forward_chain_frames(x0, sched, 10, generator=torch.Generator().manual_seed(seed))
+    bottom = strip([to_uint8(x) for x in chain], [f"t={t}" for t in chain_ts])
     return top, bottom
 
 
