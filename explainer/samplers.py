@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from .respacing import SamplingChain
@@ -114,7 +115,69 @@ def ddim_step(x_t, eps, alpha_bar: float, alpha_bar_prev: float, *, eta: float =
     return x_prev, x0_hat, coefs
 
 
-def _randn(shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+AFFINE_COLUMNS = ("p", "q", "c0", "ct", "sigma")
+
+
+def affine_coefficients(chain: SamplingChain, *, method: str = "ddpm", variance: str = "beta_tilde",
+                        eta: float = 0.0) -> np.ndarray:
+    """Every step of ``chain`` as one affine form, float64 [len(chain), 5] with columns ``AFFINE_COLUMNS``:
+
+        x0_hat = p x_t + q eps            p = 1/sqrt(abar), q = -sqrt(1 - abar)/sqrt(abar)   (Ho et al. 2020, eq. 15)
+        x0_hat <- clamp(x0_hat, -1, 1)    only when clipping
+        x_prev = c0 x0_hat + ct x_t + sigma z
+
+    DDPM: (c0, ct) are the posterior-mean coefficients of q(x_{t-1} | x_t, x_0) (eq. 7); putting the
+    unclipped x0_hat in gives Algorithm 2's mean (x_t - beta/sqrt(1-abar) eps)/sqrt(alpha). DDIM (Song et
+    al. 2021, eq. 12) with eps re-derived from x0_hat: c0 = sqrt(abar_prev) - d sqrt(abar)/sqrt(1-abar),
+    ct = d/sqrt(1-abar), where d = sqrt(1 - abar_prev - sigma^2). sigma is 0 at the last step, as in
+    ``sample``. These are the same steps as ``ddpm_step`` / ``ddim_step``, written so that a whole walk
+    is tensor arithmetic on a table (see walk_graph.py). Needs alpha_bar > 0 at every step.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown sampler {method!r}; choose from {', '.join(METHODS)}")
+    if variance not in VARIANCES:
+        raise ValueError(f"unknown variance {variance!r}; choose from {', '.join(VARIANCES)}")
+    ab = np.asarray(chain.alpha_bar, dtype=np.float64)
+    ab_prev = np.asarray(chain.alpha_bar_prev, dtype=np.float64)
+    if not (ab > 0).all():
+        raise ValueError("the affine form needs alpha_bar > 0 at every step (zero terminal SNR has no x0_hat from eps)")
+    p = 1.0 / np.sqrt(ab)
+    q = -np.sqrt(1.0 - ab) / np.sqrt(ab)
+    if method == "ddpm":
+        alpha = ab / ab_prev
+        beta = 1.0 - alpha
+        c0 = beta * np.sqrt(ab_prev) / (1.0 - ab)
+        ct = (1.0 - ab_prev) * np.sqrt(alpha) / (1.0 - ab)
+        sigma = np.sqrt(beta if variance == "beta" else beta * (1.0 - ab_prev) / (1.0 - ab))
+    else:
+        sigma = np.array([ddim_sigma(a, a_prev, eta) for a, a_prev in zip(ab, ab_prev)], dtype=np.float64)
+        d = np.sqrt(np.maximum(1.0 - ab_prev - sigma ** 2, 0.0))
+        c0 = np.sqrt(ab_prev) - d * np.sqrt(ab) / np.sqrt(1.0 - ab)
+        ct = d / np.sqrt(1.0 - ab)
+    sigma = sigma.copy()
+    sigma[-1] = 0.0
+    return np.stack([p, q, c0, ct, sigma], axis=1)
+
+
+def draws_noise(method: str, eta: float, index: int, num_steps: int) -> bool:
+    """Whether ``sample`` draws z at step ``index`` (noise order: x_T, then z of each such step)."""
+    last = index == num_steps - 1
+    return not last and (method == "ddpm" or eta > 0)
+
+
+def batch_labels(labels, batch: int, device) -> torch.Tensor | None:
+    """``labels`` as a long tensor [batch] on ``device`` (one label is repeated); None stays None."""
+    if labels is None:
+        return None
+    labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
+    if labels.shape[0] == 1 and batch > 1:
+        labels = labels.expand(batch)
+    if labels.shape[0] != batch:
+        raise ValueError(f"{labels.shape[0]} labels for a batch of {batch}")
+    return labels
+
+
+def draw_normal(shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
     gdev = generator.device if generator is not None else "cpu"
     z = torch.randn(shape, generator=generator, device=gdev, dtype=torch.float32)
     if z.device.type == "cpu" and torch.device(device).type == "cuda":
@@ -148,25 +211,18 @@ def sample(eps_fn: EpsFn, chain: SamplingChain, shape, *, method: str = "ddpm", 
         generator = torch.Generator().manual_seed(int(seed))
     shape = tuple(shape)
     device = torch.device(device) if device is not None else (x_T.device if x_T is not None else torch.device("cpu"))
-    x = _randn(shape, generator, device, dtype) if x_T is None else x_T.to(device=device, dtype=dtype)
-    if labels is not None:
-        labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
-        if labels.shape[0] == 1 and shape[0] > 1:
-            labels = labels.expand(shape[0])
-        if labels.shape[0] != shape[0]:
-            raise ValueError(f"{labels.shape[0]} labels for a batch of {shape[0]}")
+    x = draw_normal(shape, generator, device, dtype) if x_T is None else x_T.to(device=device, dtype=dtype)
+    labels = batch_labels(labels, shape[0], device)
     n = len(chain)
     for i in range(n):
         ab, ab_prev = float(chain.alpha_bar[i]), float(chain.alpha_bar_prev[i])
         t_model = torch.full((shape[0],), int(chain.model_t[i]), device=device, dtype=torch.long)
-        last = i == n - 1
         with torch.inference_mode():
             eps = guided_eps(eps_fn, x, t_model, labels, guidance, null_label).to(dtype)
+            z = draw_normal(shape, generator, device, dtype) if draws_noise(method, eta, i, n) else None
             if method == "ddpm":
-                z = None if last else _randn(shape, generator, device, dtype)
                 x_prev, x0_hat, coefs = ddpm_step(x, eps, ab, ab_prev, variance=variance, clip_x0=clip_x0, z=z)
             else:
-                z = _randn(shape, generator, device, dtype) if eta > 0 and not last else None
                 x_prev, x0_hat, coefs = ddim_step(x, eps, ab, ab_prev, eta=eta, clip_x0=clip_x0, z=z)
         yield StepRecord(i, int(chain.timesteps[i]), int(chain.timesteps_prev[i]), int(chain.model_t[i]),
                          x, eps, x0_hat, x_prev, coefs)

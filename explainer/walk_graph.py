@@ -1,0 +1,219 @@
+"""A whole reverse walk with no Python between steps: one step captured as a CUDA graph and replayed.
+
+``samplers.sample`` issues about twenty small tensor operations from Python per step and yields a
+record for each: that is what a UI streaming every step needs. In a long walk on a GPU, though, the
+Python and kernel launches between two network calls can cost as much as the network itself.
+
+``GraphedWalk`` writes one step as tensor arithmetic on the table of ``samplers.affine_coefficients``,
+indexed by a step counter that lives on the device:
+
+    eps    = eps_theta(x_t, t_i, y)                 (guidance: one call on the doubled batch, Ho & Salimans 2022)
+    x0_hat = p_i x_t + q_i eps                      (Ho et al. 2020, eq. 15; clamped to [-1, 1] if asked)
+    x_prev = c0_i x0_hat + ct_i x_t + sigma_i z_i   (posterior mean, eq. 7, or DDIM, Song et al. 2021, eq. 12)
+    i      = i + 1
+
+On CUDA this step (network call included) is captured once as a CUDA graph and replayed len(chain)
+times, so the host only queues replays and the GPU never waits for Python. The noise is drawn before
+the walk, in ``samplers.sample``'s order (x_T, then z of each step that adds noise), so the same
+generator gives the same picture as ``samplers.run``. On CPU, or with ``graphs=False``, the same step
+runs eagerly; that is how the CPU tests check it against ``samplers.run``.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterator
+
+import torch
+
+from .checkpoint import DiffusionModel
+from .respacing import SamplingChain
+from .samplers import affine_coefficients, batch_labels, draw_normal, draws_noise
+
+
+class GraphedWalk:
+    """A fixed walk (chain, batch size, labels, guidance, sampler) ready to run many times.
+
+    precision / compile: the CUDA network call (see ``fast.CudaGraphEps``; default bf16 weights); on CPU
+    the network runs as ``model.eps`` in fp32. eps_call: any capturable ``(x, t, labels) -> eps`` instead.
+    graphs: capture the step as a CUDA graph (default: on CUDA). Building captures nothing; the first
+    ``run`` warms up and captures (and pays torch.compile's compile time, if asked).
+    """
+
+    def __init__(self, model: DiffusionModel, chain: SamplingChain, batch: int, *, labels=None, guidance: float = 1.0,
+                 method: str = "ddpm", variance: str = "beta_tilde", eta: float = 0.0, clip_x0: bool = False,
+                 precision: str = "bf16", compile: bool | str = False, graphs: bool | None = None,
+                 eps_call: Callable | None = None, warmup: int = 3):
+        if guidance < 0:
+            raise ValueError(f"guidance scale must be >= 0, got {guidance}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        dev = model.device
+        self.model, self.chain, self.method, self.eta = model, chain, method, eta
+        self.shape = (int(batch), model.channels, model.image_size, model.image_size)
+        self.num_steps = len(chain)
+        self.guidance, self.clip_x0, self.warmup = float(guidance), bool(clip_x0), warmup
+        self.graphs = dev.type == "cuda" if graphs is None else bool(graphs)
+        if self.graphs and dev.type != "cuda":
+            raise ValueError("CUDA graphs need the model on a CUDA device")
+        coefs = affine_coefficients(chain, method=method, variance=variance, eta=eta)
+        if eps_call is None:
+            if dev.type == "cuda":
+                from .fast import CudaGraphEps  # the bf16 / channels_last / compiled network call
+                eps_call = CudaGraphEps(model, precision=precision, compile=compile, graphs=False)._run
+                self.precision = "fp32" if precision == "fp32" else "bf16"
+            else:
+                eps_call = model.eps
+                self.precision = "fp32"
+        else:
+            self.precision = "custom"
+        self._eps_call = eps_call
+        with torch.inference_mode():
+            labels = batch_labels(labels, self.shape[0], dev)
+            null = model.null_label
+            self._doubled = False
+            if labels is None or null is None or self.guidance == 1.0:
+                call_labels = labels
+            elif self.guidance == 0.0:
+                call_labels = torch.full_like(labels, null)
+            else:
+                call_labels = torch.cat([labels, torch.full_like(labels, null)])
+                self._doubled = True
+            self._labels = None if call_labels is None else call_labels.contiguous()
+            self._coefs = torch.tensor(coefs, dtype=torch.float32, device=dev)
+            self._t = torch.as_tensor(chain.model_t, dtype=torch.long).to(dev)
+            self._idx = torch.zeros(1, dtype=torch.long, device=dev)
+            self._x = torch.zeros(self.shape, device=dev)
+            self._x0 = torch.zeros(self.shape, device=dev)
+            self._noise = torch.zeros((self.num_steps,) + self.shape, device=dev)
+        self._graph = None
+        self._lock = threading.Lock()
+
+    @property
+    def network_batch(self) -> int:
+        """Images per network call: twice the batch under classifier-free guidance."""
+        return self.shape[0] * (2 if self._doubled else 1)
+
+    # ------------------------------------------------------------------------------------------- the step
+
+    def _step(self) -> None:
+        """One reverse step on the static buffers (inference mode; capturable: no host sync, no Python branch on data)."""
+        i = self._idx
+        p, q, c0, ct, sigma = self._coefs.index_select(0, i)[0].unbind()
+        x = self._x
+        n_call = self.network_batch
+        t = self._t.index_select(0, i).expand(n_call)
+        eps = self._eps_call(torch.cat([x, x]) if self._doubled else x, t, self._labels).float()
+        if self._doubled:
+            eps_c, eps_u = eps.chunk(2)
+            eps = eps_u + self.guidance * (eps_c - eps_u)
+        x0 = torch.addcmul(p * x, q, eps)
+        if self.clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+        z = self._noise.index_select(0, i)[0]
+        x_prev = torch.addcmul(torch.addcmul(c0 * x0, ct, x), sigma, z)
+        self._x0.copy_(x0)
+        self._x.copy_(x_prev)
+        self._idx.add_(1)
+
+    def _capture(self) -> None:
+        """Warm up on a side stream (cuDNN autotune, torch.compile), then capture one step."""
+        current = torch.cuda.current_stream()
+        side = torch.cuda.Stream()
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self._idx.zero_()
+                self._step()
+        current.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self._step()
+        self._graph = graph
+
+    # ------------------------------------------------------------------------------------------- noise
+
+    def _draw(self, generator: torch.Generator | None, x_T: torch.Tensor | None) -> None:
+        """x_T and every z, in ``samplers.sample``'s order, into the static buffers."""
+        dev = self.model.device
+        same_device = generator is not None and generator.device == dev
+        if x_T is None:
+            self._x.copy_(draw_normal(self.shape, generator, dev, torch.float32))
+        else:
+            self._x.copy_(x_T.to(device=dev, dtype=torch.float32).reshape(self.shape))
+        for i in range(self.num_steps):
+            if not draws_noise(self.method, self.eta, i, self.num_steps):
+                continue
+            if same_device:  # straight into the slot: one kernel, same values as a fresh tensor
+                torch.randn(self.shape, generator=generator, out=self._noise[i])
+            else:
+                self._noise[i].copy_(draw_normal(self.shape, generator, dev, torch.float32))
+
+    # ------------------------------------------------------------------------------------------- running
+
+    def frames(self, *, every: int = 0, generator: torch.Generator | None = None, seed: int | None = None,
+               x_T: torch.Tensor | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Run the walk; yield ``(index, x0_hat, x_prev)`` host copies every ``every`` steps and at the last.
+
+        every=0 yields the last step only. On CUDA the copies go to pinned memory without blocking, and a
+        frame is yielded once its copy is done, so the GPU runs ahead of the consumer. seed: a CPU
+        generator, as in ``samplers.sample`` (slow for long walks on a GPU: every z is drawn on the host
+        and copied; pass a CUDA generator there).
+        """
+        if every < 0:
+            raise ValueError(f"every must be >= 0, got {every}")
+        if generator is None and seed is not None:
+            generator = torch.Generator().manual_seed(int(seed))
+        cuda = self.model.device.type == "cuda"
+        with self._lock, torch.inference_mode():
+            if self.graphs and self._graph is None:
+                self._capture()
+            self._draw(generator, x_T)
+            self._idx.zero_()
+            pending: list = []
+            n = self.num_steps
+            for i in range(n):
+                if self._graph is not None:
+                    self._graph.replay()
+                else:
+                    self._step()
+                if i == n - 1 or (every and i % every == 0):
+                    pending.append(self._snapshot(i, cuda))
+                while pending and (pending[0][3] is None or pending[0][3].query()):
+                    yield pending.pop(0)[:3]
+            for i, x0, xp, done in pending:
+                if done is not None:
+                    done.synchronize()
+                yield i, x0, xp
+
+    def _snapshot(self, index: int, cuda: bool):
+        if not cuda:
+            return index, self._x0.clone(), self._x.clone(), None
+        x0 = torch.empty(self.shape, pin_memory=True)
+        xp = torch.empty(self.shape, pin_memory=True)
+        x0.copy_(self._x0, non_blocking=True)
+        xp.copy_(self._x, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return index, x0, xp, done
+
+    def run(self, *, generator: torch.Generator | None = None, seed: int | None = None,
+            x_T: torch.Tensor | None = None) -> torch.Tensor:
+        """The final image x_0 of one walk, on the model's device (no host copy; on CUDA nothing waits)."""
+        if generator is None and seed is not None:
+            generator = torch.Generator().manual_seed(int(seed))
+        with self._lock, torch.inference_mode():
+            if self.graphs and self._graph is None:
+                self._capture()
+            self._draw(generator, x_T)
+            self._idx.zero_()
+            for _ in range(self.num_steps):
+                if self._graph is not None:
+                    self._graph.replay()
+                else:
+                    self._step()
+            return self._x.clone()
+
+    def __repr__(self):
+        how = "CUDA graph per step" if self.graphs else "eager steps"
+        return (f"GraphedWalk({self.num_steps} steps, batch {self.shape[0]}, network batch {self.network_batch}, "
+                f"{self.method}, {self.precision}, {how})")

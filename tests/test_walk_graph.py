@@ -1,0 +1,216 @@
+"""The whole-walk path (explainer/walk_graph.py) takes the same steps as explainer.samplers.
+
+Its step is the affine form of ``samplers.affine_coefficients``; that table is checked against the eps-form
+steps ``ddpm_step`` / ``ddim_step`` and against Algorithm 2's closed form. Whole walks on CPU are checked
+against ``samplers.run`` with the same noise. GPU tests (CUDA graph capture, bf16) run only where CUDA is.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from explainer.checkpoint import load_model
+from explainer.respacing import make_chain
+from explainer.samplers import affine_coefficients, ddim_step, ddpm_step, run
+from explainer.schedules import make_schedule
+from explainer.walk_graph import GraphedWalk
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+LINEAR = make_schedule("linear", 1000)
+CHAINS = {
+    "full linear": make_chain(LINEAR),
+    "50 respaced": make_chain(LINEAR, 50),
+    "20 trailing": make_chain(LINEAR, 20, "trailing"),
+    "cosine on linear": make_chain(LINEAR, 30, inference=make_schedule("cosine", 1000)),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _affine_step(row, x_t, eps, z, clip):
+    p, q, c0, ct, sigma = (float(v) for v in row)
+    x0 = p * x_t + q * eps
+    if clip:
+        x0 = x0.clamp(-1, 1)
+    return c0 * x0 + ct * x_t + sigma * z, x0
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+@pytest.mark.parametrize("method,variance,eta", [("ddpm", "beta_tilde", 0.0), ("ddpm", "beta", 0.0),
+                                                 ("ddim", "beta_tilde", 0.0), ("ddim", "beta_tilde", 0.5),
+                                                 ("ddim", "beta_tilde", 1.0)])
+@pytest.mark.parametrize("clip", [False, True])
+def test_affine_table_reproduces_the_eps_form_steps(name, method, variance, eta, clip):
+    chain = CHAINS[name]
+    table = affine_coefficients(chain, method=method, variance=variance, eta=eta)
+    assert table.shape == (len(chain), 5) and table.dtype == np.float64
+    gen = torch.Generator().manual_seed(0)
+    n = len(chain)
+    for i in sorted({0, 1, n // 3, n // 2, n - 2, n - 1}):
+        x_t, eps, z = (torch.randn(3, 1, 8, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+        last = i == n - 1
+        ab, ab_prev = float(chain.alpha_bar[i]), float(chain.alpha_bar_prev[i])
+        zz = None if last else z
+        if method == "ddpm":
+            ref, ref_x0, _ = ddpm_step(x_t, eps, ab, ab_prev, variance=variance, clip_x0=clip, z=zz)
+        else:
+            ref, ref_x0, _ = ddim_step(x_t, eps, ab, ab_prev, eta=eta, clip_x0=clip, z=zz)
+        out, x0 = _affine_step(table[i], x_t, eps, z, clip)
+        scale = 1 + ref.abs().max().item()
+        assert (out - ref).abs().max().item() / scale < 1e-9, (i, name)
+        assert (x0 - ref_x0).abs().max().item() / (1 + ref_x0.abs().max().item()) < 1e-9
+    assert table[-1, 4] == 0.0  # no noise at the last step
+
+
+def test_affine_ddpm_matches_algorithm_2():
+    """x_prev = (x_t - beta/sqrt(1-abar) eps)/sqrt(alpha): c0 p + ct = 1/sqrt(alpha), c0 q = -beta/(sqrt(1-abar) sqrt(alpha))."""
+    chain = CHAINS["50 respaced"]
+    p, q, c0, ct, _ = affine_coefficients(chain).T
+    alpha, beta = chain.alpha, chain.beta
+    np.testing.assert_allclose(c0 * p + ct, 1 / np.sqrt(alpha), rtol=1e-12)
+    np.testing.assert_allclose(c0 * q, -beta / (np.sqrt(1 - chain.alpha_bar) * np.sqrt(alpha)), rtol=1e-10)
+
+
+def test_affine_sigma_columns():
+    chain = CHAINS["50 respaced"]
+    np.testing.assert_allclose(affine_coefficients(chain, variance="beta")[:-1, 4] ** 2, chain.beta[:-1], rtol=1e-12)
+    np.testing.assert_allclose(affine_coefficients(chain)[:-1, 4] ** 2, chain.beta_tilde[:-1], rtol=1e-12)
+    # DDIM with eta = 1 has sigma^2 = beta_tilde (Song et al. 2021, sec. 4.1); eta = 0 is deterministic
+    np.testing.assert_allclose(affine_coefficients(chain, method="ddim", eta=1.0)[:-1, 4] ** 2, chain.beta_tilde[:-1],
+                               rtol=1e-10)
+    assert not affine_coefficients(chain, method="ddim", eta=0.0)[:, 4].any()
+
+
+def test_affine_rejects_bad_arguments():
+    zsnr = make_chain(make_schedule("linear", 1000, zero_terminal_snr=True), 10)
+    with pytest.raises(ValueError, match="alpha_bar > 0"):
+        affine_coefficients(zsnr)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        affine_coefficients(CHAINS["50 respaced"], method="euler")
+    with pytest.raises(ValueError, match="unknown variance"):
+        affine_coefficients(CHAINS["50 respaced"], variance="learned")
+
+
+CASES = [  # (steps, batch, walk keyword arguments)
+    (25, 3, dict(labels=[1, 2, 3], guidance=3.0)),
+    (25, 2, dict(labels=None)),
+    (25, 4, dict(labels=[7], guidance=1.0, variance="beta")),
+    (20, 2, dict(labels=[0, 9], guidance=0.0, clip_x0=True)),
+    (15, 2, dict(labels=[4, 5], guidance=2.0, method="ddim", eta=0.0)),
+    (15, 3, dict(labels=None, method="ddim", eta=0.5, clip_x0=True)),
+]
+
+
+@pytest.mark.parametrize("steps,batch,kw", CASES)
+def test_walk_on_cpu_equals_samplers_run(tiny_model, steps, batch, kw):
+    chain = make_chain(tiny_model.schedule, steps)
+    shape = (batch, 1, 28, 28)
+    ref = run(tiny_model.eps, chain, shape, null_label=tiny_model.null_label, seed=11, **kw)
+    walk = GraphedWalk(tiny_model, chain, batch, **kw)
+    assert not walk.graphs and walk.precision == "fp32"
+    out = walk.run(seed=11)
+    assert out.shape == shape
+    assert (out - ref).abs().max().item() / (1 + ref.abs().max().item()) < 1e-5  # (a random tiny net runs far off scale)
+    other = run(tiny_model.eps, chain, shape, null_label=tiny_model.null_label, seed=12, **kw)
+    assert (other - ref).abs().mean().item() > 100 * (out - ref).abs().mean().item()  # the test can tell seeds apart
+    torch.testing.assert_close(walk.run(seed=11), out)  # a second run starts from scratch
+
+
+def test_walk_network_batch_is_doubled_only_under_guidance(tiny_model):
+    chain = make_chain(tiny_model.schedule, 5)
+    calls = []
+
+    def counting(x, t, y):
+        calls.append((x.shape[0], None if y is None else y.tolist(), t.tolist()))
+        return tiny_model.eps(x, t, y)
+
+    GraphedWalk(tiny_model, chain, 2, labels=[3, 4], guidance=2.5, eps_call=counting).run(seed=0)
+    assert len(calls) == 5  # one network call per step
+    assert all(b == 4 and y == [3, 4, 10, 10] for b, y, _ in calls)
+    assert [t[0] for _, _, t in calls] == list(chain.model_t)
+    calls.clear()
+    GraphedWalk(tiny_model, chain, 2, labels=[3, 4], guidance=0.0, eps_call=counting).run(seed=0)
+    assert all(b == 2 and y == [10, 10] for b, y, _ in calls)
+    calls.clear()
+    GraphedWalk(tiny_model, chain, 2, labels=None, eps_call=counting).run(seed=0)
+    assert all(b == 2 and y is None for b, y, _ in calls)
+
+
+def test_walk_frames_every_k_and_last(tiny_model):
+    chain = make_chain(tiny_model.schedule, 12)
+    walk = GraphedWalk(tiny_model, chain, 2, labels=[1, 2], guidance=2.0)
+    frames = list(walk.frames(every=5, seed=4))
+    assert [i for i, _, _ in frames] == [0, 5, 10, 11]
+    final = walk.run(seed=4)
+    torch.testing.assert_close(frames[-1][2], final)
+    from explainer.samplers import sample
+    records = list(sample(tiny_model.eps, chain, (2, 1, 28, 28), labels=[1, 2], guidance=2.0,
+                          null_label=tiny_model.null_label, seed=4))
+    for i, x0_hat, x_prev in frames:
+        for ours, theirs in [(x0_hat, records[i].x0_hat), (x_prev, records[i].x_prev)]:
+            assert (ours - theirs).abs().max() / (1 + theirs.abs().max()) < 1e-5
+    assert [i for i, _, _ in walk.frames(seed=4)] == [11]
+    with pytest.raises(ValueError):
+        list(walk.frames(every=-1))
+
+
+def test_walk_takes_x_T_and_generators(tiny_model):
+    chain = make_chain(tiny_model.schedule, 10)
+    x_T = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    kw = dict(labels=[5, 6], guidance=1.5, null_label=tiny_model.null_label)
+    ref = run(tiny_model.eps, chain, (2, 1, 28, 28), x_T=x_T, generator=torch.Generator().manual_seed(2), **kw)
+    walk = GraphedWalk(tiny_model, chain, 2, labels=[5, 6], guidance=1.5)
+    out = walk.run(x_T=x_T, generator=torch.Generator().manual_seed(2))
+    assert (out - ref).abs().max().item() / (1 + ref.abs().max().item()) < 1e-5
+
+
+def test_walk_rejects_bad_arguments(tiny_model):
+    chain = make_chain(tiny_model.schedule, 5)
+    with pytest.raises(ValueError, match="guidance"):
+        GraphedWalk(tiny_model, chain, 2, guidance=-1)
+    with pytest.raises(ValueError, match="eta"):
+        GraphedWalk(tiny_model, chain, 2, method="ddim", eta=2)
+    with pytest.raises(ValueError, match="labels for a batch"):
+        GraphedWalk(tiny_model, chain, 2, labels=[1, 2, 3])
+    with pytest.raises(ValueError, match="CUDA"):
+        GraphedWalk(tiny_model, chain, 2, graphs=True)
+    with pytest.raises(ValueError, match="alpha_bar > 0"):
+        GraphedWalk(tiny_model, make_chain(make_schedule("linear", 1000, zero_terminal_snr=True), 5), 2)
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+
+@pytest.fixture(scope="module")
+def cuda_model(tiny_ckpt):
+    return load_model(tiny_ckpt, device="cuda")
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision,tol", [("fp32", 1e-4), ("bf16", 2e-2)])
+def test_cuda_graphed_walk_matches_samplers(cuda_model, precision, tol):
+    chain = make_chain(cuda_model.schedule, 25)
+    for batch, labels, guidance in [(4, [0, 1, 2, 3], 3.0), (3, None, 1.0), (2, [5, 6], 0.0)]:
+        kw = dict(labels=labels, guidance=guidance)
+        ref = run(cuda_model.eps, chain, (batch, 1, 28, 28), null_label=cuda_model.null_label, seed=5,
+                  device="cuda", **kw)
+        walk = GraphedWalk(cuda_model, chain, batch, precision=precision, **kw)
+        assert walk.graphs
+        out = walk.run(seed=5)
+        gen = torch.Generator(device="cuda")
+        again = walk.run(generator=gen.manual_seed(0))
+        torch.testing.assert_close(walk.run(generator=gen.manual_seed(0)), again)  # replays are reproducible
+        other = run(cuda_model.eps, chain, (batch, 1, 28, 28), null_label=cuda_model.null_label, seed=6,
+                    device="cuda", **kw)
+        err = (out - ref).abs().mean().item() / (1 + ref.abs().mean().item())
+        assert err < tol and (out - ref).abs().mean() < 0.05 * (other - ref).abs().mean(), (precision, batch, err)
+        frames = list(walk.frames(every=10, seed=5))
+        assert [i for i, _, _ in frames] == [0, 10, 20, 24]
+        assert frames[-1][2].device.type == "cpu"
+        torch.testing.assert_close(frames[-1][2], out.cpu())
