@@ -1,18 +1,24 @@
-"""One-shot GPU check of explainer/fast.py: equivalence with eager, then speed against diffusers.
+"""One-shot GPU check of explainer/fast.py and explainer/walk_graph.py: equivalence with eager, then speed.
 
     python benchmarks/gpu_check.py                 # on a CUDA machine; a few minutes on an H100
-    python benchmarks/gpu_check.py --no-compile    # skip the torch.compile variant (saves its compile time)
+    python benchmarks/gpu_check.py --no-compile    # skip the torch.compile variants (saves their compile time)
+    python benchmarks/gpu_check.py --variants compile   # only those (and the eager baseline)
+    bash benchmarks/gpu_session.sh                 # all of it in one device call, logs to $OUT (see that file)
     python benchmarks/gpu_check.py --device cpu --steps 20 --n 4 --no-diffusers   # dry run of this script
-    python -m pytest tests/test_fast.py -k cuda    # the GPU unit tests, same machine
+    python -m pytest tests/test_fast.py tests/test_walk_graph.py -k cuda    # the GPU unit tests, same machine
 
-Needs only the repo (torch; diffusers for the reference row). No gradio. Steps:
-1. every fast variant is checked against eager fp32 ``model.eps``: one call at several batch sizes with
-   and without labels (relative error), and full 100-step DDPM walks through explainer.samplers with a
+Needs only the repo (torch; diffusers for the reference row: the GPU image lacks it, gpu_session.sh
+carries its wheel). No gradio. Variants: eps functions from fast.py run by explainer.samplers (eager,
+fp32/autocast/bf16 with CUDA graphs per call, optionally torch.compile), and "walk graph" ones, where
+walk_graph.GraphedWalk captures the whole step (network, guidance, update) as one graph. Steps:
+1. every variant is checked against eager fp32 ``model.eps``: one call at several batch sizes with
+   and without labels (relative error; eps functions only), and full 100-step DDPM walks with a
    fixed seed for several batch sizes, label settings and guidance scales (final-image differences);
 2. a full 1000-step DDPM walk of 64 digits is timed for each variant, with classifier-free guidance 3
-   (one batched call of 128 per step) and without (64 per step), target <= 0.5 s;
+   (one batched call of 128 per step) and without (64 per step), target <= 0.5 s; noise comes from a
+   generator on the GPU (one extra row shows a CPU-seeded walk, one a walk copying frames to the host);
 3. diffusers' DDPMPipeline driving a UNet2DModel of similar size walks the same 64 digits x 1000 steps
-   (unconditional: 64 per step), target ratio >= 20x.
+   (unconditional: 64 per step, noise drawn on the GPU too), target ratio >= 20x.
 Random weights time the same as the trained ones (same architecture); pass --checkpoint to use real ones.
 """
 from __future__ import annotations
@@ -44,8 +50,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def build_variants(model, compile_: bool) -> dict:
-    """name -> FastEps (or the error text, when a variant cannot be built here)."""
+def build_variants(model, compile_: bool, only=()) -> dict:
+    """name -> FastEps or Graphed (or the error text, when a variant cannot be built here).
+
+    only: name parts; when given, just the variants whose names contain one (and the eager baseline).
+    """
     makers = {"eager fp32": lambda: fast.eager_eps_fn(model)}
     if model.device.type == "cuda":
         makers.update({
@@ -56,10 +65,18 @@ def build_variants(model, compile_: bool) -> dict:
         })
         if compile_:
             makers["bf16 + compile + graphs"] = lambda: fast.cuda_eps_fn(model, precision="bf16", compile=True)
+        # explainer/walk_graph.py: the whole step (network, guidance, update) as one graph, replayed per step
+        makers["walk graph fp32"] = lambda: Graphed(model, "fp32", False)
+        makers["walk graph bf16"] = lambda: Graphed(model, "bf16", False)
+        if compile_:
+            makers["walk graph bf16 + compile"] = lambda: Graphed(model, "bf16", True)
     else:
-        makers.update({"onnx": lambda: fast.onnx_eps_fn(model), "torchscript": lambda: fast.torchscript_eps_fn(model)})
+        makers.update({"onnx": lambda: fast.onnx_eps_fn(model), "torchscript": lambda: fast.torchscript_eps_fn(model),
+                       "walk graph (eager steps)": lambda: Graphed(model, "fp32", False)})
     out = {}
     for name, make in makers.items():
+        if only and name != "eager fp32" and not any(part in name for part in only):
+            continue
         try:
             out[name] = make()
         except Exception as e:  # report and go on: one broken variant must not hide the others
@@ -67,9 +84,36 @@ def build_variants(model, compile_: bool) -> dict:
     return out
 
 
-def walk(fn, model, n, steps, guidance, seed=0, generator=None, frames_every=0):
+class Graphed:
+    """A walk_graph variant: one GraphedWalk per (batch, steps, guidance, labels?), all sharing one network call."""
+
+    def __init__(self, model, precision: str, compile_: bool):
+        from explainer.walk_graph import GraphedWalk
+        self._make = GraphedWalk
+        self.model, self.precision = model, "fp32" if precision == "fp32" else "bf16"
+        if model.device.type == "cuda":
+            self._call = fast.CudaGraphEps(model, precision=precision, compile=compile_, graphs=False)._run
+        else:  # the --device cpu dry run: the same walk, eager steps
+            self._call = model.eps
+        self.walks = {}
+
+    def walk(self, n, steps, guidance, labels, seed=None, generator=None, frames_every=0):
+        key = (n, steps, guidance, labels is None)
+        if key not in self.walks:
+            self.walks[key] = self._make(self.model, make_chain(self.model.schedule, steps), n, labels=labels,
+                                         guidance=guidance, eps_call=self._call)
+        w = self.walks[key]
+        if frames_every:
+            return list(w.frames(every=frames_every, seed=seed, generator=generator))[-1][2]
+        return w.run(seed=seed, generator=generator)
+
+
+def walk(fn, model, n, steps, guidance, seed=0, generator=None, frames_every=0, labelled=True):
+    labels = (torch.arange(n) % model.num_classes) if model.num_classes and labelled else None
+    if isinstance(fn, Graphed):
+        return fn.walk(n, steps, guidance, labels, seed=None if generator is not None else seed,
+                       generator=generator, frames_every=frames_every)
     chain = make_chain(model.schedule, steps)
-    labels = (torch.arange(n) % model.num_classes) if model.num_classes else None
     shape = (n, model.channels, model.image_size, model.image_size)
     kw = dict(labels=labels, guidance=guidance, null_label=model.null_label, device=model.device)
     kw.update(generator=generator) if generator is not None else kw.update(seed=seed)
@@ -86,7 +130,7 @@ def equivalence(model, variants, batches, walk_steps) -> list[str]:
     lines, ref_walks = [], {}
     for b, lab, g in WALK_CASES:
         if model.num_classes or not lab:
-            ref_walks[(b, lab, g)] = walk(model.eps, model, b, walk_steps, g if lab else 1.0, seed=b)
+            ref_walks[(b, lab, g)] = walk(model.eps, model, b, walk_steps, g if lab else 1.0, seed=b, labelled=lab)
     for name, fn in variants.items():
         if name == "eager fp32":
             continue
@@ -94,16 +138,24 @@ def equivalence(model, variants, batches, walk_steps) -> list[str]:
             lines.append(f"{name:26} FAIL (cannot build: {fn})")
             continue
         tol = fast.TOLERANCE[fn.precision]
-        try:
-            err = fast.check_agrees(model, fn, tol, batches=batches)
-            lines.append(f"{name:26} one call, batches {batches}, labels/none: rel err {err:.2e} <= {tol:.0e}  PASS")
-        except Exception as e:
-            lines.append(f"{name:26} one call FAIL: {e}")
-            continue
+        if not isinstance(fn, Graphed):
+            try:
+                err = fast.check_agrees(model, fn, tol, batches=batches)
+                lines.append(f"{name:26} one call, batches {batches}, labels/none: rel err {err:.2e} <= {tol:.0e}  PASS")
+            except Exception as e:
+                lines.append(f"{name:26} one call FAIL: {e}")
+                continue
+        else:
+            lines.append(f"{name:26} whole walks (same noise as samplers.run):")
         for (b, lab, g), ref in ref_walks.items():
             if "compile" in name and b != max(ref_walks)[0]:
                 continue  # each new batch size costs the compiled variant a (re)compile: one walk is enough
-            out = walk(fn, model, b, walk_steps, g if lab else 1.0, seed=b)
+            try:
+                out = walk(fn, model, b, walk_steps, g if lab else 1.0, seed=b, labelled=lab)
+            except Exception as e:
+                lines.append(f"{'':26} walk b={b} FAIL: {type(e).__name__}: {e}")
+                traceback.print_exc()
+                continue
             d = (out - ref).abs()
             same_px = ((out.clamp(-1, 1) + 1) * 127.5).round().eq(((ref.clamp(-1, 1) + 1) * 127.5).round())
             ok = d.mean().item() <= (1e-4 if fn.precision == "fp32" else 2e-2)
@@ -146,6 +198,8 @@ def main(argv=None):
     ap.add_argument("--equiv-steps", type=int, default=100)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-diffusers", action="store_true")
+    ap.add_argument("--variants", default="", help="comma-separated name parts: time only the variants whose names "
+                    "contain one (eager fp32, the baseline, always runs); e.g. --variants compile")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -155,7 +209,8 @@ def main(argv=None):
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"device: {gpu} | torch {torch.__version__} | model {model.path} ({count_parameters(model.net):,} params)")
     t0 = time.perf_counter()
-    variants = build_variants(model, not args.no_compile and dev.type == "cuda")
+    variants = build_variants(model, not args.no_compile and dev.type == "cuda",
+                              [v.strip() for v in args.variants.split(",") if v.strip()])
     print(f"auto choice: {fast.best_eps_fn(model).name}")
 
     print("\n== equivalence with eager fp32 ==")
@@ -167,7 +222,7 @@ def main(argv=None):
     call_batches = [1, 8, args.n, 2 * args.n]
     print(f"{'variant':26}" + "".join(f"{'B=' + str(b):>10}" for b in call_batches))
     for name, fn in variants.items():
-        if isinstance(fn, str):
+        if isinstance(fn, (str, Graphed)):
             continue
         try:
             print(f"{name:26}" + "".join(f"{per_call_ms(fn, model, b, 20 if b > 64 else 50):10.3f}"
@@ -175,15 +230,20 @@ def main(argv=None):
         except Exception as e:
             print(f"{name:26} FAILED: {type(e).__name__}: {e}")
 
-    print(f"\n== speed: full {args.steps}-step DDPM walk of {args.n} digits through explainer.samplers ==")
+    print(f"\n== speed: full {args.steps}-step DDPM walk of {args.n} digits "
+          f"(noise from a generator on {dev.type}) ==", flush=True)
+    # every timed walk (ours and diffusers') draws its noise on the walk's device: a CPU generator would time
+    # the host's random numbers (one row below shows what that costs)
+    gen = torch.Generator(device=dev)
     rows = {}
     for name, fn in variants.items():
         if isinstance(fn, str):
             continue
         try:
-            g3 = time_it(lambda: walk(fn, model, args.n, args.steps, 3.0), dev)
-            g1 = time_it(lambda: walk(fn, model, args.n, args.steps, 1.0), dev)
+            g3 = time_it(lambda: walk(fn, model, args.n, args.steps, 3.0, generator=gen.manual_seed(0)), dev)
+            g1 = time_it(lambda: walk(fn, model, args.n, args.steps, 1.0, generator=gen.manual_seed(0)), dev)
             rows[name] = (g3, g1)
+            print(f"{name:44} guided {g3:.3f} s, w=1 {g1:.3f} s", flush=True)
         except Exception as e:
             print(f"{name:26} FAILED: {type(e).__name__}: {e}")
             traceback.print_exc()
@@ -191,11 +251,10 @@ def main(argv=None):
     best_name = min(rows, key=lambda k: rows[k][0]) if rows else None
     if best_name and dev.type == "cuda":
         fn = variants[best_name]
-        gen = torch.Generator(device=dev)
-        extra[f"{best_name}, noise drawn on GPU"] = time_it(
-            lambda: walk(fn, model, args.n, args.steps, 3.0, generator=gen.manual_seed(0)), dev)
+        extra[f"{best_name}, noise drawn on the CPU (seed)"] = time_it(
+            lambda: walk(fn, model, args.n, args.steps, 3.0, seed=0), dev)
         extra[f"{best_name}, frames to host every 10"] = time_it(
-            lambda: walk(fn, model, args.n, args.steps, 3.0, frames_every=10), dev)
+            lambda: walk(fn, model, args.n, args.steps, 3.0, generator=gen.manual_seed(0), frames_every=10), dev)
 
     diff_s = None
     if not args.no_diffusers:
@@ -204,7 +263,6 @@ def main(argv=None):
             unet = diffusers_unet(dev)
             pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000))
             pipe.set_progress_bar_config(disable=True)
-            gen = torch.Generator(device="cpu")
             pipe(batch_size=args.n, num_inference_steps=3, generator=gen.manual_seed(0), output_type="np")
             diff_s = time_it(lambda: pipe(batch_size=args.n, num_inference_steps=args.steps,
                                           generator=gen.manual_seed(0), output_type="np"), dev)
@@ -224,11 +282,17 @@ def main(argv=None):
         xe = f"{eager[0] / s:8.1f}x" if eager else ""
         xd = f"{diff_s / s:12.1f}x" if diff_s else ""
         print(f"{name:44}{s:13.3f}{'':11}{'':>9}{xe:>9}{xd:>13}")
-    if best_name:
-        g3, g1 = rows[best_name]
-        print(f"\nfastest: {best_name}: guided walk {g3:.3f} s (target <= 0.5 s: {'MET' if g3 <= 0.5 else 'MISSED'})"
-              + (f"; vs diffusers {diff_s / g3:.1f}x guided, {diff_s / g1:.1f}x same batch "
-                 f"(target >= 20x: {'MET' if diff_s / g3 >= 20 else 'MISSED'})" if diff_s else ""))
+    if rows:
+        def verdict(label, col):
+            name = min(rows, key=lambda k: rows[k][col])
+            secs = rows[name][col]
+            line = f"fastest {label}: {name}: {secs:.3f} s (target <= 0.5 s: {'MET' if secs <= 0.5 else 'MISSED'})"
+            if diff_s:
+                line += f"; {diff_s / secs:.1f}x diffusers (target >= 20x: {'MET' if diff_s / secs >= 20 else 'MISSED'})"
+            print(line)
+        print()
+        verdict(f"guided w=3 ({2 * args.n} per call)", 0)
+        verdict(f"w=1 ({args.n} per call, the work per step of diffusers' walk)", 1)
     for name, fn in variants.items():
         errors = getattr(getattr(fn, "_fn", None), "capture_errors", None)
         if errors:

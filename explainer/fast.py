@@ -276,6 +276,8 @@ class CudaGraphEps:
             raise FastPathError("CUDA path needs the model on a CUDA device")
         if precision != "fp32" and not torch.cuda.is_bf16_supported():
             raise FastPathError("this GPU has no bf16 support")
+        # cuDNN autotuning (process-wide): each input shape is tuned once, in the warm-up before a capture
+        torch.backends.cudnn.benchmark = True
         self.model = model
         self.precision = precision
         self.graphs = graphs
