@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same images)")
     s.add_argument("--out", default="grid.png", help="PNG grid to write (default grid.png)")
     s.add_argument("--npz", default=None, help="also write images (uint8, native size) and labels to this .npz")
+    s.add_argument("--backend", choices=["auto", "eager", "onnx", "torchscript", "cuda"], default="auto",
+                   help="how the network runs (default auto: the fastest path that agrees with eager torch; on a GPU "
+                        "the whole step replayed as a CUDA graph); see explainer/fast.py")
 
     f = sub.add_parser("figures", help="regenerate the article's figures from the real math and model",
                        description="Write the article's figures (PNG, GIF where it moves) into --out.")
@@ -108,7 +111,6 @@ def cmd_sample(args) -> int:
     from .checkpoint import load_model
     from .figures import save_grid
     from .respacing import make_chain
-    from .samplers import sample
     from .schedules import make_schedule
 
     model = load_model(args.checkpoint, args.device)
@@ -129,22 +131,42 @@ def cmd_sample(args) -> int:
     labels = None if args.label is None else torch.full((args.num,), args.label)
     shape = (args.num, model.channels, model.image_size, model.image_size)
     start = time.perf_counter()
-    rec = None
-    for rec in sample(model.eps, chain, shape, method=args.sampler, labels=labels, guidance=guidance,
-                      null_label=model.null_label, variance=args.variance, eta=args.eta, clip_x0=args.clip,
-                      seed=args.seed, device=model.device):
-        pass
-    x0 = rec.x_prev
+    x0, how = _final_images(model, chain, shape, args, labels, guidance)
     secs = time.perf_counter() - start
     save_grid(x0, args.out, nrow=int(np.ceil(np.sqrt(args.num))))
     print(f"wrote {args.out}: {args.num} images, {chain.description}, {args.sampler}, guidance {guidance}, "
-          f"seed {args.seed}, {secs:.1f} s on {model.device}")
+          f"seed {args.seed}, {secs:.1f} s on {model.device} ({how})")
     if args.npz:
         from .display import to_uint8
         lab = np.full(args.num, -1 if args.label is None else args.label, dtype=np.int64)
         np.savez_compressed(args.npz, images=to_uint8(x0), labels=lab)
         print(f"wrote {args.npz}")
     return 0
+
+
+def _final_images(model, chain, shape, args, labels, guidance):
+    """x_0 of one walk by the fastest path asked for, and a description of that path.
+
+    On CUDA (backend auto or cuda) the walk is a GraphedWalk; if it cannot be built or captured (say, a
+    zero-terminal-SNR chain), the samplers run with the best eps function instead. A seed gives the same
+    pictures on every path (noise is drawn on the CPU in the samplers' order), up to bf16 rounding on a GPU.
+    """
+    from . import fast
+    from .samplers import run
+
+    kw = dict(method=args.sampler, variance=args.variance, eta=args.eta, clip_x0=args.clip)
+    note = ""
+    if model.device.type == "cuda" and args.backend in ("auto", "cuda"):
+        from .walk_graph import GraphedWalk
+        try:
+            walk = GraphedWalk(model, chain, shape[0], labels=labels, guidance=guidance, **kw)
+            return walk.run(seed=args.seed), repr(walk)
+        except Exception as exc:  # fall back to the samplers below, and say why
+            note = f"; walk graph not used: {type(exc).__name__}: {exc}"
+    fn = fast.eager_eps_fn(model) if args.backend == "eager" else fast.best_eps_fn(model, backend=args.backend)
+    x0 = run(fn, chain, shape, labels=labels, guidance=guidance, null_label=model.null_label, seed=args.seed,
+             device=model.device, **kw)
+    return x0, fn.name + note
 
 
 def cmd_figures(args) -> int:

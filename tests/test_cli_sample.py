@@ -63,3 +63,21 @@ def test_bad_label(tiny_ckpt, tmp_path, label):
 def test_missing_checkpoint(tmp_path):
     r = cli("--checkpoint", tmp_path / "nope", "--device", "cpu", "--out", tmp_path / "x.png")
     assert r.returncode == 2 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_backends_draw_the_same_pictures(two_runs, tiny_ckpt, tmp_path):
+    """The default (fastest agreeing) path and plain eager torch give the same images for a seed."""
+    r_auto, _, npz_auto = two_runs[0]
+    r = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--label", 3, "--num", 5, "--steps", 4, "--guidance", 2.0,
+            "--seed", 11, "--out", tmp_path / "e.png", "--npz", tmp_path / "e.npz", "--backend", "eager")
+    assert r.returncode == 0, r.stderr
+    assert "eager torch" in r.stdout
+    assert any(name in r_auto.stdout for name in ("onnxruntime", "torchscript", "eager"))
+    a = np.load(npz_auto)["images"].astype(int)
+    b = np.load(tmp_path / "e.npz")["images"].astype(int)
+    assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.99  # fp32 paths: at most a rounding flip
+
+
+def test_unknown_backend_is_refused(tiny_ckpt, tmp_path):
+    r = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--backend", "tpu", "--out", tmp_path / "x.png")
+    assert r.returncode == 2 and "invalid choice" in r.stderr and not (tmp_path / "x.png").exists()
