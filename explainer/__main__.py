@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-every", type=int, default=d.save_every)
     t.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a training state")
     t.add_argument("--no-bf16", action="store_true", help="train in float32 on CUDA too")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh even where --out holds a finished model (refused otherwise)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("evaluate", help="measure sample quality: classifier accuracy and Frechet distance",
@@ -198,12 +200,16 @@ def train_config(args):
                       ema_decay=args.ema_decay, label_dropout=args.label_dropout, train_steps=args.train_steps,
                       max_minutes=args.max_minutes, seed=args.seed, device=args.device,
                       sample_every=args.sample_every, save_every=args.save_every, resume=not args.no_resume,
-                      bf16=not args.no_bf16)
+                      bf16=not args.no_bf16, overwrite=args.overwrite)
 
 
 def cmd_train(args) -> int:
     from .training import train
-    train(train_config(args), progress=not args.quiet)
+    try:
+        train(train_config(args), progress=not args.quiet)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:  # a refused --out, unreadable --data, bad flags
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -54,6 +54,7 @@ class TrainConfig:
     save_every: int = 1000
     resume: bool = True
     bf16: bool = True  # autocast on CUDA only
+    overwrite: bool = False  # start afresh in a folder that holds a finished model (the shipped one, say)
 
     def unet_config(self, num_classes: int) -> UNetConfig:
         return UNetConfig(image_size=self.image_size, in_channels=self.channels, base_channels=self.base_channels,
@@ -101,6 +102,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and write the EMA checkpoint to ``cfg.out``. Returns the checkpoint folder."""
     from tqdm import tqdm
     out = Path(cfg.out)
+    resumable = cfg.resume and (out / STATE).exists()
+    if (out / "model.safetensors").exists() and not resumable and not cfg.overwrite:
+        raise FileExistsError(
+            f"{out} already holds a trained model and no training state to resume from; training would replace "
+            "it. Pass --overwrite to do that, or --out another folder.")
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -202,7 +208,7 @@ def _cli_args(cfg: TrainConfig) -> list[str]:
     args = []
     for k, v in asdict(cfg).items():
         d = getattr(default, k)
-        if k == "resume" or v == d or (isinstance(v, (list, tuple)) and tuple(v) == tuple(d)):
+        if k in ("resume", "overwrite") or v == d or (isinstance(v, (list, tuple)) and tuple(v) == tuple(d)):
             continue
         if k in flags:
             args.append(flags[k])

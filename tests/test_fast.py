@@ -251,3 +251,17 @@ def test_bf16_network_copy_matches_within_bf16(tiny_model):
     wrapped = fast.FastEps(lambda x, t, y: call(x, t, y).float(), "bf16 cpu", "test", "bf16")
     assert fast.check_agrees(tiny_model, wrapped, fast.TOLERANCE["bf16"]) > 1e-4  # really bf16, really close
     assert next(tiny_model.net.parameters()).dtype == torch.float32  # the model itself is untouched
+
+
+def test_gpu_network_call_traces_as_one_graph(tiny_model):
+    """torch.compile on the GPU path needs the bf16 network call to trace whole: no graph break, no host sync."""
+    import copy
+    torch._dynamo.reset()
+    call = fast.bf16_net_call(tiny_model, copy.deepcopy(tiny_model.net))
+    x, t, y = _inputs(tiny_model, 3, seed=0)
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(call)(x, t, y)
+        unconditional = torch._dynamo.explain(call)(x, t, None)
+    torch._dynamo.reset()
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+    assert unconditional.graph_count == 1 and unconditional.graph_break_count == 0, unconditional.break_reasons

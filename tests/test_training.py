@@ -134,3 +134,20 @@ def test_recorded_command_reproduces_the_config(cfg):
 
     args = build_parser().parse_args(["train"] + " ".join(_cli_args(cfg)).split())
     assert asdict(train_config(args)) == asdict(cfg)
+
+
+def test_training_never_silently_replaces_a_finished_model(tmp_path):
+    """A folder with a model but no training state (the shipped checkpoint, say) is refused without --overwrite."""
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), train_steps=3, **TINY), progress=False)
+    (out / "train_state.pt").unlink()  # as in the repository, where the state is not committed
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train(TrainConfig(out=str(out), train_steps=3, **TINY), progress=False)
+    assert (out / "model.safetensors").read_bytes() == before
+    r = subprocess.run([sys.executable, "-m", "explainer", "train", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "already holds a trained model" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "model.safetensors").read_bytes() == before
+    train(TrainConfig(out=str(out), train_steps=3, seed=1, overwrite=True, **TINY), progress=False)
+    assert (out / "model.safetensors").read_bytes() != before
