@@ -120,22 +120,26 @@ def triplet_image(x0_hat: torch.Tensor, x_t: torch.Tensor, eps: torch.Tensor, pa
 
 
 def reverse_walk(model, labels: torch.Tensor | None, num_images: int, seed: int = 0, guidance: float = 1.0,
-                 strip_ts=None, triplet_ts=(), gif_every: int = 10):
+                 strip_ts=None, triplet_ts=(), gif_every: int = 10, eps_fn=None):
     """Run the model's DDPM reverse process over all T steps from pure noise and collect what the figures need.
+
+    eps_fn: the network path (default: ``fast.best_eps_fn(model)``, the fastest that agrees with ``model.eps``).
 
     Returns a dict: "strip_ts", "strip" [len(strip_ts), B, C, H, W] (x_t at those t; t = 0 is the sample),
     "triplets" {t: (x0_hat, x_t, eps_hat)} (batch tensors), "gif_ts" and "gif" (x_t every ``gif_every`` steps).
     """
+    from .fast import best_eps_fn
     from .respacing import make_chain
     from .samplers import sample
 
+    eps_fn = best_eps_fn(model) if eps_fn is None else eps_fn
     T = model.schedule.T
     strip_ts = [int(t) for t in (strip_ts if strip_ts is not None else np.round(np.linspace(T, 0, 11)))]
     want_strip, want_trip = set(strip_ts), set(int(t) for t in triplet_ts)
     shape = (num_images, model.channels, model.image_size, model.image_size)
     got_strip, trips, gif_ts, gif = {}, {}, [], []
     rec = None
-    for rec in sample(model.eps, make_chain(model.schedule), shape, labels=labels, guidance=guidance,
+    for rec in sample(eps_fn, make_chain(model.schedule), shape, labels=labels, guidance=guidance,
                       null_label=model.null_label, seed=seed, device=model.device):
         if rec.t in want_strip:
             got_strip[rec.t] = rec.x_t.cpu()
