@@ -130,7 +130,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         opt.load_state_dict(st["opt"])
         step, elapsed = int(st["step"]), float(st["elapsed"])
         losses = list(st.get("losses", []))
-        gen.set_state(st["gen"].cpu() if device.type == "cpu" else st["gen"])
+        gen.set_state(st["gen"].cpu())  # a generator state is a CPU ByteTensor on every device (map_location moved it)
         print(f"resumed from {state_path} at step {step}")
     use_bf16 = cfg.bf16 and device.type == "cuda"
     spec = {"name": cfg.schedule, "num_steps": cfg.num_steps, "zero_terminal_snr": False}
