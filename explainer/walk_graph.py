@@ -150,6 +150,24 @@ class GraphedWalk:
 
     # ------------------------------------------------------------------------------------------- running
 
+    def _advance(self, generator, seed, x_T) -> Iterator[int]:
+        """Capture once, draw this walk's noise, then take the steps; yields each step's index after it is queued.
+
+        Call with the lock held and in inference mode.
+        """
+        if generator is None and seed is not None:
+            generator = torch.Generator().manual_seed(int(seed))
+        if self.graphs and self._graph is None:
+            self._capture()
+        self._draw(generator, x_T)
+        self._idx.zero_()
+        for i in range(self.num_steps):
+            if self._graph is not None:
+                self._graph.replay()
+            else:
+                self._step()
+            yield i
+
     def frames(self, *, every: int = 0, generator: torch.Generator | None = None, seed: int | None = None,
                x_T: torch.Tensor | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """Run the walk; yield ``(index, x0_hat, x_prev)`` host copies every ``every`` steps and at the last.
@@ -161,22 +179,11 @@ class GraphedWalk:
         """
         if every < 0:
             raise ValueError(f"every must be >= 0, got {every}")
-        if generator is None and seed is not None:
-            generator = torch.Generator().manual_seed(int(seed))
         cuda = self.model.device.type == "cuda"
         with self._lock, torch.inference_mode():
-            if self.graphs and self._graph is None:
-                self._capture()
-            self._draw(generator, x_T)
-            self._idx.zero_()
             pending: list = []
-            n = self.num_steps
-            for i in range(n):
-                if self._graph is not None:
-                    self._graph.replay()
-                else:
-                    self._step()
-                if i == n - 1 or (every and i % every == 0):
+            for i in self._advance(generator, seed, x_T):
+                if i == self.num_steps - 1 or (every and i % every == 0):
                     pending.append(self._snapshot(i, cuda))
                 while pending and (pending[0][3] is None or pending[0][3].query()):
                     yield pending.pop(0)[:3]
@@ -199,18 +206,9 @@ class GraphedWalk:
     def run(self, *, generator: torch.Generator | None = None, seed: int | None = None,
             x_T: torch.Tensor | None = None) -> torch.Tensor:
         """The final image x_0 of one walk, on the model's device (no host copy; on CUDA nothing waits)."""
-        if generator is None and seed is not None:
-            generator = torch.Generator().manual_seed(int(seed))
         with self._lock, torch.inference_mode():
-            if self.graphs and self._graph is None:
-                self._capture()
-            self._draw(generator, x_T)
-            self._idx.zero_()
-            for _ in range(self.num_steps):
-                if self._graph is not None:
-                    self._graph.replay()
-                else:
-                    self._step()
+            for _ in self._advance(generator, seed, x_T):
+                pass
             return self._x.clone()
 
     def __repr__(self):
