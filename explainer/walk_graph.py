@@ -13,9 +13,10 @@ indexed by a step counter that lives on the device:
     i      = i + 1
 
 On CUDA this step (network call included) is captured once as a CUDA graph and replayed len(chain)
-times, so the host only queues replays and the GPU never waits for Python. The noise is drawn before
-the walk, in ``samplers.sample``'s order (x_T, then z of each step that adds noise), so the same
-generator gives the same picture as ``samplers.run``. On CPU, or with ``graphs=False``, the same step
+times, so the host only queues replays and the GPU never waits for Python. The noise is drawn ahead of
+the steps that use it (all of it, or a chunk at a time for big batches), in ``samplers.sample``'s order
+(x_T, then z of each step that adds noise), so the same generator gives the same picture as
+``samplers.run``. On CPU, or with ``graphs=False``, the same step
 runs eagerly; that is how the CPU tests check it against ``samplers.run``.
 """
 from __future__ import annotations
@@ -37,12 +38,14 @@ class GraphedWalk:
     the network runs as ``model.eps`` in fp32. eps_call: any capturable ``(x, t, labels) -> eps`` instead.
     graphs: capture the step as a CUDA graph (default: on CUDA). Building captures nothing; the first
     ``run`` warms up and captures (and pays torch.compile's compile time, if asked).
+    noise_bytes: memory for drawn noise; a walk needing more is drawn in chunks of as many steps as fit
+    (the picture is the same; ``noise_slots`` says how many steps a chunk holds).
     """
 
     def __init__(self, model: DiffusionModel, chain: SamplingChain, batch: int, *, labels=None, guidance: float = 1.0,
                  method: str = "ddpm", variance: str = "beta_tilde", eta: float = 0.0, clip_x0: bool = False,
                  precision: str = "bf16", compile: bool | str = False, graphs: bool | None = None,
-                 eps_call: Callable | None = None, warmup: int = 3):
+                 eps_call: Callable | None = None, warmup: int = 3, noise_bytes: int = 512 * 2**20):
         if guidance < 0:
             raise ValueError(f"guidance scale must be >= 0, got {guidance}")
         if not 0.0 <= eta <= 1.0:
@@ -84,7 +87,11 @@ class GraphedWalk:
             self._idx = torch.zeros(1, dtype=torch.long, device=dev)
             self._x = torch.zeros(self.shape, device=dev)
             self._x0 = torch.zeros(self.shape, device=dev)
-            self._noise = torch.zeros((self.num_steps,) + self.shape, device=dev)
+            per_step = 4 * self.shape[0] * self.shape[1] * self.shape[2] * self.shape[3]
+            self.noise_slots = max(1, min(self.num_steps, int(noise_bytes) // per_step))
+            self._noise = torch.zeros((self.noise_slots,) + self.shape, device=dev)
+            self._slot = torch.zeros(1, dtype=torch.long, device=dev)  # the step's noise slot, advanced in the step
+            self._zero_slots = [True] * self.noise_slots  # slots known to hold zeros (DDIM with eta 0 draws none)
         self._graph = None
         self._lock = threading.Lock()
 
@@ -109,11 +116,12 @@ class GraphedWalk:
         x0 = torch.addcmul(p * x, q, eps)
         if self.clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
-        z = self._noise.index_select(0, i)[0]
+        z = self._noise.index_select(0, self._slot)[0]
         x_prev = torch.addcmul(torch.addcmul(c0 * x0, ct, x), sigma, z)
         self._x0.copy_(x0)
         self._x.copy_(x_prev)
         self._idx.add_(1)
+        self._slot.add_(1)
 
     def _capture(self) -> None:
         """Warm up on a side stream (cuDNN autotune, torch.compile), then capture one step."""
@@ -123,6 +131,7 @@ class GraphedWalk:
         with torch.cuda.stream(side):
             for _ in range(self.warmup):
                 self._idx.zero_()
+                self._slot.zero_()
                 self._step()
         current.wait_stream(side)
         graph = torch.cuda.CUDAGraph()
@@ -132,21 +141,32 @@ class GraphedWalk:
 
     # ------------------------------------------------------------------------------------------- noise
 
-    def _draw(self, generator: torch.Generator | None, x_T: torch.Tensor | None) -> None:
-        """x_T and every z, in ``samplers.sample``'s order, into the static buffers."""
+    def _draw_x_T(self, generator: torch.Generator | None, x_T: torch.Tensor | None) -> None:
         dev = self.model.device
-        same_device = generator is not None and generator.device == dev
         if x_T is None:
             self._x.copy_(draw_normal(self.shape, generator, dev, torch.float32))
         else:
             self._x.copy_(x_T.to(device=dev, dtype=torch.float32).reshape(self.shape))
-        for i in range(self.num_steps):
+
+    def _fill(self, generator: torch.Generator | None, start: int) -> None:
+        """z of steps start, start+1, ... into the slots (zeros where a step adds none), in the samplers' order.
+
+        Stream order makes refilling safe: the steps that read the old slots were queued before this.
+        """
+        dev = self.model.device
+        same_device = generator is not None and generator.device == dev
+        for slot, i in enumerate(range(start, min(start + self.noise_slots, self.num_steps))):
             if not draws_noise(self.method, self.eta, i, self.num_steps):
+                if not self._zero_slots[slot]:
+                    self._noise[slot].zero_()
+                    self._zero_slots[slot] = True
                 continue
+            self._zero_slots[slot] = False
             if same_device:  # straight into the slot: one kernel, same values as a fresh tensor
-                torch.randn(self.shape, generator=generator, out=self._noise[i])
+                torch.randn(self.shape, generator=generator, out=self._noise[slot])
             else:
-                self._noise[i].copy_(draw_normal(self.shape, generator, dev, torch.float32))
+                self._noise[slot].copy_(draw_normal(self.shape, generator, dev, torch.float32))
+        self._slot.zero_()
 
     # ------------------------------------------------------------------------------------------- running
 
@@ -159,9 +179,11 @@ class GraphedWalk:
             generator = torch.Generator().manual_seed(int(seed))
         if self.graphs and self._graph is None:
             self._capture()
-        self._draw(generator, x_T)
+        self._draw_x_T(generator, x_T)
         self._idx.zero_()
         for i in range(self.num_steps):
+            if i % self.noise_slots == 0:
+                self._fill(generator, i)
             if self._graph is not None:
                 self._graph.replay()
             else:

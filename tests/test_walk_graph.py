@@ -171,6 +171,20 @@ def test_walk_takes_x_T_and_generators(tiny_model):
     assert (out - ref).abs().max().item() / (1 + ref.abs().max().item()) < 1e-5
 
 
+@pytest.mark.parametrize("method,eta", [("ddpm", 0.0), ("ddim", 0.7)])
+def test_walk_draws_big_noise_in_chunks_with_the_same_picture(tiny_model, method, eta):
+    """A walk whose noise would not fit ``noise_bytes`` refills a few slots at a time, drawing in the same order."""
+    chain = make_chain(tiny_model.schedule, 11)
+    kw = dict(labels=[1, 2], guidance=2.0, method=method, eta=eta)
+    whole = GraphedWalk(tiny_model, chain, 2, **kw)
+    chunked = GraphedWalk(tiny_model, chain, 2, noise_bytes=3 * 2 * 28 * 28 * 4, **kw)
+    assert whole.noise_slots == 11 and chunked.noise_slots == 3
+    torch.testing.assert_close(chunked.run(seed=8), whole.run(seed=8), rtol=0, atol=0)
+    ref = run(tiny_model.eps, chain, (2, 1, 28, 28), null_label=tiny_model.null_label, seed=8, **kw)
+    assert (chunked.run(seed=8) - ref).abs().max() / (1 + ref.abs().max()) < 1e-5
+    assert GraphedWalk(tiny_model, chain, 2, noise_bytes=1, **kw).noise_slots == 1
+
+
 def test_walk_rejects_bad_arguments(tiny_model):
     chain = make_chain(tiny_model.schedule, 5)
     with pytest.raises(ValueError, match="guidance"):
