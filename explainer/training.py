@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import pick_device, save_checkpoint
+from .checkpoint import WEIGHTS, pick_device, save_checkpoint
 from .data import MNIST_ATTRIBUTION, load_image_folder, load_mnist
 from .schedules import make_schedule
 from .unet import UNet, UNetConfig, count_parameters
@@ -103,7 +103,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     from tqdm import tqdm
     out = Path(cfg.out)
     resumable = cfg.resume and (out / STATE).exists()
-    if (out / "model.safetensors").exists() and not resumable and not cfg.overwrite:
+    if (out / WEIGHTS).exists() and not resumable and not cfg.overwrite:
         raise FileExistsError(
             f"{out} already holds a trained model and no training state to resume from; training would replace "
             "it. Pass --overwrite to do that, or --out another folder.")
