@@ -73,8 +73,8 @@ def load_training_data(cfg: TrainConfig):
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm, 1.0 - decay)
+    """ema <- decay ema + (1 - decay) model, as one multi-tensor kernel on CUDA (a loop of lerps on CPU)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -161,6 +161,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     bar = tqdm(total=cfg.train_steps, initial=step, disable=not progress, dynamic_ncols=True, mininterval=2.0)
     model.train()
     t_start = time.monotonic() - elapsed
+    recent: list[torch.Tensor] = []  # losses still on the device: read back every 50 steps, not every step
+
+    def flush_losses():
+        if recent:
+            losses.extend(torch.stack(recent).tolist())
+            recent.clear()
+
     while step < cfg.train_steps:
         if deadline is not None and time.monotonic() > deadline:
             print(f"stopping at step {step}: --max-minutes {cfg.max_minutes} reached")
@@ -185,17 +192,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         opt.step()
         ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))  # EMA warm-up
         step += 1
-        losses.append(loss.item())
+        recent.append(loss.detach())
         elapsed = time.monotonic() - t_start
         bar.update(1)
         if step % 50 == 0:
+            flush_losses()
             bar.set_postfix(loss=f"{np.mean(losses[-200:]):.4f}", lr=f"{lr_at(step, cfg):.2e}")
         if step % cfg.save_every == 0:
+            flush_losses()
             save(final=False)
         if cfg.sample_every and step % cfg.sample_every == 0:
             (out / "samples").mkdir(exist_ok=True)
             save_sample_grid(ema, schedule, out / "samples" / f"step{step:06d}.png", num_classes, device)
     bar.close()
+    flush_losses()
     save(final=step >= cfg.train_steps)
     print(f"saved {out} at step {step} ({elapsed / 60:.1f} min, {count_parameters(model):,} parameters)")
     return out

@@ -151,3 +151,16 @@ def test_training_never_silently_replaces_a_finished_model(tmp_path):
     assert (out / "model.safetensors").read_bytes() == before
     train(TrainConfig(out=str(out), train_steps=3, seed=1, overwrite=True, **TINY), progress=False)
     assert (out / "model.safetensors").read_bytes() != before
+
+
+def test_every_step_loss_is_recorded(tmp_path):
+    """Losses are read back from the device in batches; none is lost at a save, a stop or a resume."""
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), train_steps=7, **TINY), progress=False)  # saves at steps 3 and 6, then 7
+    st = torch.load(out / "train_state.pt", weights_only=True)
+    assert len(st["losses"]) == 7 and all(np.isfinite(st["losses"])) and min(st["losses"]) > 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["loss_last_1000"] == pytest.approx(float(np.mean(st["losses"])))
+    train(TrainConfig(out=str(out), train_steps=9, **TINY), progress=False)
+    again = torch.load(out / "train_state.pt", weights_only=True)["losses"]
+    assert len(again) == 9 and again[:7] == st["losses"]
