@@ -209,6 +209,11 @@ def main(argv=None):
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"device: {gpu} | torch {torch.__version__} | model {model.path} ({count_parameters(model.net):,} params)")
     t0 = time.perf_counter()
+    # two compiled variants share the network's code: room for their recompiles (batch 1 / >1, labels / none)
+    # so dynamo never silently falls back to eager mid-benchmark
+    for knob in ("cache_size_limit", "recompile_limit"):
+        if hasattr(torch._dynamo.config, knob):
+            setattr(torch._dynamo.config, knob, max(32, getattr(torch._dynamo.config, knob)))
     variants = build_variants(model, not args.no_compile and dev.type == "cuda",
                               [v.strip() for v in args.variants.split(",") if v.strip()])
     print(f"auto choice: {fast.best_eps_fn(model).name}")
