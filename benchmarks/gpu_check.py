@@ -288,13 +288,21 @@ def main(argv=None):
         xd = f"{diff_s / s:12.1f}x" if diff_s else ""
         print(f"{name:44}{s:13.3f}{'':11}{'':>9}{xe:>9}{xd:>13}")
     if rows:
+        targeted = dev.type == "cuda" and args.n == 64 and args.steps == 1000  # the issue's setting
+
         def verdict(label, col):
             name = min(rows, key=lambda k: rows[k][col])
             secs = rows[name][col]
-            line = f"fastest {label}: {name}: {secs:.3f} s (target <= 0.5 s: {'MET' if secs <= 0.5 else 'MISSED'})"
+            line = f"fastest {label}: {name}: {secs:.3f} s"
+            if targeted:
+                line += f" (target <= 0.5 s: {'MET' if secs <= 0.5 else 'MISSED'})"
             if diff_s:
-                line += f"; {diff_s / secs:.1f}x diffusers (target >= 20x: {'MET' if diff_s / secs >= 20 else 'MISSED'})"
+                line += f"; {diff_s / secs:.1f}x diffusers"
+                if targeted:
+                    line += f" (target >= 20x: {'MET' if diff_s / secs >= 20 else 'MISSED'})"
             print(line)
+        if not targeted:
+            print("\n(the targets are for a CUDA GPU, 64 digits, 1000 steps: none judged here)")
         print()
         verdict(f"guided w=3 ({2 * args.n} per call)", 0)
         verdict(f"w=1 ({args.n} per call, the work per step of diffusers' walk)", 1)
