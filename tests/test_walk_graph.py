@@ -185,6 +185,19 @@ def test_walk_draws_big_noise_in_chunks_with_the_same_picture(tiny_model, method
     assert GraphedWalk(tiny_model, chain, 2, noise_bytes=1, **kw).noise_slots == 1
 
 
+def test_walk_with_a_diffusers_unet_folder(tmp_path, monkeypatch):
+    """A diffusers UNet2DModel (timesteps counted from 0, no labels) walks the same way too."""
+    from test_checkpoint import tiny_diffusers_unet
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny_diffusers_unet().save_pretrained(tmp_path / "dunet")
+    model = load_model(tmp_path / "dunet", device="cpu")
+    chain = make_chain(model.schedule, 12)
+    for kw in (dict(), dict(method="ddim", eta=0.3, clip_x0=True)):
+        ref = run(model.eps, chain, (3, 1, 8, 8), seed=2, **kw)
+        out = GraphedWalk(model, chain, 3, **kw).run(seed=2)
+        assert (out - ref).abs().max() / (1 + ref.abs().max()) < 1e-5
+
+
 def test_walk_rejects_bad_arguments(tiny_model):
     chain = make_chain(tiny_model.schedule, 5)
     with pytest.raises(ValueError, match="guidance"):
