@@ -36,6 +36,19 @@ def make_tiny_checkpoint(folder, seed: int = 0, schedule: str = "linear", num_st
                            {"data": {"source": "random"}, "training": {"steps": 0}})
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a whole test module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
+
+    As the app runs on a 2-core machine (app.configure_threads); the checks do not depend on the thread count,
+    and tiny ops stall with 2 OpenMP threads on a busy CI box.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")

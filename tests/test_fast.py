@@ -27,20 +27,12 @@ except ImportError:
 
 CPU_BACKENDS = ["eager", "torchscript"] + (["onnx"] if HAVE_ORT else [])
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # (conftest.py) before the module's paths are built
 
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DDPM_EXPLAINER_CACHE", str(tmp_path_factory.getbasetemp() / "onnx-cache"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These checks do not depend on the thread count; one thread avoids OpenMP thrash on a busy CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,9 @@ from explainer.samplers import run
 
 ASSETS = views.ASSETS
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """As the app does on a 2-core machine (app.configure_threads): tiny ops stall with 2 threads under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 PHOTO = str(ASSETS / "astronaut.jpg")
 DIGIT = str(ASSETS / "digit_3.png")
 

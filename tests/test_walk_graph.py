@@ -17,6 +17,8 @@ from explainer.schedules import make_schedule
 from explainer.walk_graph import GraphedWalk
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LINEAR = make_schedule("linear", 1000)
 CHAINS = {
     "full linear": make_chain(LINEAR),
@@ -26,12 +28,6 @@ CHAINS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _affine_step(row, x_t, eps, z, clip):
