@@ -417,6 +417,20 @@ def best_eps_fn(model: DiffusionModel, **kwargs) -> FastEps:
 
 # ----------------------------------------------------------------------------------------------- frames
 
+def async_to_host(src: torch.Tensor, record: bool = True) -> tuple[torch.Tensor, "torch.cuda.Event | None"]:
+    """A CPU copy of ``src``: on CUDA into pinned memory without blocking, with an event recorded after it
+    (``record=False``: none; a later event on the same stream covers it); on CPU a plain clone and None."""
+    if src.device.type != "cuda":
+        return src.detach().clone(), None
+    dst = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
+    dst.copy_(src, non_blocking=True)
+    done = None
+    if record:
+        done = torch.cuda.Event()
+        done.record()
+    return dst, done
+
+
 def host_frames(records: Iterator[StepRecord], every: int = 10, attr: str = "x0_hat") -> Iterator[tuple[int, torch.Tensor, StepRecord]]:
     """Every ``every`` steps (and at the last), ``(index, CPU copy of record.<attr>, record)``.
 
@@ -429,14 +443,8 @@ def host_frames(records: Iterator[StepRecord], every: int = 10, attr: str = "x0_
     last = None
 
     def take(rec):
-        src = getattr(rec, attr)
-        if src.device.type != "cuda":
-            return (rec.index, src.detach().clone(), rec, None)
-        dst = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
-        dst.copy_(src, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-        return (rec.index, dst, rec, done)
+        frame, done = async_to_host(getattr(rec, attr))
+        return (rec.index, frame, rec, done)
 
     for rec in records:
         last = rec

@@ -115,6 +115,19 @@ def ddim_step(x_t, eps, alpha_bar: float, alpha_bar_prev: float, *, eta: float =
     return x_prev, x0_hat, coefs
 
 
+def check_sampler_args(method: str = "ddpm", variance: str = "beta_tilde", eta: float = 0.0,
+                       guidance: float = 1.0) -> None:
+    """ValueError with a clear message for an unknown sampler or variance, eta outside [0, 1], or w < 0."""
+    if method not in METHODS:
+        raise ValueError(f"unknown sampler {method!r}; choose from {', '.join(METHODS)}")
+    if variance not in VARIANCES:
+        raise ValueError(f"unknown variance {variance!r}; choose from {', '.join(VARIANCES)}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if guidance < 0:
+        raise ValueError(f"guidance scale must be >= 0, got {guidance}")
+
+
 AFFINE_COLUMNS = ("p", "q", "c0", "ct", "sigma")
 
 
@@ -133,10 +146,7 @@ def affine_coefficients(chain: SamplingChain, *, method: str = "ddpm", variance:
     ``sample``. These are the same steps as ``ddpm_step`` / ``ddim_step``, written so that a whole walk
     is tensor arithmetic on a table (see walk_graph.py). Needs alpha_bar > 0 at every step.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown sampler {method!r}; choose from {', '.join(METHODS)}")
-    if variance not in VARIANCES:
-        raise ValueError(f"unknown variance {variance!r}; choose from {', '.join(VARIANCES)}")
+    check_sampler_args(method, variance, eta)
     ab = np.asarray(chain.alpha_bar, dtype=np.float64)
     ab_prev = np.asarray(chain.alpha_bar_prev, dtype=np.float64)
     if not (ab > 0).all():
@@ -199,14 +209,7 @@ def sample(eps_fn: EpsFn, chain: SamplingChain, shape, *, method: str = "ddpm", 
     seed / generator: reproducible noise; x_T: start from given noise instead of drawing it.
     The final image x_0 is the last record's ``x_prev``.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown sampler {method!r}; choose from {', '.join(METHODS)}")
-    if variance not in VARIANCES:
-        raise ValueError(f"unknown variance {variance!r}; choose from {', '.join(VARIANCES)}")
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
-    if guidance < 0:
-        raise ValueError(f"guidance scale must be >= 0, got {guidance}")
+    check_sampler_args(method, variance, eta, guidance)
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(int(seed))
     shape = tuple(shape)

@@ -28,7 +28,8 @@ import torch
 
 from .checkpoint import DiffusionModel
 from .respacing import SamplingChain
-from .samplers import affine_coefficients, batch_labels, draw_normal, draws_noise
+from .fast import async_to_host
+from .samplers import affine_coefficients, batch_labels, check_sampler_args, draw_normal, draws_noise
 
 
 class GraphedWalk:
@@ -46,10 +47,7 @@ class GraphedWalk:
                  method: str = "ddpm", variance: str = "beta_tilde", eta: float = 0.0, clip_x0: bool = False,
                  precision: str = "bf16", compile: bool | str = False, graphs: bool | None = None,
                  eps_call: Callable | None = None, warmup: int = 3, noise_bytes: int = 512 * 2**20):
-        if guidance < 0:
-            raise ValueError(f"guidance scale must be >= 0, got {guidance}")
-        if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        check_sampler_args(method, variance, eta, guidance)
         dev = model.device
         self.model, self.chain, self.method, self.eta = model, chain, method, eta
         self.shape = (int(batch), model.channels, model.image_size, model.image_size)
@@ -201,12 +199,11 @@ class GraphedWalk:
         """
         if every < 0:
             raise ValueError(f"every must be >= 0, got {every}")
-        cuda = self.model.device.type == "cuda"
         with self._lock, torch.inference_mode():
             pending: list = []
             for i in self._advance(generator, seed, x_T):
                 if i == self.num_steps - 1 or (every and i % every == 0):
-                    pending.append(self._snapshot(i, cuda))
+                    pending.append(self._snapshot(i))
                 while pending and (pending[0][3] is None or pending[0][3].query()):
                     yield pending.pop(0)[:3]
             for i, x0, xp, done in pending:
@@ -214,15 +211,10 @@ class GraphedWalk:
                     done.synchronize()
                 yield i, x0, xp
 
-    def _snapshot(self, index: int, cuda: bool):
-        if not cuda:
-            return index, self._x0.clone(), self._x.clone(), None
-        x0 = torch.empty(self.shape, pin_memory=True)
-        xp = torch.empty(self.shape, pin_memory=True)
-        x0.copy_(self._x0, non_blocking=True)
-        xp.copy_(self._x, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
+    def _snapshot(self, index: int):
+        """Host copies of x0_hat and x_prev now, and an event that says when they are done (None on CPU)."""
+        x0, _ = async_to_host(self._x0, record=False)
+        xp, done = async_to_host(self._x)
         return index, x0, xp, done
 
     def run(self, *, generator: torch.Generator | None = None, seed: int | None = None,
