@@ -25,6 +25,9 @@ DIGITS = [str(ASSETS / f"digit_{d}.png") for d in range(10)]
 HEAVY = dict(concurrency_id="model", concurrency_limit=2)  # network work: queued, two at a time
 CHEAP = dict(concurrency_limit=None, show_progress="hidden")  # instant handlers: run concurrently, no spinner
 USER_ERRORS = (ValueError, ModelUnavailable)  # ImageError is a ValueError
+# Gradio floats an image's label over the picture's top-left corner, where it hid the first frames of the wide
+# strips and the top of x_t; this moves every labelled picture down by the label's height instead.
+CSS = ".block:has(> label.float) > .image-container { padding-top: 28px; box-sizing: border-box; }"
 # Output formats: JPEG for photos and noise that change on every slider move (about 1 ms to encode a noisy
 # 256 px picture against about 38 ms for Gradio's default WebP), PNG for crisp digits and plots.
 
@@ -274,6 +277,12 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
     return demo
 
 
+def launch(demo: gr.Blocks, **kwargs):
+    """Serve ``demo`` as ``python app.py`` does (tests pass host, port and prevent_thread_lock in ``kwargs``)."""
+    kwargs = dict(show_error=True, max_file_size=MAX_FILE_BYTES, css=CSS) | kwargs
+    return demo.queue(default_concurrency_limit=1).launch(**kwargs)
+
+
 def configure_threads() -> None:
     """Two heavy events may run at once: give each half of the cores (at least one).
 
@@ -287,4 +296,4 @@ if __name__ == "__main__":
     configure_threads()
     demo = build_app()
     # Host and port: Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, else 127.0.0.1:7860.
-    demo.queue(default_concurrency_limit=1).launch(show_error=True, max_file_size=MAX_FILE_BYTES)
+    launch(demo)

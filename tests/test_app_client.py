@@ -39,8 +39,8 @@ def free_port() -> int:
 
 def launch(slot=None):
     demo = app.build_app(slot)
-    _, url, _ = demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                    quiet=True, show_error=True)
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                           quiet=True)
     return demo, url
 
 

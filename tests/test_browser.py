@@ -58,7 +58,7 @@ def page(tiny_ckpt, tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _, url, _ = demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         pg = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -105,9 +105,24 @@ def open_tab(page, name: str):
     page.get_by_role("tab", name=name).click()
 
 
+def assert_labels_clear(page):
+    """No picture on the open tab lies under its own floating label (Gradio puts labels over the image)."""
+    hidden = page.evaluate("""() => [...document.querySelectorAll('.block')].flatMap(block => {
+        const label = block.querySelector(':scope > label.float'), img = block.querySelector('.image-container img');
+        if (!label || !img || !img.offsetParent) return [];
+        const l = label.getBoundingClientRect(), i = img.getBoundingClientRect();
+        const overlap = l.right > i.left && l.left < i.right && l.bottom > i.top + 1 && l.top < i.bottom;
+        return overlap ? [label.textContent.trim()] : [];
+    })""")
+    assert not hidden, f"labels drawn over their pictures: {hidden}"
+
+
 def shoot(page, name: str):
     SHOTS["dir"].mkdir(parents=True, exist_ok=True)
-    time.sleep(0.3)  # let plots and images settle
+    # wait for pending events (a visible progress tracker) to finish, then let plots and images settle
+    page.wait_for_function("""() => ![...document.querySelectorAll('[data-testid=status-tracker]')]
+        .some(e => !e.classList.contains('hide') && e.getBoundingClientRect().height > 0)""")
+    time.sleep(0.3)
     page.screenshot(path=str(SHOTS["dir"] / f"{name}.png"), full_page=True)
 
 
@@ -130,6 +145,7 @@ def test_forward_tab_slider_and_schedule(page):
     assert 200 < value < 400
     page.get_by_text(f"at t = {value}").first.wait_for()
     wait_for_new_src(page, "fwd-strip1000", None)
+    assert_labels_clear(page)
     shoot(page, "forward")
 
 
@@ -170,6 +186,7 @@ def test_reverse_walk_runs_streams_and_scrubs(page):
     frame = wait_for_new_src(page, "rev-frame", None)  # the scrubber jumps to the last frame
     page.locator("#rev-scrub input[type=range]").fill("0")
     assert image_bytes(page, wait_for_new_src(page, "rev-frame", frame)) != image_bytes(page, frame)
+    assert_labels_clear(page)
     shoot(page, "reverse")
 
 
@@ -180,6 +197,7 @@ def test_noise_removal_tab(page):
     triplet = wait_for_new_src(page, "noise-triplet", None)
     page.locator("#noise-index input[type=range]").fill("40")
     assert wait_for_new_src(page, "noise-triplet", triplet) != triplet
+    assert_labels_clear(page)
     shoot(page, "noise")
 
 
@@ -189,6 +207,7 @@ def test_architecture_tab(page):
     page.locator("#arch-run").click()
     wait_for_new_src(page, "arch-xt", None)
     wait_for_new_src(page, "arch-maps", None)
+    assert_labels_clear(page)
     shoot(page, "architecture")
 
 
