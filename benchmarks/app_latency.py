@@ -115,6 +115,8 @@ def main():
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--http", action="store_true", help="also time forward_noise through a launched Gradio server")
+    ap.add_argument("--walkers", type=int, default=0,
+                    help="with --http: also time forward_noise while this many clients run reverse walks nonstop")
     args = ap.parse_args()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     model, what = load(args.checkpoint)
@@ -156,18 +158,35 @@ def main():
     if state.ready:
         reverse_numbers(model, "fast", args.repeat, grid)
     if args.http:
-        http_round_trip(model, args.repeat)
+        http_round_trip(model, args.repeat, args.walkers)
 
 
-def http_round_trip(model, repeat: int):
-    """The whole event through the Gradio server (queue, handler, WebP encoding, SSE), over raw HTTP."""
+def _event(url: str, api_name: str, data: list) -> str:
+    """One event over Gradio's REST API: POST the inputs, then read the SSE stream to its end."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url + f"gradio_api/call/{api_name}", data=json.dumps({"data": data}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    eid = json.loads(urllib.request.urlopen(req).read())["event_id"]
+    out = urllib.request.urlopen(url + f"gradio_api/call/{api_name}/{eid}").read().decode()
+    assert "event: complete" in out, out[-300:]
+    return out
+
+
+def http_round_trip(model, repeat: int, walkers: int = 0):
+    """The whole event through the Gradio server (queue, handler, encoding, SSE), over raw HTTP.
+
+    walkers > 0: the same forward_noise timing again while that many clients each run 100-step guided
+    reverse walks back to back (more users than the app's two model slots: the rest wait in the queue).
+    """
     import json
     import urllib.request
 
     import app
 
     demo = app.build_app(views.ModelSlot(model, "benchmark"))
-    _, url, _ = demo.queue().launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     photo = {"path": PHOTO, "meta": {"_type": "gradio.FileData"}}
     upload = json.loads(urllib.request.urlopen(urllib.request.Request(
         url + "gradio_api/upload", data=_multipart(PHOTO), headers={"Content-Type": "multipart/form-data; boundary=B"})
@@ -175,17 +194,42 @@ def http_round_trip(model, repeat: int):
     photo["path"] = upload
 
     def call(t):
-        body = json.dumps({"data": [photo, t, "linear", 0]}).encode()
-        req = urllib.request.Request(url + "gradio_api/call/forward_noise", data=body,
-                                     headers={"Content-Type": "application/json"})
-        eid = json.loads(urllib.request.urlopen(req).read())["event_id"]
-        out = urllib.request.urlopen(url + f"gradio_api/call/forward_noise/{eid}").read().decode()
-        assert "event: complete" in out, out[:300]
+        _event(url, "forward_noise", [photo, t, "linear", 0])
 
     call(1)
     ts = iter(range(10 ** 9))
     med, lo = timed(lambda: call(1 + next(ts) % 1000), repeat)
     print(f"forward_noise 256 px through Gradio (raw HTTP, 2 requests)  median {ms(med)}   min {ms(lo)}")
+    if walkers > 0:
+        stop, walks, errors = threading.Event(), [], []
+
+        def walker(seed):
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    _event(url, "reverse_walk", ["3", 3.0, "DDPM", 100, "training", seed, "off", 20])
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(repr(e))
+                    return
+                walks.append(time.perf_counter() - t0)
+
+        threads = [threading.Thread(target=walker, args=(i,), daemon=True) for i in range(walkers)]
+        for th in threads:
+            th.start()
+        time.sleep(2.0)  # let the walkers fill both model slots and the queue
+        t_load = time.perf_counter()
+        med_l, lo_l = timed(lambda: call(1 + next(ts) % 1000), repeat)
+        stop.set()
+        for th in threads:
+            th.join(timeout=120)
+        span = time.perf_counter() - t_load
+        print(f"  the same while {walkers} clients run reverse walks nonstop        median {ms(med_l)}   min {ms(lo_l)}"
+              f"   ({med_l / med:.2f}x idle)")
+        if walks:
+            print(f"  reverse walks meanwhile: {len(walks)} done, median {statistics.median(walks):.2f} s each from request "
+                  f"to last frame (queue wait included), {len(walks) / span:.2f} walks/s")
+        if errors:
+            print(f"  walk errors: {errors[:3]}")
     demo.close()
 
 
