@@ -12,7 +12,14 @@ set -eu
 cd "$(dirname "$0")/.."
 venv="${VENV:-/tmp/venv-gpu-image}"
 if [ ! -x "$venv/bin/python" ]; then
-  "${PYTHON312:-python3.12}" -m venv "$venv"
+  py="${PYTHON312:-}"
+  if [ -z "$py" ]; then  # python3.12 on PATH, else pyenv's
+    for c in python3.12 "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12; do
+      if "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then py="$c"; break; fi
+    done
+  fi
+  [ -n "$py" ] || { echo "no Python 3.12 found (set PYTHON312)" >&2; exit 1; }
+  "$py" -m venv "$venv"
   "$venv/bin/pip" install -q torch==2.11.0 numpy==2.5.2 safetensors==0.8.0 onnxruntime==1.30.0 onnx==1.23.1 \
     onnxscript==0.7.2 huggingface_hub==1.33.0 pillow matplotlib pandas tqdm pytest filelock regex requests
   "$venv/bin/pip" install -q --no-deps diffusers==0.42.1
