@@ -244,6 +244,22 @@ def torchscript_eps_fn(model: DiffusionModel) -> FastEps:
 PRECISIONS = ("bf16", "autocast", "fp32")
 
 
+@contextlib.contextmanager
+def exact_fp32():
+    """fp32 convolutions and matrix products really in fp32 inside the block (restored after).
+
+    On Ampere and newer GPUs PyTorch lets cuDNN run fp32 convolutions in TF32 by default (a 10-bit
+    mantissa), so two fp32 CUDA paths that pick different kernels (channels_last, autotuned) differ at
+    about 1e-3. Equivalence checks run under this; timings keep the defaults, as a user gets them.
+    """
+    conv, mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
+
+
 def bf16_net_call(model: DiffusionModel, net: torch.nn.Module) -> Callable:
     """Cast ``net`` (a private copy) to bfloat16 in place; return net(x, t, labels) -> bf16 eps.
 
@@ -262,7 +278,7 @@ class CudaGraphEps:
     """bf16 + channels_last (+ optional torch.compile), one CUDA graph per (batch, labels?) key.
 
     precision: "bf16" (weights and activations in bf16), "autocast" (fp32 weights, bf16 autocast) or
-    "fp32". A call copies its inputs into the key's static buffers, replays the graph, and returns a
+    "fp32" (with PyTorch's defaults: TF32 convolutions on Ampere and newer; see ``exact_fp32``). A call copies its inputs into the key's static buffers, replays the graph, and returns a
     float32 copy of the static output (the next replay overwrites it). Nothing here reads a value back
     to the host, so steps queue up on the GPU without a sync. Capturing needs a few warm-up calls per
     key; with ``compile`` they also pay torch.compile's one-off compile for that batch size.

@@ -49,6 +49,14 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def exact_fp32():
+    """fp32 really in fp32 for a CUDA equivalence test (cuDNN's default TF32 would differ by about 1e-3)."""
+    from explainer.fast import exact_fp32 as exact
+    with exact():
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")

@@ -210,7 +210,7 @@ def cuda_model(tiny_ckpt):
 
 
 @needs_cuda
-def test_cuda_path_matches_eager_within_bf16(cuda_model):
+def test_cuda_path_matches_eager_within_bf16(cuda_model, exact_fp32):
     fn = fast.fast_eps_fn(cuda_model, backend="cuda")
     assert fn.backend == "cuda", fn.name
     for b, labels, guidance in [(1, True, 3.0), (4, True, 1.0), (3, False, 1.0), (8, True, 0.0)]:
@@ -225,7 +225,7 @@ def test_cuda_path_matches_eager_within_bf16(cuda_model):
 
 
 @needs_cuda
-def test_cuda_graph_outputs_are_not_aliased(cuda_model):
+def test_cuda_graph_outputs_are_not_aliased(cuda_model, exact_fp32):
     fn = fast.fast_eps_fn(cuda_model, backend="cuda")
     a_in = [t.cuda() if t is not None else None for t in _inputs(cuda_model, 4, seed=1)]
     b_in = [t.cuda() if t is not None else None for t in _inputs(cuda_model, 4, seed=2)]
@@ -234,6 +234,19 @@ def test_cuda_graph_outputs_are_not_aliased(cuda_model):
     assert not torch.equal(a, b)
     torch.testing.assert_close(a, fn(*a_in))
     assert (a - cuda_model.eps(*a_in)).abs().max() < 5e-2
+
+
+def test_exact_fp32_turns_tf32_off_and_restores_it():
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with pytest.raises(KeyError):
+            with fast.exact_fp32():
+                assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+                raise KeyError("restored even when the block fails")
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def test_bf16_network_copy_matches_within_bf16(tiny_model):

@@ -217,7 +217,7 @@ def cuda_model(tiny_ckpt):
 
 @needs_cuda
 @pytest.mark.parametrize("precision,tol", [("fp32", 1e-4), ("bf16", 2e-2)])
-def test_cuda_graphed_walk_matches_samplers(cuda_model, precision, tol):
+def test_cuda_graphed_walk_matches_samplers(cuda_model, precision, tol, exact_fp32):
     chain = make_chain(cuda_model.schedule, 25)
     for batch, labels, guidance in [(4, [0, 1, 2, 3], 3.0), (3, None, 1.0), (2, [5, 6], 0.0)]:
         kw = dict(labels=labels, guidance=guidance)
