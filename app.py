@@ -13,6 +13,7 @@ import torch
 
 from explainer import view_arch as va
 from explainer import view_forward as vf
+from explainer import view_histogram as vh
 from explainer import view_math as vm
 from explainer import view_noise as vn
 from explainer import view_reverse as vr
@@ -69,6 +70,7 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
     # ---- handlers: thin adapters from widgets to explainer views ----
     forward_noise = clear_errors(vf.forward_noise)
     forward_curves = clear_errors(vf.schedule_curves_image)
+    forward_histogram = clear_errors(vh.pixel_histogram_view)
     forward_strips = clear_errors(vf.forward_strips)
     compare = clear_errors(vf.compare_schedules)
     compare_curves = clear_errors(vf.compare_curves_image)
@@ -137,8 +139,13 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                         f_xt = gr.Image(label="x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε", height=300, interactive=False,
                                         elem_id="fwd-xt", format="jpeg")
                         f_numbers = gr.Markdown(elem_id="fwd-numbers")
-                f_curves = gr.Image(label="mean and variance of q(x_t | x_0), both schedules, cursor at t",
-                                    interactive=False, elem_id="fwd-curves", height=300, format="png")
+                with gr.Row():
+                    f_curves = gr.Image(label="mean and variance of q(x_t | x_0), both schedules, cursor at t",
+                                        interactive=False, elem_id="fwd-curves", height=330, format="png")
+                    with gr.Column():
+                        f_hist = gr.Image(label="pixel values of x_t against pure noise N(0, 1)", interactive=False,
+                                          elem_id="fwd-hist", height=330, format="png")
+                        f_hist_text = gr.Markdown(elem_id="fwd-hist-text")
                 f_strip10 = gr.Image(label="10 frames from the closed form (one ε)", interactive=False,
                                      elem_id="fwd-strip10", format="jpeg")
                 f_strip1000 = gr.Image(label="the 1000-step Markov chain (fresh noise each step), every 100th step",
@@ -247,6 +254,8 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
               f_inputs, [f_xt, f_numbers], api_name="forward_noise", trigger_mode="always_last", **CHEAP)
         gr.on([demo.load, f_t.change, f_schedule.change], forward_curves, [f_t, f_schedule], f_curves,
               api_name="forward_curves", trigger_mode="always_last", **CHEAP)
+        gr.on([demo.load, f_t.change, f_schedule.change, f_seed.change, f_image.change], forward_histogram, f_inputs,
+              [f_hist, f_hist_text], api_name="forward_histogram", trigger_mode="always_last", **CHEAP)
         gr.on([demo.load, f_image.change, f_schedule.change, f_seed.change], forward_strips,
               [f_image, f_schedule, f_seed], [f_strip10, f_strip1000], api_name="forward_strips",
               concurrency_id="plots", concurrency_limit=2)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from explainer import view_forward as vf  # noqa: E402
+from explainer import view_histogram as vh  # noqa: E402
 from explainer import view_noise as vn  # noqa: E402
 from explainer import view_reverse as vr  # noqa: E402
 from explainer import views  # noqa: E402
@@ -134,6 +135,8 @@ def main():
     print(f"forward curves picture (slider move)      median {ms(med)}   min {ms(lo)}")
     med, lo = timed(lambda: vf.compare_curves_image(1 + next(ts) % 1000), args.repeat * 3)
     print(f"compare curves picture (slider move)      median {ms(med)}   min {ms(lo)}")
+    med, lo = timed(lambda: vh.pixel_histogram_view(PHOTO, 1 + next(ts) % 1000, "linear", 0), args.repeat * 3)
+    print(f"pixel histogram of x_t, 256 px (slider)   median {ms(med)}   min {ms(lo)}")
     med, lo = timed(lambda: vf.schedule_curves(300, "cosine").savefig(os.devnull, format="png"), 5)
     print(f"(for comparison: a matplotlib re-render  median {ms(med)}   min {ms(lo)})")
 

@@ -18,6 +18,14 @@ $\mathrm{SNR}(t) = \bar\alpha_t / (1-\bar\alpha_t)$.
 Schedules: linear $\beta_t$ from $10^{-4}$ to $0.02$ (Ho et al.); cosine (Nichol & Dhariwal 2021, eq. 17)
 $$\bar\alpha_t = \frac{f(t)}{f(0)}, \qquad f(t) = \cos^2\!\Big(\frac{t/T + s}{1+s}\cdot\frac{\pi}{2}\Big),\quad s = 0.008,\qquad \beta_t = \min\Big(1-\frac{\bar\alpha_t}{\bar\alpha_{t-1}},\ 0.999\Big).$$
 "Near pure noise" in tab 2 counts the steps with $\bar\alpha_t < 0.01$.
+
+The pixel histogram of tab 1: pooled over the image's $D$ values, $x_t$'s values follow the mixture
+$\frac{1}{D}\sum_i \mathcal{N}\big(\sqrt{\bar\alpha_t}\,x_{0,i},\ 1-\bar\alpha_t\big)$, so a bar over $[a, b)$ has the expected
+height (the line; $\Phi$ is the standard normal CDF)
+$$\frac{1}{D\,(b-a)}\sum_{i=1}^{D} \Big[\Phi\Big(\frac{b-\sqrt{\bar\alpha_t}\,x_{0,i}}{\sqrt{1-\bar\alpha_t}}\Big)-\Phi\Big(\frac{a-\sqrt{\bar\alpha_t}\,x_{0,i}}{\sqrt{1-\bar\alpha_t}}\Big)\Big]$$
+and the pooled mean and variance are
+$$\mu_t = \sqrt{\bar\alpha_t}\,\mu_0, \qquad \sigma_t^2 = \bar\alpha_t\,\sigma_0^2 + 1-\bar\alpha_t,$$
+which reach $0$ and $1$ as $\bar\alpha_t \to 0$: the image's values become those of pure noise $\mathcal{N}(0, 1)$.
 """
 
 REVERSE = r"""

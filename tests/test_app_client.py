@@ -27,8 +27,8 @@ from explainer import views  # noqa: E402
 
 ROOT = views.ROOT
 PHOTO = str(views.ASSETS / "camera.png")
-ENDPOINTS = ["/forward_noise", "/forward_curves", "/forward_strips", "/compare_schedules", "/compare_curves",
-             "/reverse_walk", "/noise_removal", "/feature_maps"]
+ENDPOINTS = ["/forward_noise", "/forward_curves", "/forward_histogram", "/forward_strips", "/compare_schedules",
+             "/compare_curves", "/reverse_walk", "/noise_removal", "/feature_maps"]
 
 
 def free_port() -> int:
@@ -98,6 +98,8 @@ def test_every_endpoint_works_with_its_defaults(client, name):
         assert read(out[0]).shape == read(out[1]).shape and "327 of 1000" in out[2]
     elif name in ("/forward_curves", "/compare_curves"):
         assert read(out[0]).shape[1] >= 500
+    elif name == "/forward_histogram":
+        assert read(out[0]).shape[1] >= 500 and "t = 500" in out[1] and "N(0, 1)" in out[1]
     elif name == "/forward_strips":
         assert read(out[0]).shape[1] > 900 and read(out[1]).shape[1] > 900
     elif name == "/reverse_walk":
@@ -186,6 +188,7 @@ def test_odd_uploads_work(client, tmp_path):
     ((handle_file(PHOTO), 5000, "linear", 0), "/forward_noise", "maximum"),
     ((handle_file(PHOTO), 10, "sigmoid", 0), "/forward_noise", "sigmoid"),
     ((handle_file(PHOTO), 10, "linear", -5), "/forward_noise", "minimum"),
+    ((handle_file(PHOTO), 1001, "cosine", 0), "/forward_histogram", "maximum"),
     ((-1,), "/compare_curves", "minimum"),
     (("3", 2.0, "DDPM", 5, "training", 0, "off", 20), "/reverse_walk", "minimum"),
     (("3", 99.0, "DDPM", 10, "training", 0, "off", 20), "/reverse_walk", "maximum"),

@@ -136,6 +136,10 @@ def test_forward_tab_slider_and_schedule(page):
     after_flip = wait_for_new_src(page, "fwd-xt", after_slider)
     assert image_bytes(page, after_flip) != image_bytes(page, after_slider)
     page.get_by_text("cosine (shown)").first.wait_for()
+    hist = wait_for_new_src(page, "fwd-hist", None)  # the pixel histogram follows the slider too
+    page.locator("#fwd-t input[type=range]").fill("1000")
+    assert wait_for_new_src(page, "fwd-hist", hist) != hist
+    page.locator("#fwd-hist-text").get_by_text("at t = 1000").wait_for()
     wait_for_new_src(page, "fwd-strip10", None)
     curves = wait_for_new_src(page, "fwd-curves", None)
     drag_slider(page, "fwd-t", 0.3)  # a real drag: picture, numbers and curves follow
@@ -215,4 +219,7 @@ def test_math_tab_renders_latex(page):
     open_tab(page, "Math")
     page.locator("#math .katex").first.wait_for()
     assert page.locator("#math .katex").count() > 10
+    # every formula parsed: KaTeX paints unknown commands red and leaves a formula it cannot parse as "$...$" text
+    assert page.locator("#math .katex [style*='rgb(204, 0, 0)']").count() == 0
+    assert "$" not in page.locator("#math").inner_text()
     shoot(page, "math")

@@ -1,6 +1,7 @@
 """The app's backend views, called directly (no gradio): math against independent formulas, wiring, errors."""
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -13,6 +14,7 @@ from PIL import Image
 
 from explainer import view_arch as va
 from explainer import view_forward as vf
+from explainer import view_histogram as vh
 from explainer import view_math as vm
 from explainer import view_noise as vn
 from explainer import view_reverse as vr
@@ -163,6 +165,103 @@ def test_forward_strips():
     assert abs(corr) < 0.1  # 1000 steps of the chain leave (almost) no trace of the image
     width_of_10 = 10 * 96 + 9 * 4
     assert closed.shape[1] == width_of_10 and chain.shape[1] == 11 * 96 + 10 * 4
+
+
+# ---- forward tab: the pixel histogram of x_t ----
+
+def ref_normal_cdf(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+
+
+@pytest.mark.parametrize("schedule,t,seed", [("linear", 0, 0), ("linear", 40, 3), ("cosine", 600, 1),
+                                             ("linear", 1000, 2)])
+def test_pixel_histogram_bars_count_the_pixels_of_x_t(schedule, t, seed):
+    h = vh.pixel_histogram(PHOTO, t, schedule, seed)
+    x0 = ref_x0(PHOTO)
+    ab = ref_alpha_bar(schedule, t)
+    x_t = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * ref_eps(x0.shape, seed)  # unclipped: the real values
+    edges = h["edges"]
+    assert edges[0] < -3.9 and edges[-1] > 3.9 and np.allclose(np.diff(edges), 26 / 255)  # 13 levels per bin
+    counts, _ = np.histogram(x_t, bins=edges)
+    assert np.abs(h["observed"] * x_t.size * np.diff(edges) - counts).max() <= 2  # float32 vs 64 at an edge
+    assert h["mean"] == pytest.approx(x_t.mean(), abs=1e-4) and h["std"] == pytest.approx(x_t.std(), abs=1e-4)
+    assert h["alpha_bar"] == pytest.approx(ab, rel=1e-9)
+
+
+def test_pixel_histogram_expectation_against_a_per_pixel_sum(tmp_path):
+    """The line: sum over pixels of N(sqrt(ab) x0_i, 1 - ab)'s mass per bin, written out pixel by pixel."""
+    small = tmp_path / "small.png"
+    Image.open(PHOTO).convert("RGB").resize((12, 10)).save(small)
+    x0 = ref_x0(str(small)).ravel()
+    for schedule, t in (("linear", 1), ("linear", 120), ("cosine", 700)):
+        ab = ref_alpha_bar(schedule, t)
+        h = vh.pixel_histogram(str(small), t, schedule, 0)
+        edges = h["edges"]
+        mass = np.zeros(len(edges) - 1)
+        for v in x0:
+            mass += np.diff(ref_normal_cdf((edges - np.sqrt(ab) * v) / np.sqrt(1 - ab)))
+        expected = mass / x0.size / np.diff(edges)
+        assert np.abs(h["expected"] - expected).max() < 1e-9
+        # the moments of the mixture: sqrt(ab) mean(x0) and ab var(x0) + 1 - ab
+        assert h["expected_mean"] == pytest.approx(np.sqrt(ab) * x0.mean(), abs=1e-12)
+        assert h["expected_std"] == pytest.approx(np.sqrt(ab * x0.var() + 1 - ab), abs=1e-12)
+
+
+def test_pixel_histogram_expectation_is_what_many_draws_average_to(tmp_path):
+    small = tmp_path / "digit.png"
+    Image.open(DIGIT).save(small)
+    draws = [vh.pixel_histogram(str(small), 150, "cosine", seed)["observed"] for seed in range(300)]
+    expected = vh.pixel_histogram(str(small), 150, "cosine", 0)["expected"]
+    # 300 draws of 28 x 28 x 3 pixels: the standard error of a bin's density is below 0.01
+    assert np.abs(np.mean(draws, axis=0) - expected).max() < 0.03
+
+
+def test_pixel_histogram_ends_at_pure_noise_and_starts_at_x0():
+    end = vh.pixel_histogram(PHOTO, 1000, "linear", 0)
+    edges = end["edges"]
+    normal = np.diff(ref_normal_cdf(edges)) / np.diff(edges)
+    assert np.abs(end["expected"] - normal).max() < 2e-3  # abar_T = 4e-5: N(0, 1) up to the image's trace
+    assert abs(end["mean"]) < 0.01 and abs(end["std"] - 1) < 0.01
+    start = vh.pixel_histogram(PHOTO, 0, "linear", 0)
+    np.testing.assert_allclose(start["observed"], start["expected"], atol=1e-12)  # t = 0: the line is x_0's histogram
+    assert start["outside"] == 0 and start["expected"] @ np.diff(start["edges"]) == pytest.approx(1.0)
+
+
+def test_pixel_histogram_picture_follows_t():
+    views_at = {t: vh.pixel_histogram_view(PHOTO, t, "linear", 0) for t in (0, 300, 1000)}
+    pics = {t: pic for t, (pic, _) in views_at.items()}
+    h = vh.pixel_histogram(PHOTO, 1000, "linear", 0)
+    assert "t = 1000" in views_at[1000][1] and f"std {h['std']:.3f}" in views_at[1000][1]
+    assert f"= {h['expected_std']:.3f}" in views_at[1000][1] and "outside" in views_at[1000][1]  # N(0,1) tails
+    assert "outside" not in views_at[0][1]
+    assert all(p.dtype == np.uint8 and p.shape == pics[0].shape and p.shape[1] >= 500 for p in pics.values())
+    assert not np.array_equal(pics[0], pics[300]) and not np.array_equal(pics[300], pics[1000])
+    plot = vh._plot("linear")
+    bar = tuple(int(c) for c in plot.bar_rgb)
+    rows = slice(*plot.rows)
+    zero_col = plot.plot.column(0, 0.0)  # the middle of the bin around 0
+    far_col = plot.plot.column(0, 3.55)  # a bin that pure noise barely reaches
+    at_T = pics[1000][rows]
+    assert (at_T[:, zero_col] == bar).all(axis=-1).sum() > 0.3 * (plot.rows[1] - plot.rows[0])  # about 0.4 / 1.0
+    assert (at_T[:, far_col] == bar).all(axis=-1).sum() < 3
+    assert (pics[0][rows][:, zero_col] == bar).all(axis=-1).sum() > 0  # the photo has pixels near 0 too
+
+
+def test_pixel_histogram_checks_its_inputs():
+    with pytest.raises(ValueError, match="t must be in 0..1000"):
+        vh.pixel_histogram_view(PHOTO, 1001, "linear", 0)
+    with pytest.raises(ValueError, match="schedule"):
+        vh.pixel_histogram_view(PHOTO, 10, "sigmoid", 0)
+
+
+def test_pixel_histogram_is_fast_at_256_px():
+    vh.pixel_histogram_view(PHOTO, 1, "linear", 0)
+    times = []
+    for t in range(2, 42):
+        t0 = time.perf_counter()
+        vh.pixel_histogram_view(PHOTO, t, "linear", 0)
+        times.append(time.perf_counter() - t0)
+    assert statistics.median(times) < 0.05  # a loose bound (measured: about 3 ms); benchmarks/app_latency times it
 
 
 def test_compare_uses_the_same_noise_for_both_schedules():
