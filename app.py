@@ -17,6 +17,7 @@ from explainer import view_histogram as vh
 from explainer import view_math as vm
 from explainer import view_noise as vn
 from explainer import view_reverse as vr
+from explainer import view_step as vs
 from explainer import views
 from explainer.images import MAX_FILE_BYTES
 from explainer.views import ASSETS, SEED_MAX, UNCONDITIONAL, ModelUnavailable
@@ -96,6 +97,7 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
             raise gr.Error(str(e)) from None
 
     scrub = clear_errors(vr.walk_frame)
+    step_anatomy = clear_errors(vs.step_anatomy)
 
     @clear_errors
     def noise_removal(source, image, digit, guidance, num_t, seed):
@@ -196,6 +198,10 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
                         r_scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the recorded walk",
                                             interactive=False, elem_id="rev-scrub")
                         r_frame = gr.Image(label="recorded frame", interactive=False, elem_id="rev-frame", format="png")
+                        r_step = gr.Image(label="the step from this frame, taken apart: x_t' = (x_t without the "
+                                          "scaled eps_hat) + sigma z", interactive=False, elem_id="rev-step",
+                                          format="png")
+                        r_step_text = gr.Markdown(elem_id="rev-step-text")
                         r_strip = gr.Image(label="10 frames of the walk (the article's figure 9)", interactive=False,
                                            format="png")
                         r_gif = gr.File(label="the walk as a GIF", interactive=False)
@@ -273,6 +279,8 @@ def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
         # endpoints that read a session's recorded result: callable, but not in the API docs
         r_scrub.change(scrub, [r_walks, r_scrub], r_frame, api_name="reverse_scrub", api_visibility="undocumented",
                        **CHEAP)
+        r_scrub.change(step_anatomy, [r_walks, r_scrub], [r_step, r_step_text], api_name="reverse_step",
+                       api_visibility="undocumented", **CHEAP)
 
         n_run.click(noise_removal, [n_source, n_image, n_digit, n_guidance, n_num_t, n_seed],
                     [n_grid, n_result, n_index, n_triplet, n_text, n_curve], api_name="noise_removal", **HEAVY)

@@ -35,6 +35,7 @@ class StepRecord:
     x0_hat: torch.Tensor  # (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), clipped if asked
     x_prev: torch.Tensor
     coefs: dict = field(default_factory=dict)
+    z: torch.Tensor | None = None  # the fresh noise of this step (x_prev = deterministic part + coefs["sigma"] z)
 
 
 def guided_eps(eps_fn: EpsFn, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
@@ -228,7 +229,7 @@ def sample(eps_fn: EpsFn, chain: SamplingChain, shape, *, method: str = "ddpm", 
             else:
                 x_prev, x0_hat, coefs = ddim_step(x, eps, ab, ab_prev, eta=eta, clip_x0=clip_x0, z=z)
         yield StepRecord(i, int(chain.timesteps[i]), int(chain.timesteps_prev[i]), int(chain.model_t[i]),
-                         x, eps, x0_hat, x_prev, coefs)
+                         x, eps, x0_hat, x_prev, coefs, z)
         x = x_prev
 
 

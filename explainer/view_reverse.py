@@ -25,6 +25,7 @@ from .checkpoint import DiffusionModel
 from .respacing import make_chain
 from .samplers import sample
 from .schedules import make_schedule
+from .view_step import record_step
 from .display import captioned, hstack, strip, to_uint8, upscale, vstack
 from .views import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
                     digit_choices, even_indices, eps_fn_for, network_path, seeded_normal)
@@ -62,6 +63,7 @@ class Walk:
     frames: list = field(default_factory=list)
     x0_hats: list = field(default_factory=list)
     ts: list = field(default_factory=list)  # t of each frame (the inference schedule's paper t; 0 = done)
+    steps: list = field(default_factory=list)  # view_step.StepParts of the step from frames[k] to frames[k + 1]
 
     @property
     def done(self) -> int:
@@ -175,6 +177,7 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
         w.frames.append(to_uint8(rec.x_prev[0]))
         w.x0_hats.append(to_uint8(rec.x0_hat[0]))
         w.ts.append(rec.t_prev)
+        w.steps.append(record_step(rec, specs[i].sampler.lower()))
         now = time.perf_counter()
         show = (w.done in (1, w.total)  # the first denoised frame at once, and the last
                 or (w.done % show_every[i] == 0 and now - last_picture[i] >= MIN_FRAME_S))

@@ -122,6 +122,8 @@ def test_session_state_scrubber(server):
     c.predict("3", 2.0, "DDIM", 12, "training", 1, "off", 20, api_name="/reverse_walk")
     first, last = read(c.predict(0, api_name="/reverse_scrub")), read(c.predict(12, api_name="/reverse_scrub"))
     assert first.shape == last.shape and (first != last).any()
+    step, text = c.predict(5, api_name="/reverse_step")  # the step from frame 5, taken apart
+    assert read(step).shape[1] > 5 * 28 and "step 6 of 12" in text and "√ᾱ_t'" in text
     with pytest.raises(AppError, match="less than|greater than|frame"):
         c.predict(13, api_name="/reverse_scrub")
     c.predict("real digit", handle_file(str(views.ASSETS / "digit_5.png")), "5", 2.0, 20, 0, api_name="/noise_removal")

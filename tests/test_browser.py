@@ -188,8 +188,11 @@ def test_reverse_walk_runs_streams_and_scrubs(page):
     assert progress and seen["status"][-1].startswith("Done"), seen["status"]  # it streamed, then finished
     assert seen["srcs"], "the walk panel never showed a picture"
     frame = wait_for_new_src(page, "rev-frame", None)  # the scrubber jumps to the last frame
+    step = wait_for_new_src(page, "rev-step", None)  # the last step, taken apart
     page.locator("#rev-scrub input[type=range]").fill("0")
     assert image_bytes(page, wait_for_new_src(page, "rev-frame", frame)) != image_bytes(page, frame)
+    assert wait_for_new_src(page, "rev-step", step) != step
+    page.locator("#rev-step-text").get_by_text("step 1 of 300").wait_for()
     assert_labels_clear(page)
     shoot(page, "reverse")
 

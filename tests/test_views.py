@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
 import time
 
@@ -18,9 +19,11 @@ from explainer import view_histogram as vh
 from explainer import view_math as vm
 from explainer import view_noise as vn
 from explainer import view_reverse as vr
+from explainer import view_step as vs
 from explainer import views
 from explainer.respacing import make_chain
-from explainer.samplers import run
+from explainer.display import eps_to_uint8
+from explainer.samplers import run, sample
 
 ASSETS = views.ASSETS
 
@@ -495,6 +498,76 @@ def test_scrubber_strip_and_gif(tiny_model):
     with Image.open(paths[-1]) as gif:
         assert gif.n_frames == 13
     assert len(list(store.folder.glob("*.gif"))) == 2  # old GIFs are cleaned up
+
+
+def _decode(img: np.ndarray) -> np.ndarray:
+    return img.astype(np.float64) / 127.5 - 1.0
+
+
+def _numbers(text: str) -> dict:
+    """'name = value' pairs of a step formula line."""
+    return {k.strip(): float(v) for k, v in re.findall(r"([^,:;=]+?) = (-?\d+\.\d+)", text)}
+
+
+def test_step_anatomy_ddpm_parts_add_up(tiny_model):
+    walks = list(vr.reverse_walk(tiny_model, "2", 2.0, "DDPM", 20, "training", 3))[-1].walks
+    w = walks[0]
+    assert len(w.steps) == w.done == 20
+    for s in (0, 7, 13):
+        parts = w.steps[s]
+        img, text = vs.step_anatomy(walks, s)
+        assert f"step {s + 1} of 20 (t = {parts.t} → t' = {parts.t_prev})" in text
+        # the numbers against the schedule written out independently (linear, T = 1000, respaced step t -> t')
+        ab, ab_prev = ref_alpha_bar("linear", parts.t), ref_alpha_bar("linear", parts.t_prev)
+        alpha = ab / ab_prev
+        nums = _numbers(text)
+        assert nums["1/√α_t"] == pytest.approx(alpha ** -0.5, abs=2e-6)
+        assert nums["β_t/√(1 − ᾱ_t)"] == pytest.approx((1 - alpha) / np.sqrt(1 - ab), abs=2e-6)
+        sigma = np.sqrt((1 - alpha) * (1 - ab_prev) / (1 - ab))
+        assert nums["√β̃_t"] == pytest.approx(sigma, abs=2e-6)  # "σ_t = √β̃_t = ..."
+        assert img.shape[1] == 5 * 28 * vs.TILE_SCALE + 4 * 6
+    last = w.steps[-1]
+    _, text = vs.step_anatomy(walks, 20)  # the last frame shows the last step: no noise added
+    assert last.z is None and last.t_prev == 0 and "step 20 of 20" in text and "no noise at the last step" in text
+    assert np.array_equal(last.deterministic, w.frames[-1])
+
+
+def test_recorded_step_parts_are_the_ddpm_mean_and_the_noise_used(tiny_model):
+    """x_prev = mean + sigma z, with mean = (x_t - beta/sqrt(1 - abar) eps)/sqrt(alpha) written out here (floats)."""
+    chain = make_chain(tiny_model.schedule, 20)
+    recs = list(sample(tiny_model.eps, chain, (1, 1, 28, 28), method="ddpm", seed=4, labels=[5], guidance=2.0,
+                          null_label=tiny_model.null_label))
+    for rec in recs:
+        ab, ab_prev = ref_alpha_bar("linear", rec.t), ref_alpha_bar("linear", rec.t_prev)
+        alpha = ab / ab_prev
+        mean = (rec.x_t.double() - (1 - alpha) / np.sqrt(1 - ab) * rec.eps.double()) / np.sqrt(alpha)
+        sigma = np.sqrt((1 - alpha) * (1 - ab_prev) / (1 - ab)) if rec.t_prev > 0 else 0.0
+        noise = sigma * rec.z.double() if rec.z is not None else 0.0
+        assert (rec.z is None) == (rec.t_prev == 0)  # fresh noise at every step but the last
+        torch.testing.assert_close(mean + noise, rec.x_prev.double(), atol=1e-4, rtol=1e-5)
+        parts = vs.record_step(rec, "ddpm")
+        assert np.abs(parts.deterministic.astype(int) - to_u8(mean[0, 0].numpy())).max() <= 1
+        assert parts.z is None if rec.z is None else np.array_equal(parts.z, eps_to_uint8(rec.z[0]))
+
+
+def test_step_anatomy_ddim_and_side_by_side(tiny_model):
+    walks = list(vr.reverse_walk(tiny_model, "4", 1.0, "DDPM", 20, "training", 1, "DDPM vs DDIM", 20))[-1].walks
+    img, text = vs.step_anatomy(walks, 10)
+    lines = text.splitlines()
+    assert len(lines) == 2 and "DDPM" in lines[0] and "DDIM" in lines[1]
+    ddim = walks[1].steps[10]
+    assert ddim.method == "ddim" and ddim.z is None and np.array_equal(ddim.deterministic, walks[1].frames[11])
+    nums = _numbers(lines[1])
+    ab_prev = ref_alpha_bar("linear", ddim.t_prev)
+    assert nums["√ᾱ_t'"] == pytest.approx(np.sqrt(ab_prev), abs=2e-6)
+    assert nums["√(1 − ᾱ_t' − σ²)"] == pytest.approx(np.sqrt(1 - ab_prev), abs=2e-6)
+    assert nums["σ"] == 0 and "η = 0" in lines[1]
+    one, _ = vs.step_anatomy(walks[:1], 10)
+    assert img.shape[0] > 2 * one.shape[0]  # a row per walk
+    with pytest.raises(ValueError, match="frame"):
+        vs.step_anatomy(walks, 21)
+    with pytest.raises(ValueError, match="run a reverse walk first"):
+        vs.step_anatomy([], 0)
 
 
 # ---- noise-removal tab ----
