@@ -36,7 +36,7 @@ COLORS = {"linear": "tab:blue", "cosine": "tab:orange"}
 NEAR_NOISE = 0.01  # "near pure noise": alpha_bar_t below this (less than 10 % of the signal amplitude)
 
 
-class _LRU:
+class LRU:
     """A tiny thread-safe LRU cache."""
 
     def __init__(self, size: int):
@@ -55,8 +55,8 @@ class _LRU:
         return value
 
 
-_images = _LRU(32)
-_noise = _LRU(64)
+_images = LRU(32)
+_noise = LRU(64)
 
 
 def _key(source, max_side: int):
@@ -113,14 +113,15 @@ def closed_form_uint8(x0: np.ndarray, eps: np.ndarray, alpha_bar: float) -> np.n
     return np.rint(x, out=x).astype(np.uint8)
 
 
-def _validate(t, schedule, seed) -> tuple[int, str, int]:
+def validate_inputs(t, schedule, seed) -> tuple[int, str, int]:
+    """The forward tabs' inputs, checked: t in 0..T, a known schedule, a seed in 0..SEED_MAX."""
     return (check_int("t", t, 0, T), check_choice("schedule", schedule, SCHEDULE_NAMES),
             check_int("seed", seed, 0, SEED_MAX))
 
 
 def noised(image, t: int, schedule: str, seed: int) -> np.ndarray:
     """x_t of ``image`` under ``schedule`` with the seed's noise, as uint8 [H,W,3]."""
-    t, schedule, seed = _validate(t, schedule, seed)
+    t, schedule, seed = validate_inputs(t, schedule, seed)
     x0 = prepare_image(image)
     return closed_form_uint8(x0, noise_like(x0, seed), float(SCHEDULES[schedule].alpha_bar_at(t)))
 
@@ -158,7 +159,7 @@ def _schedule_figure(t: int | None, schedule: str) -> Figure:
 
 def schedule_curves(t: int = 500, schedule: str = "linear") -> Figure:
     """Mean coefficient sqrt(alpha_bar_t) and variance 1 - alpha_bar_t of both schedules, cursor at t."""
-    t, schedule, _ = _validate(t, schedule, 0)
+    t, schedule, _ = validate_inputs(t, schedule, 0)
     return _schedule_figure(t, schedule)
 
 
@@ -214,15 +215,16 @@ def _compare_plot() -> CursorPlot:
     return CursorPlot(_compare_figure(None))
 
 
-def _rgb(name: str) -> tuple[int, int, int]:
+def schedule_rgb(name: str) -> tuple[int, int, int]:
+    """A schedule's plot colour as 8-bit RGB (for pixels drawn over the cached plots)."""
     return tuple(int(round(255 * c)) for c in to_rgb(COLORS[name]))
 
 
 def schedule_curves_image(t: int = 500, schedule: str = "linear") -> np.ndarray:
     """``schedule_curves`` as a uint8 picture, fast enough to follow the slider (cached base + cursor)."""
-    t, schedule, _ = _validate(t, schedule, 0)
+    t, schedule, _ = validate_inputs(t, schedule, 0)
     ab = float(SCHEDULES[schedule].alpha_bar_at(t))
-    rgb = _rgb(schedule)
+    rgb = schedule_rgb(schedule)
     return _schedule_plot(schedule).draw(t, [(0, math.sqrt(ab), rgb), (0, 1 - ab, rgb)])
 
 
@@ -233,7 +235,7 @@ def forward_strips(image, schedule: str = "linear", seed: int = 0) -> tuple[np.n
     2. the actual 1000-step Markov chain x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps_t (fresh noise
        each step, Ho et al. eq. 2), sampled evenly every 100 steps.
     """
-    _, schedule, seed = _validate(0, schedule, seed)
+    _, schedule, seed = validate_inputs(0, schedule, seed)
     x0_hwc = prepare_image(image, max_side=STRIP_SIDE)
     eps = torch.from_numpy(noise_like(x0_hwc, seed).copy()).permute(2, 0, 1)[None]
     x0 = torch.from_numpy(x0_hwc.copy()).permute(2, 0, 1)[None]
@@ -248,7 +250,7 @@ def forward_strips(image, schedule: str = "linear", seed: int = 0) -> tuple[np.n
 
 def compare_schedules(image, t: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
     """The same image and the same noise under linear and cosine at the same t, and their numbers."""
-    t, _, seed = _validate(t, "linear", seed)
+    t, _, seed = validate_inputs(t, "linear", seed)
     x0 = prepare_image(image)
     eps = noise_like(x0, seed)
     lin, cos = (closed_form_uint8(x0, eps, float(SCHEDULES[n].alpha_bar_at(t))) for n in SCHEDULE_NAMES)
@@ -286,16 +288,16 @@ def _compare_figure(t: int | None) -> Figure:
 
 def compare_curves(t: int = 300) -> Figure:
     """alpha_bar_t and log SNR of both schedules overlaid, the near-pure-noise zone shaded, cursor at t."""
-    t, _, _ = _validate(t, "linear", 0)
+    t, _, _ = validate_inputs(t, "linear", 0)
     return _compare_figure(t)
 
 
 def compare_curves_image(t: int = 300) -> np.ndarray:
     """``compare_curves`` as a uint8 picture with markers at t, fast enough to follow the slider."""
-    t, _, _ = _validate(t, "linear", 0)
+    t, _, _ = validate_inputs(t, "linear", 0)
     markers = []
     for name in SCHEDULE_NAMES:
         if t >= 1:
             ab = float(SCHEDULES[name].alpha_bar_at(t))
-            markers += [(0, ab, _rgb(name)), (1, float(SCHEDULES[name].log_snr[t - 1]), _rgb(name))]
+            markers += [(0, ab, schedule_rgb(name)), (1, float(SCHEDULES[name].log_snr[t - 1]), schedule_rgb(name))]
     return _compare_plot().draw(t, markers)

@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .view_forward import COLORS, SCHEDULES, CursorPlot, _LRU, _rgb, _validate, noise_like, prepare_image
+from .view_forward import (COLORS, LRU, SCHEDULES, CursorPlot, noise_like, prepare_image, schedule_rgb,
+                           validate_inputs)
 
 X_RANGE = 4.0  # pixel values shown: -4..4 (x_0 lies in [-1, 1]; pure noise has 99.99 % of its mass here)
 LEVELS = np.arange(256) / 127.5 - 1.0  # the values an 8-bit x_0 takes in [-1, 1]
@@ -35,7 +36,7 @@ Y_MAX = 1.0  # density axis; N(0, 1) peaks at 0.399, taller bars (a sharp x_0 at
 LINE_RGB = (30, 30, 30)
 
 
-_levels = _LRU(32)  # x_0 array (by identity: prepare_image caches and reuses it) -> p(v)
+_levels = LRU(32)  # x_0 array (by identity: prepare_image caches and reuses it) -> p(v)
 
 
 def x0_levels(x0: np.ndarray) -> np.ndarray:
@@ -72,7 +73,7 @@ def expected_density(p_levels: np.ndarray, alpha_bar: float) -> np.ndarray:
 
 def pixel_histogram(image, t: int = 500, schedule: str = "linear", seed: int = 0) -> dict:
     """The numbers behind the picture: edges, observed and expected density, observed and expected moments."""
-    t, schedule, seed = _validate(t, schedule, seed)
+    t, schedule, seed = validate_inputs(t, schedule, seed)
     x0 = prepare_image(image)
     ab = float(SCHEDULES[schedule].alpha_bar_at(t))
     x_t = math.sqrt(ab) * x0 + math.sqrt(1.0 - ab) * noise_like(x0, seed)  # float, not clipped for display
@@ -114,7 +115,7 @@ class _HistogramPlot:
         normal = np.any(self.plot.base != bare, axis=-1)  # where the dashed N(0, 1) is drawn
         normal[:, :self.plot.axes[0]["cols"][0]] = False  # (the legend's sample is left alone)
         self.normal_at = np.flatnonzero(normal)  # its pixels, as flat indices
-        rgb = np.array(_rgb(schedule), dtype=np.float32)
+        rgb = np.array(schedule_rgb(schedule), dtype=np.float32)
         self.bar_rgb = np.rint(0.55 * rgb + 0.45 * 255).astype(np.uint8)  # the colour at alpha 0.55 on white
         a = self.plot.axes[0]
         self.rows, self.cols = a["rows"], a["cols"]

@@ -152,7 +152,7 @@ def test_fast_curve_markers_sit_on_the_curves():
     x = plot.column(0, 600)
     for value in (np.sqrt(ab), 1 - ab):
         y = plot.row(0, value)
-        assert tuple(img[y, x + 3]) == vf._rgb("linear")  # the marker, beside the cursor
+        assert tuple(img[y, x + 3]) == vf.schedule_rgb("linear")  # the marker, beside the cursor
     assert plot.column(0, 0) < plot.column(0, 1000)
 
 
