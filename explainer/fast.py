@@ -278,9 +278,10 @@ class CudaGraphEps:
     """bf16 + channels_last (+ optional torch.compile), one CUDA graph per (batch, labels?) key.
 
     precision: "bf16" (weights and activations in bf16), "autocast" (fp32 weights, bf16 autocast) or
-    "fp32" (with PyTorch's defaults: TF32 convolutions on Ampere and newer; see ``exact_fp32``). A call copies its inputs into the key's static buffers, replays the graph, and returns a
-    float32 copy of the static output (the next replay overwrites it). Nothing here reads a value back
-    to the host, so steps queue up on the GPU without a sync. Capturing needs a few warm-up calls per
+    "fp32" (with PyTorch's defaults: TF32 convolutions on Ampere and newer; see ``exact_fp32``). A call
+    copies its inputs into the key's static buffers, replays the graph, and returns a float32 copy of the
+    static output (the next replay overwrites it). Nothing here reads a value back to the host, so steps
+    queue up on the GPU without a sync. Capturing needs a few warm-up calls per
     key; with ``compile`` they also pay torch.compile's one-off compile for that batch size.
     """
 
