@@ -34,6 +34,7 @@ EDGES = np.arange(-39, 40) * BIN_WIDTH  # -3.98 .. 3.98
 BINS = len(EDGES) - 1
 Y_MAX = 1.0  # density axis; N(0, 1) peaks at 0.399, taller bars (a sharp x_0 at small t) are cut at the top
 LINE_RGB = (30, 30, 30)
+BAR_ALPHA = 0.6  # the bars: the schedule's colour at this opacity on white (the legend's patch too)
 
 
 _levels = LRU(32)  # x_0 array (by identity: prepare_image caches and reuses it) -> p(v)
@@ -100,7 +101,7 @@ def _histogram_figure(schedule: str, with_normal: bool = True) -> Figure:
     xs = np.linspace(-X_RANGE, X_RANGE, 400)
     normal = np.exp(-xs ** 2 / 2) / math.sqrt(2 * math.pi)
     ax.plot(xs, normal, color="k", ls="--", lw=1.5, label="N(0, 1): pure noise", visible=with_normal)
-    handles = [Patch(color=COLORS[schedule], alpha=0.6, label=f"x_t, {schedule} schedule"),
+    handles = [Patch(color=COLORS[schedule], alpha=BAR_ALPHA, label=f"x_t, {schedule} schedule"),
                Line2D([], [], color=np.array(LINE_RGB) / 255, lw=2, label="expected under q(x_t | x_0)")]
     ax.legend(handles=handles + ax.get_lines(), fontsize=7, loc="upper right")
     return fig
@@ -112,11 +113,10 @@ class _HistogramPlot:
     def __init__(self, schedule: str):
         self.plot = CursorPlot(_histogram_figure(schedule))
         bare = CursorPlot(_histogram_figure(schedule, with_normal=False)).base
-        normal = np.any(self.plot.base != bare, axis=-1)  # where the dashed N(0, 1) is drawn
-        normal[:, :self.plot.axes[0]["cols"][0]] = False  # (the legend's sample is left alone)
-        self.normal_at = np.flatnonzero(normal)  # its pixels, as flat indices
+        # where the dashed N(0, 1) is drawn (and its legend sample), as flat pixel indices
+        self.normal_at = np.flatnonzero(np.any(self.plot.base != bare, axis=-1))
         rgb = np.array(schedule_rgb(schedule), dtype=np.float32)
-        self.bar_rgb = np.rint(0.55 * rgb + 0.45 * 255).astype(np.uint8)  # the colour at alpha 0.55 on white
+        self.bar_rgb = np.rint(BAR_ALPHA * rgb + (1 - BAR_ALPHA) * 255).astype(np.uint8)
         a = self.plot.axes[0]
         self.rows, self.cols = a["rows"], a["cols"]
         self.edge_cols = [min(max(self.plot.column(0, e), self.cols[0]), self.cols[1]) for e in EDGES]
