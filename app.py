@@ -11,16 +11,16 @@ import os
 import gradio as gr
 import torch
 
-from explainer import view_arch as va
-from explainer import view_forward as vf
-from explainer import view_histogram as vh
-from explainer import view_math as vm
-from explainer import view_noise as vn
-from explainer import view_reverse as vr
-from explainer import view_step as vs
-from explainer import views
-from explainer.images import MAX_FILE_BYTES
-from explainer.views import ASSETS, SEED_MAX, UNCONDITIONAL, ModelUnavailable
+from explainer.views import arch as va
+from explainer.views import forward as vf
+from explainer.views import histogram as vh
+from explainer.views import equations as vm
+from explainer.views import noise as vn
+from explainer.views import reverse as vr
+from explainer.views import step as vs
+from explainer.views import common as views
+from explainer.render.images import MAX_FILE_BYTES
+from explainer.views.common import ASSETS, SEED_MAX, UNCONDITIONAL, ModelUnavailable
 
 PHOTOS = [str(ASSETS / n) for n in ("astronaut.jpg", "camera.png", "coffee.jpg", "chelsea.jpg")]
 DIGITS = [str(ASSETS / f"digit_{d}.png") for d in range(10)]
@@ -35,7 +35,7 @@ CSS = ".block:has(> label.float) > .image-container { padding-top: 28px; box-siz
 
 
 class UploadImage(gr.Image):
-    """gr.Image that hands the uploaded file's path to the backend unopened; explainer.images validates it."""
+    """gr.Image that hands the uploaded file's path to the backend unopened; explainer.render.images validates it."""
 
     is_template = True  # render with gr.Image's frontend
 

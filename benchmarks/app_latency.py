@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/app_latency.py [--checkpoint PATH] [--repeat 30] [--http]
 
 Uses $DDPM_EXPLAINER_CHECKPOINT or checkpoints/mnist-ddpm when it loads, else a randomly initialised
-U-Net with the default architecture (explainer.unet.UNetConfig, num_classes=10): the same cost per call.
+U-Net with the default architecture (explainer.model.unet.UNetConfig, num_classes=10): the same cost per call.
 Torch threads are set as app.py sets them (half the cores, at least one). The reverse-walk numbers are
 measured on both network paths the app uses: eager ``model.eps`` (until the fast path is ready), and
 the fast path built in the background (``views.start_fast_path``: ONNX Runtime on CPU), including a
@@ -25,13 +25,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from explainer import view_forward as vf  # noqa: E402
-from explainer import view_histogram as vh  # noqa: E402
-from explainer import view_noise as vn  # noqa: E402
-from explainer import view_reverse as vr  # noqa: E402
-from explainer import views  # noqa: E402
-from explainer.checkpoint import save_checkpoint  # noqa: E402
-from explainer.unet import UNet, UNetConfig  # noqa: E402
+from explainer.views import forward as vf  # noqa: E402
+from explainer.views import histogram as vh  # noqa: E402
+from explainer.views import noise as vn  # noqa: E402
+from explainer.views import reverse as vr  # noqa: E402
+from explainer.views import common as views  # noqa: E402
+from explainer.model.checkpoint import save_checkpoint  # noqa: E402
+from explainer.model.unet import UNet, UNetConfig  # noqa: E402
 
 PHOTO = str(views.ASSETS / "astronaut.jpg")  # 256 x 256
 DIGIT = str(views.ASSETS / "digit_3.png")

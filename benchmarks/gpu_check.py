@@ -1,4 +1,4 @@
-"""One-shot GPU check of explainer/fast.py and explainer/walk_graph.py: equivalence with eager, then speed.
+"""One-shot GPU check of explainer/accel/fast.py and explainer/accel/walk_graph.py: equivalence with eager, then speed.
 
     python benchmarks/gpu_check.py                 # on a CUDA machine; a few minutes on an H100
     python benchmarks/gpu_check.py --no-compile    # skip the torch.compile variants (saves their compile time)
@@ -8,7 +8,7 @@
     python -m pytest tests/test_fast.py tests/test_walk_graph.py -k cuda    # the GPU unit tests, same machine
 
 Needs only the repo (torch; diffusers for the reference row: the GPU image lacks it, gpu_session.sh
-carries its wheel). No gradio. Variants: eps functions from fast.py run by explainer.samplers (eager,
+carries its wheel). No gradio. Variants: eps functions from fast.py run by explainer.diffusion.samplers (eager,
 fp32/autocast/bf16 with CUDA graphs per call, optionally torch.compile), and "walk graph" ones, where
 walk_graph.GraphedWalk captures the whole step (network, guidance, update) as one graph. Steps:
 1. every variant is checked against eager fp32 ``model.eps``: one call at several batch sizes with
@@ -35,11 +35,11 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 
-from explainer import fast  # noqa: E402
-from explainer.checkpoint import load_model  # noqa: E402
-from explainer.respacing import make_chain  # noqa: E402
-from explainer.samplers import run, sample  # noqa: E402
-from explainer.unet import count_parameters  # noqa: E402
+from explainer.accel import fast  # noqa: E402
+from explainer.model.checkpoint import load_model  # noqa: E402
+from explainer.diffusion.respacing import make_chain  # noqa: E402
+from explainer.diffusion.samplers import run, sample  # noqa: E402
+from explainer.model.unet import count_parameters  # noqa: E402
 from speed import diffusers_unet, random_model  # noqa: E402
 
 WALK_CASES = [(1, True, 3.0), (4, True, 1.0), (4, False, 1.0), (16, True, 0.0), (64, True, 3.0)]
@@ -65,7 +65,7 @@ def build_variants(model, compile_: bool, only=()) -> dict:
         })
         if compile_:
             makers["bf16 + compile + graphs"] = lambda: fast.cuda_eps_fn(model, precision="bf16", compile=True)
-        # explainer/walk_graph.py: the whole step (network, guidance, update) as one graph, replayed per step
+        # explainer/accel/walk_graph.py: the whole step (network, guidance, update) as one graph, replayed per step
         makers["walk graph fp32"] = lambda: Graphed(model, "fp32", False)
         makers["walk graph bf16"] = lambda: Graphed(model, "bf16", False)
         if compile_:
@@ -88,7 +88,7 @@ class Graphed:
     """A walk_graph variant: one GraphedWalk per (batch, steps, guidance, labels?), all sharing one network call."""
 
     def __init__(self, model, precision: str, compile_: bool):
-        from explainer.walk_graph import GraphedWalk
+        from explainer.accel.walk_graph import GraphedWalk
         self._make = GraphedWalk
         self.model, self.precision = model, "fp32" if precision == "fp32" else "bf16"
         if model.device.type == "cuda":

@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explainer.checkpoint import DiffusionModel  # noqa: E402
-from explainer.respacing import make_chain  # noqa: E402
-from explainer.samplers import run  # noqa: E402
-from explainer.schedules import make_schedule  # noqa: E402
+from explainer.model.checkpoint import DiffusionModel  # noqa: E402
+from explainer.diffusion.respacing import make_chain  # noqa: E402
+from explainer.diffusion.samplers import run  # noqa: E402
+from explainer.diffusion.schedules import make_schedule  # noqa: E402
 
 
 def make_unet(size: int = 28):

@@ -1,11 +1,11 @@
-"""CPU (or GPU) speed of the eps paths in explainer/fast.py, as ratios to eager torch measured in this process.
+"""CPU (or GPU) speed of the eps paths in explainer/accel/fast.py, as ratios to eager torch measured in this process.
 
     OMP_NUM_THREADS=1 python benchmarks/speed.py                 # shipped architecture, random weights
     OMP_NUM_THREADS=1 python benchmarks/speed.py --checkpoint checkpoints/mnist-ddpm
     python benchmarks/speed.py --threads 2 --concurrency         # two requests at once (needs 2 free cores)
 
 Prints: per-call ms of the network at batch 1/4/8/64 for every path; a full 1000-step DDPM walk of 4
-digits with classifier-free guidance (batch 8 per call) through explainer.samplers; and diffusers'
+digits with classifier-free guidance (batch 8 per call) through explainer.diffusion.samplers; and diffusers'
 DDPMPipeline driving a UNet2DModel of similar size (per-step cost at batch 8, over --diffusers-steps
 steps, scaled to 1000). Random weights time the same as trained ones (same architecture).
 """
@@ -24,12 +24,12 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from explainer import fast  # noqa: E402
-from explainer.checkpoint import DiffusionModel, load_model  # noqa: E402
-from explainer.respacing import make_chain  # noqa: E402
-from explainer.samplers import run  # noqa: E402
-from explainer.schedules import make_schedule  # noqa: E402
-from explainer.unet import UNet, UNetConfig, count_parameters  # noqa: E402
+from explainer.accel import fast  # noqa: E402
+from explainer.model.checkpoint import DiffusionModel, load_model  # noqa: E402
+from explainer.diffusion.respacing import make_chain  # noqa: E402
+from explainer.diffusion.samplers import run  # noqa: E402
+from explainer.diffusion.schedules import make_schedule  # noqa: E402
+from explainer.model.unet import UNet, UNetConfig, count_parameters  # noqa: E402
 
 SHIPPED = dict(base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(2,), num_classes=10)
 
@@ -84,7 +84,7 @@ def time_call(fn, model, batch: int, repeats: int, labels=True) -> tuple[float, 
 
 
 def time_walk(fn, model, n_images: int, steps: int, guidance: float, seed: int = 0) -> tuple[float, float]:
-    """(wall s, process-CPU s) of a full DDPM walk of ``steps`` steps through explainer.samplers.run."""
+    """(wall s, process-CPU s) of a full DDPM walk of ``steps`` steps through explainer.diffusion.samplers.run."""
     chain = make_chain(model.schedule, steps)
     labels = torch.arange(n_images) % max(model.num_classes, 1) if model.num_classes else None
     shape = (n_images, model.channels, model.image_size, model.image_size)
@@ -169,7 +169,7 @@ def main(argv=None):
         cells = [f"{w:7.2f} ({c:6.2f}) {ref[i][0] / w:4.1f}x" for i, (w, c) in enumerate(ms)]
         print(name.ljust(14) + "".join(f"{c:>24}" for c in cells))
 
-    print(f"\nfull {args.walk_steps}-step DDPM walk, 4 digits, guidance 3 (batch 8 per call), explainer.samplers.run")
+    print(f"\nfull {args.walk_steps}-step DDPM walk, 4 digits, guidance 3 (batch 8 per call), explainer.diffusion.samplers.run")
     print("path".ljust(14) + f"{'wall s':>9}{'CPU s':>9}{'x eager':>9}")
     walks = {name: time_walk(fn, model, 4, args.walk_steps, 3.0) for name, fn in paths.items()
              if name != "eager" or args.walk_eager}

@@ -7,9 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError
-from .respacing import SPACINGS
-from .schedules import SCHEDULES
+from .model.checkpoint import CheckpointError
+from .paths import DEFAULT_CHECKPOINT
+from .diffusion.respacing import SPACINGS
+from .diffusion.schedules import SCHEDULES
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--npz", default=None, help="also write images (uint8, native size) and labels to this .npz")
     s.add_argument("--backend", choices=["auto", "eager", "onnx", "torchscript", "cuda"], default="auto",
                    help="how the network runs (default auto: the fastest path that agrees with eager torch; on a GPU "
-                        "the whole step replayed as a CUDA graph); see explainer/fast.py")
+                        "the whole step replayed as a CUDA graph); see explainer/accel/fast.py")
 
     f = sub.add_parser("figures", help="regenerate the article's figures from the real math and model",
                        description="Write the article's figures (PNG, GIF where it moves) into --out.")
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a U-Net (defaults reproduce the shipped model)",
                        description="Train a DDPM U-Net on the bundled MNIST digits or a folder of images.")
-    from .training import TrainConfig
+    from .model.training import TrainConfig
     d = TrainConfig()
     t.add_argument("--out", default=d.out, help=f"checkpoint folder to write/resume (default {d.out})")
     t.add_argument("--data", default=d.data, help="'mnist' (bundled digits) or a folder of images "
@@ -110,10 +111,10 @@ def cmd_sample(args) -> int:
     import numpy as np
     import torch
 
-    from .checkpoint import load_model
-    from .figures import save_grid
-    from .respacing import make_chain
-    from .schedules import make_schedule
+    from .model.checkpoint import load_model
+    from .render.figures import save_grid
+    from .diffusion.respacing import make_chain
+    from .diffusion.schedules import make_schedule
 
     model = load_model(args.checkpoint, args.device)
     if args.label is not None and not model.num_classes:
@@ -139,7 +140,7 @@ def cmd_sample(args) -> int:
     print(f"wrote {args.out}: {args.num} images, {chain.description}, {args.sampler}, guidance {guidance}, "
           f"seed {args.seed}, {secs:.1f} s on {model.device} ({how})")
     if args.npz:
-        from .display import to_uint8
+        from .render.display import to_uint8
         lab = np.full(args.num, -1 if args.label is None else args.label, dtype=np.int64)
         np.savez_compressed(args.npz, images=to_uint8(x0), labels=lab)
         print(f"wrote {args.npz}")
@@ -153,13 +154,13 @@ def _final_images(model, chain, shape, args, labels, guidance):
     zero-terminal-SNR chain), the samplers run with the best eps function instead. A seed gives the same
     pictures on every path (noise is drawn on the CPU in the samplers' order), up to bf16 rounding on a GPU.
     """
-    from . import fast
-    from .samplers import run
+    from .accel import fast
+    from .diffusion.samplers import run
 
     kw = dict(method=args.sampler, variance=args.variance, eta=args.eta, clip_x0=args.clip)
     note = ""
     if model.device.type == "cuda" and args.backend in ("auto", "cuda"):
-        from .walk_graph import GraphedWalk
+        from .accel.walk_graph import GraphedWalk
         try:
             walk = GraphedWalk(model, chain, shape[0], labels=labels, guidance=guidance, **kw)
             return walk.run(seed=args.seed), repr(walk)
@@ -172,8 +173,8 @@ def _final_images(model, chain, shape, args, labels, guidance):
 
 
 def cmd_figures(args) -> int:
-    from .checkpoint import load_model
-    from .figures import make_figures
+    from .model.checkpoint import load_model
+    from .render.figures import make_figures
     try:
         model = load_model(args.checkpoint, args.device)
     except CheckpointError as exc:
@@ -191,7 +192,7 @@ def cmd_figures(args) -> int:
 
 def train_config(args):
     """The TrainConfig that `train` flags describe."""
-    from .training import TrainConfig
+    from .model.training import TrainConfig
     return TrainConfig(out=args.out, data=args.data, image_size=args.image_size, channels=args.channels,
                       conditional=not args.unconditional, schedule=args.schedule, num_steps=args.num_steps,
                       base_channels=args.base_channels, channel_mults=tuple(args.channel_mults),
@@ -204,7 +205,7 @@ def train_config(args):
 
 
 def cmd_train(args) -> int:
-    from .training import train
+    from .model.training import train
     try:
         train(train_config(args), progress=not args.quiet)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:  # a refused --out, unreadable --data, bad flags
@@ -214,9 +215,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_model
-    from .classifier import ClassifierError
-    from .evaluate import evaluate
+    from .model.checkpoint import load_model
+    from .quality.classifier import ClassifierError
+    from .quality.evaluate import evaluate
     model = load_model(args.checkpoint, args.device)
     out = args.out or str(Path(model.path) / "eval.json")
     try:

@@ -17,8 +17,8 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_cou
 # tests/test_app_client.py::test_app_switches_to_the_fast_path turns it on for one app.
 os.environ.setdefault("DDPM_EXPLAINER_FAST", "0")
 
-from explainer.checkpoint import load_model, save_checkpoint  # noqa: E402
-from explainer.unet import UNet, UNetConfig  # noqa: E402
+from explainer.model.checkpoint import load_model, save_checkpoint  # noqa: E402
+from explainer.model.unet import UNet, UNetConfig  # noqa: E402
 
 TINY = dict(image_size=28, in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
             attention_levels=(1,), num_heads=2, num_classes=10, groups=4)
@@ -52,7 +52,7 @@ def one_torch_thread():
 @pytest.fixture
 def exact_fp32():
     """fp32 really in fp32 for a CUDA equivalence test (cuDNN's default TF32 would differ by about 1e-3)."""
-    from explainer.fast import exact_fp32 as exact
+    from explainer.accel.fast import exact_fp32 as exact
     with exact():
         yield
 

@@ -22,10 +22,10 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 import app  # noqa: E402
-from explainer import view_reverse as vr  # noqa: E402
-from explainer import views  # noqa: E402
+from explainer.views import reverse as vr  # noqa: E402
+from explainer.views import common as views  # noqa: E402
 
-ROOT = views.ROOT
+from explainer.paths import ROOT  # noqa: E402
 PHOTO = str(views.ASSETS / "camera.png")
 ENDPOINTS = ["/forward_noise", "/forward_curves", "/forward_histogram", "/forward_strips", "/compare_schedules",
              "/compare_curves", "/reverse_walk", "/noise_removal", "/feature_maps"]
@@ -242,7 +242,7 @@ def test_python_app_py_serves_on_gradio_server_port(tiny_ckpt):
 
 
 def test_app_switches_to_the_fast_path(tiny_ckpt, tmp_path, monkeypatch):
-    """The app builds explainer.fast's path in the background, switches to it, and walks as eager does."""
+    """The app builds explainer.accel.fast's path in the background, switches to it, and walks as eager does."""
     monkeypatch.setenv("DDPM_EXPLAINER_CACHE", str(tmp_path / "cache"))  # a fresh export, not a cached file
     threads = torch.get_num_threads()
     app.configure_threads()

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import make_tiny_checkpoint
-from explainer.checkpoint import CONFIG, WEIGHTS, CheckpointError, DiffusionModel, load_model
-from explainer.respacing import make_chain
-from explainer.samplers import run
-from explainer.unet import UNet, UNetConfig
+from explainer.model.checkpoint import CONFIG, WEIGHTS, CheckpointError, DiffusionModel, load_model
+from explainer.diffusion.respacing import make_chain
+from explainer.diffusion.samplers import run
+from explainer.model.unet import UNet, UNetConfig
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_round_trip(tiny_ckpt, tiny_model):
 def test_save_load_save_is_identical(tmp_path):
     a = make_tiny_checkpoint(tmp_path / "a", seed=3)
     m = load_model(a, device="cpu")
-    from explainer.checkpoint import save_checkpoint
+    from explainer.model.checkpoint import save_checkpoint
     b = save_checkpoint(tmp_path / "b", m.net, m.config["schedule"], m.class_names)
     sa, sb = load_file(str(a / WEIGHTS)), load_file(str(b / WEIGHTS))
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -50,7 +50,7 @@ def test_cli_figures_bad_image(tmp_path):
 
 
 def test_figures_leave_no_pyplot_state(tmp_path):
-    code = ("import sys; from explainer.figures import make_figures; "
+    code = ("import sys; from explainer.render.figures import make_figures; "
             f"make_figures(None, {str(tmp_path / 'f')!r}); "
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'")
     r = run(code=code)

@@ -1,11 +1,11 @@
-"""explainer.display: the one set of picture helpers (views, figures and the CLI use it), checked by hand."""
+"""explainer.render.display: the one set of picture helpers (views, figures and the CLI use it), checked by hand."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from explainer import display as D
+from explainer.render import display as D
 
 
 def test_to_uint8_values_and_layouts():

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from conftest import make_tiny_checkpoint
-from explainer import evaluate as ev
-from explainer.checkpoint import load_model
-from explainer.classifier import (DEFAULT_CLASSIFIER, ClassifierError, ClassifierTrainConfig, DigitClassifier,
+from explainer.quality import evaluate as ev
+from explainer.model.checkpoint import load_model
+from explainer.quality.classifier import (DEFAULT_CLASSIFIER, ClassifierError, ClassifierTrainConfig, DigitClassifier,
                                   accuracy, augment, load_classifier, train_classifier)
-from explainer.data import load_mnist
-from explainer.evaluate import feature_stats, frechet_distance, frechet_distance_features
-from explainer.respacing import make_chain
-from explainer.schedules import make_schedule
+from explainer.model.data import load_mnist
+from explainer.quality.evaluate import feature_stats, frechet_distance, frechet_distance_features
+from explainer.diffusion.respacing import make_chain
+from explainer.diffusion.schedules import make_schedule
 
 
 def random_rotation(rng, d):
@@ -132,7 +132,7 @@ def test_augment_identity_and_background():
 
 
 def test_classifier_errors(tmp_path):
-    with pytest.raises(ClassifierError, match="python -m explainer.classifier"):
+    with pytest.raises(ClassifierError, match="python -m explainer.quality.classifier"):
         load_classifier(tmp_path)
     (tmp_path / "config.json").write_text((DEFAULT_CLASSIFIER / "config.json").read_text())
     (tmp_path / "model.safetensors").write_bytes(b"not safetensors")

@@ -1,4 +1,4 @@
-"""Fast eps paths (explainer/fast.py) compute the same function as eager ``model.eps``.
+"""Fast eps paths (explainer/accel/fast.py) compute the same function as eager ``model.eps``.
 
 Each path is compared with the eager network directly and through full sampler runs with a fixed seed
 (labels present and absent, several batch sizes and guidance scales). Fallbacks are forced by hiding
@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from conftest import make_tiny_checkpoint
-from explainer import fast
-from explainer.checkpoint import load_model
-from explainer.respacing import make_chain
-from explainer.samplers import run
+from explainer.accel import fast
+from explainer.model.checkpoint import load_model
+from explainer.diffusion.respacing import make_chain
+from explainer.diffusion.samplers import run
 
 try:
     import onnxruntime  # noqa: F401
@@ -191,7 +191,7 @@ def test_concurrent_calls_give_the_sequential_results(tiny_model, paths, backend
 
 
 def test_host_frames_every_k_and_last(tiny_model):
-    from explainer.samplers import sample
+    from explainer.diffusion.samplers import sample
     chain = make_chain(tiny_model.schedule, 12)
     records = list(sample(tiny_model.eps, chain, (2, 1, 28, 28), seed=0))
     frames = list(fast.host_frames(iter(records), every=5, attr="x_prev"))

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from conftest import make_tiny_checkpoint
-from explainer import figures as F
-from explainer.checkpoint import DiffusionModel, load_model
-from explainer.data import load_mnist
-from explainer.schedules import make_schedule
+from explainer.render import figures as F
+from explainer.model.checkpoint import DiffusionModel, load_model
+from explainer.model.data import load_mnist
+from explainer.diffusion.schedules import make_schedule
 
 LINEAR_ABAR = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))  # Ho et al. 2020, written out independently
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from explainer.forward import q_chain, q_sample, q_step, x0_from_eps
-from explainer.schedules import make_schedule
+from explainer.diffusion.forward import q_chain, q_sample, q_step, x0_from_eps
+from explainer.diffusion.schedules import make_schedule
 
 
 @pytest.fixture(scope="module", params=["linear", "cosine"])

@@ -1,4 +1,4 @@
-"""explainer.images: every kind of upload becomes a bounded 8-bit image or a clear ImageError."""
+"""explainer.render.images: every kind of upload becomes a bounded 8-bit image or a clear ImageError."""
 from __future__ import annotations
 
 import io
@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from explainer import images
-from explainer.data import load_mnist
-from explainer.images import ImageError, load_digit, load_image, to_digit, to_tensor
+from explainer.render import images
+from explainer.model.data import load_mnist
+from explainer.render.images import ImageError, load_digit, load_image, to_digit, to_tensor
 
-ASSETS = images.Path(__file__).resolve().parent.parent / "assets"
+from explainer.paths import ASSETS  # noqa: E402
 
 
 def png_bytes(im: Image.Image, **kw) -> bytes:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from explainer.respacing import SPACINGS, make_chain, map_to_training_steps, spaced_timesteps
-from explainer.schedules import make_schedule
+from explainer.diffusion.respacing import SPACINGS, make_chain, map_to_training_steps, spaced_timesteps
+from explainer.diffusion.schedules import make_schedule
 
 
 def diffusers_timesteps(T, n, spacing, cls=DDPMScheduler):

@@ -19,10 +19,10 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from explainer.checkpoint import DiffusionModel
-from explainer.respacing import make_chain
-from explainer.samplers import ddim_sigma, ddim_step, ddpm_step, guided_eps, predict_x0, run, sample
-from explainer.schedules import make_schedule
+from explainer.model.checkpoint import DiffusionModel
+from explainer.diffusion.respacing import make_chain
+from explainer.diffusion.samplers import ddim_sigma, ddim_step, ddpm_step, guided_eps, predict_x0, run, sample
+from explainer.diffusion.schedules import make_schedule
 
 LINEAR = make_schedule("linear", 1000)
 SHAPE = (3, 1, 6, 6)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from explainer.schedules import SCHEDULES, make_schedule, rescale_zero_terminal_snr
+from explainer.diffusion.schedules import SCHEDULES, make_schedule, rescale_zero_terminal_snr
 
 # diffusers computes in float32: its betas/alpha_bars carry ~1e-7 relative rounding error, and the
 # cumulative product over 1000 steps a little more.

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from explainer.checkpoint import load_model
-from explainer.data import load_image_folder, load_mnist
-from explainer.training import TrainConfig, lr_at, train
+from explainer.model.checkpoint import load_model
+from explainer.model.data import load_image_folder, load_mnist
+from explainer.model.training import TrainConfig, lr_at, train
 
 TINY = dict(base_channels=8, channel_mults=(1, 2), attention_levels=(1,), batch_size=8, warmup=2,
             sample_every=0, save_every=3, device="cpu")
@@ -130,7 +130,7 @@ def test_recorded_command_reproduces_the_config(cfg):
     from dataclasses import asdict
 
     from explainer.__main__ import build_parser, train_config
-    from explainer.training import _cli_args
+    from explainer.model.training import _cli_args
 
     args = build_parser().parse_args(["train"] + " ".join(_cli_args(cfg)).split())
     assert asdict(train_config(args)) == asdict(cfg)

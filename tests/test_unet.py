@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explainer.unet import UNet, UNetConfig, count_parameters, describe
+from explainer.model.unet import UNet, UNetConfig, count_parameters, describe
 
 
 def perturbed(cfg: UNetConfig, seed=0) -> UNet:

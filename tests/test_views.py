@@ -13,17 +13,17 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from explainer import view_arch as va
-from explainer import view_forward as vf
-from explainer import view_histogram as vh
-from explainer import view_math as vm
-from explainer import view_noise as vn
-from explainer import view_reverse as vr
-from explainer import view_step as vs
-from explainer import views
-from explainer.respacing import make_chain
-from explainer.display import eps_to_uint8
-from explainer.samplers import run, sample
+from explainer.views import arch as va
+from explainer.views import forward as vf
+from explainer.views import histogram as vh
+from explainer.views import equations as vm
+from explainer.views import noise as vn
+from explainer.views import reverse as vr
+from explainer.views import step as vs
+from explainer.views import common as views
+from explainer.diffusion.respacing import make_chain
+from explainer.render.display import eps_to_uint8
+from explainer.diffusion.samplers import run, sample
 
 ASSETS = views.ASSETS
 
@@ -372,7 +372,7 @@ def _blocked_build(monkeypatch, result):
 
 
 def test_eps_fn_for_is_eager_until_the_fast_path_is_ready(monkeypatch, tiny_ckpt):
-    from explainer.fast import FastEps
+    from explainer.accel.fast import FastEps
     go, seen = _blocked_build(monkeypatch, lambda m: FastEps(m.eps, "a fast stand-in", "onnx", serialize=False))
     model = views.load_slot(str(tiny_ckpt), device="cpu", fast=True).require()
     state = views.fast_path(model)
@@ -401,7 +401,7 @@ def test_a_failed_fast_path_build_keeps_eager(monkeypatch, tiny_ckpt):
 
 
 def test_fast_path_falling_back_to_eager_keeps_plain_model_eps(monkeypatch, tiny_ckpt):
-    from explainer.fast import FastEps
+    from explainer.accel.fast import FastEps
 
     def eager(m):
         fn = FastEps(m.eps, "eager torch fp32 on cpu (skipped onnx: no onnxruntime)", "eager")

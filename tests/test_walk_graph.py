@@ -1,4 +1,4 @@
-"""The whole-walk path (explainer/walk_graph.py) takes the same steps as explainer.samplers.
+"""The whole-walk path (explainer/accel/walk_graph.py) takes the same steps as explainer.diffusion.samplers.
 
 Its step is the affine form of ``samplers.affine_coefficients``; that table is checked against the eps-form
 steps ``ddpm_step`` / ``ddim_step`` and against Algorithm 2's closed form. Whole walks on CPU are checked
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from explainer.checkpoint import load_model
-from explainer.respacing import make_chain
-from explainer.samplers import affine_coefficients, ddim_step, ddpm_step, run
-from explainer.schedules import make_schedule
-from explainer.walk_graph import GraphedWalk
+from explainer.model.checkpoint import load_model
+from explainer.diffusion.respacing import make_chain
+from explainer.diffusion.samplers import affine_coefficients, ddim_step, ddpm_step, run
+from explainer.diffusion.schedules import make_schedule
+from explainer.accel.walk_graph import GraphedWalk
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -146,7 +146,7 @@ def test_walk_frames_every_k_and_last(tiny_model):
     assert [i for i, _, _ in frames] == [0, 5, 10, 11]
     final = walk.run(seed=4)
     torch.testing.assert_close(frames[-1][2], final)
-    from explainer.samplers import sample
+    from explainer.diffusion.samplers import sample
     records = list(sample(tiny_model.eps, chain, (2, 1, 28, 28), labels=[1, 2], guidance=2.0,
                           null_label=tiny_model.null_label, seed=4))
     for i, x0_hat, x_prev in frames:

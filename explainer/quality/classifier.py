@@ -7,7 +7,7 @@ the Frechet distance between generated and real digits (the FID recipe of Heusel
 this classifier in place of Inception).
 
 Training is deterministic (seeded weights, shuffling and augmentation; one CPU thread) and takes a few
-minutes: ``python -m explainer.classifier`` writes ``checkpoints/digit-classifier``.
+minutes: ``python -m explainer.quality.classifier`` writes ``checkpoints/digit-classifier``.
 """
 from __future__ import annotations
 
@@ -27,11 +27,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .checkpoint import ROOT
-from .data import MNIST_ATTRIBUTION, load_mnist
+from ..model.data import MNIST_ATTRIBUTION, load_mnist
+from ..paths import DEFAULT_CLASSIFIER
 
 FORMAT = "ddpm-explainer-classifier/1"
-DEFAULT_CLASSIFIER = ROOT / "checkpoints" / "digit-classifier"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
@@ -196,7 +195,7 @@ def load_classifier(folder=DEFAULT_CLASSIFIER, device="cpu") -> tuple[DigitClass
     cfg_path, w_path = folder / CONFIG, folder / WEIGHTS
     if not cfg_path.exists() or not w_path.exists():
         raise ClassifierError(f"no digit classifier in {folder} ({CONFIG} and {WEIGHTS} expected); "
-                              "train one with `python -m explainer.classifier`")
+                              "train one with `python -m explainer.quality.classifier`")
     try:
         config = json.loads(cfg_path.read_text())
         if config.get("format") != FORMAT:
@@ -212,7 +211,7 @@ def load_classifier(folder=DEFAULT_CLASSIFIER, device="cpu") -> tuple[DigitClass
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m explainer.classifier",
+    p = argparse.ArgumentParser(prog="python -m explainer.quality.classifier",
                                 description="Train the digit classifier used by `python -m explainer evaluate`.")
     d = ClassifierTrainConfig()
     p.add_argument("--out", default=str(DEFAULT_CLASSIFIER), help="folder to write (default checkpoints/digit-classifier)")

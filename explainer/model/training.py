@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .checkpoint import WEIGHTS, pick_device, save_checkpoint
 from .data import MNIST_ATTRIBUTION, load_image_folder, load_mnist
-from .schedules import make_schedule
+from ..diffusion.schedules import make_schedule
 from .unet import UNet, UNetConfig, count_parameters
 
 STATE = "train_state.pt"
@@ -87,9 +87,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def save_sample_grid(model, schedule, path: Path, num_classes: int, device, seed: int = 0) -> None:
     """A quick grid (DDIM, 50 steps, guidance 2) to watch training progress."""
-    from .figures import save_grid
-    from .respacing import make_chain
-    from .samplers import run
+    from ..render.figures import save_grid
+    from ..diffusion.respacing import make_chain
+    from ..diffusion.samplers import run
     n = 10 * max(1, num_classes) if num_classes else 40
     labels = torch.arange(n, device=device) % num_classes if num_classes else None
     x0 = run(lambda x, t, y: model(x, t, y), make_chain(schedule, 50), (n, model.config.in_channels,

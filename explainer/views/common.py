@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import images
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, DiffusionModel, load_model
-from .fast import best_eps_fn, export_onnx
+from ..render import images
+from ..model.checkpoint import CheckpointError, DiffusionModel, load_model
+from ..accel.fast import best_eps_fn, export_onnx
+from ..paths import ASSETS, DEFAULT_CHECKPOINT
 
 CHECKPOINT_ENV = "DDPM_EXPLAINER_CHECKPOINT"
 FAST_ENV = "DDPM_EXPLAINER_FAST"  # "0" (or false/no/off): keep the app on eager model.eps
@@ -29,8 +30,6 @@ FAST_BUILD_NICE = 10  # the background build runs this much "nicer" than request
 UNCONDITIONAL = "unconditional"
 SEED_MAX = 2**31 - 1
 GUIDANCE_MAX = 10.0
-ROOT = Path(__file__).resolve().parent.parent
-ASSETS = ROOT / "assets"
 
 
 class ModelUnavailable(RuntimeError):
@@ -187,7 +186,7 @@ def fast_path(model: DiffusionModel) -> FastPathBuild | None:
 def eps_fn_for(model: DiffusionModel):
     """The ONE place the app evaluates the network: returns eps_fn(x_t, t, labels) -> eps_hat.
 
-    Every view that needs eps_theta goes through here: the fast path (explainer/fast.py) once its
+    Every view that needs eps_theta goes through here: the fast path (explainer/accel/fast.py) once its
     background build is ready, else eager ``model.eps``. A caller keeps the function it got for a whole
     walk, so one walk never mixes paths.
     """

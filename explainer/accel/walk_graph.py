@@ -26,10 +26,10 @@ from typing import Callable, Iterator
 
 import torch
 
-from .checkpoint import DiffusionModel
-from .respacing import SamplingChain
+from ..model.checkpoint import DiffusionModel
+from ..diffusion.respacing import SamplingChain
 from .fast import async_to_host
-from .samplers import affine_coefficients, batch_labels, check_sampler_args, draw_normal, draws_noise
+from ..diffusion.samplers import affine_coefficients, batch_labels, check_sampler_args, draw_normal, draws_noise
 
 
 class GraphedWalk:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
-from .samplers import StepRecord
-from .views import check_int
+from ..render.display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
+from ..diffusion.samplers import StepRecord
+from .common import check_int
 
 TILE_SCALE = 4
 

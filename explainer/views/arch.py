@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import DiffusionModel
-from .forward import q_sample
-from .unet import UNet, count_parameters, describe
-from .display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
-from .views import SEED_MAX, UNCONDITIONAL, check_int, class_labels, digit_tensor, seeded_normal
+from ..model.checkpoint import DiffusionModel
+from ..diffusion.forward import q_sample
+from ..model.unet import UNet, count_parameters, describe
+from ..render.display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
+from .common import SEED_MAX, UNCONDITIONAL, check_int, class_labels, digit_tensor, seeded_normal
 
 MAX_CHANNELS_SHOWN = 8
 FEATURE_TILE = 84  # pixels per feature map, whatever its resolution

@@ -35,8 +35,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from .checkpoint import DiffusionModel
-from .samplers import EpsFn, StepRecord
+from ..model.checkpoint import DiffusionModel
+from ..diffusion.samplers import EpsFn, StepRecord
 
 BACKENDS = ("auto", "eager", "cuda", "onnx", "torchscript")
 TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2}  # max |fast - eager| / (1 + max |eager|)

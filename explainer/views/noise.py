@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .checkpoint import DiffusionModel
-from .forward import q_sample, x0_from_eps
-from .respacing import make_chain, spaced_timesteps
-from .samplers import guided_eps, sample
-from .display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
-from .views import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
+from ..model.checkpoint import DiffusionModel
+from ..diffusion.forward import q_sample, x0_from_eps
+from ..diffusion.respacing import make_chain, spaced_timesteps
+from ..diffusion.samplers import guided_eps, sample
+from ..render.display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
+from .common import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
                     digit_tensor, eps_fn_for, seeded_normal)
 
 SOURCES = ("reverse walk", "real digit")

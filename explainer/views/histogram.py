@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .view_forward import (COLORS, LRU, SCHEDULES, CursorPlot, noise_like, prepare_image, schedule_rgb,
+from .forward import (COLORS, LRU, SCHEDULES, CursorPlot, noise_like, prepare_image, schedule_rgb,
                            validate_inputs)
 
 X_RANGE = 4.0  # pixel values shown: -4..4 (x_0 lies in [-1, 1]; pure noise has 99.99 % of its mass here)

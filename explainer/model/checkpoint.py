@@ -16,12 +16,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .schedules import Schedule, make_schedule
+from ..diffusion.schedules import Schedule, make_schedule
+from ..paths import DEFAULT_CHECKPOINT
 from .unet import UNet, UNetConfig
 
 FORMAT = "ddpm-explainer/1"
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "mnist-ddpm"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
@@ -199,7 +198,7 @@ def load_diffusers_unet(folder, device=None) -> DiffusionModel:
         raise CheckpointError(f"unsupported beta_schedule {sched_cfg.get('beta_schedule')!r} in {folder}")
     T = int(sched_cfg.get("num_train_timesteps", 1000))
     if name in ("linear", "scaled_linear", "sigmoid") and ("beta_start" in sched_cfg or "beta_end" in sched_cfg):
-        from . import schedules as S
+        from ..diffusion import schedules as S
         maker = {"linear": S.linear_betas, "scaled_linear": S.scaled_linear_betas, "sigmoid": S.sigmoid_betas}[name]
         schedule = Schedule(name, maker(T, float(sched_cfg.get("beta_start", 1e-4)), float(sched_cfg.get("beta_end", 0.02))))
     else:

@@ -21,11 +21,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from . import images
-from .schedules import make_schedule
-from .display import strip, to_uint8
-from .figures import forward_chain_frames, forward_strip, plot_schedule_curves
-from .views import check_choice, check_int, seeded_normal
+from ..render import images
+from ..diffusion.schedules import make_schedule
+from ..render.display import strip, to_uint8
+from ..render.figures import forward_chain_frames, forward_strip, plot_schedule_curves
+from .common import check_choice, check_int, seeded_normal
 
 T = 1000  # the article's number of steps
 SCHEDULE_NAMES = ("linear", "cosine")

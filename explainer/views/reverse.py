@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import DiffusionModel
-from .respacing import make_chain
-from .samplers import sample
-from .schedules import make_schedule
-from .view_step import record_step
-from .display import captioned, hstack, strip, to_uint8, upscale, vstack
-from .views import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
+from ..model.checkpoint import DiffusionModel
+from ..diffusion.respacing import make_chain
+from ..diffusion.samplers import sample
+from ..diffusion.schedules import make_schedule
+from .step import record_step
+from ..render.display import captioned, hstack, strip, to_uint8, upscale, vstack
+from .common import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
                     digit_choices, even_indices, eps_fn_for, network_path, seeded_normal)
 
 SAMPLERS = ("DDPM", "DDIM")

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import ROOT
+from ..paths import ASSETS
 from .display import grid, to_uint8, upscale
-from .forward import q_chain, q_sample
-from .schedules import Schedule, make_schedule
+from ..diffusion.forward import q_chain, q_sample
+from ..diffusion.schedules import Schedule, make_schedule
 
-PHOTO_DIR = ROOT / "assets" / "photos"
+PHOTO_DIR = ASSETS / "photos"
 PHOTO_SIZE = 128  # photos are centre-cropped and resized to this many pixels for the forward figures
 
 
@@ -128,9 +128,9 @@ def reverse_walk(model, labels: torch.Tensor | None, num_images: int, seed: int 
     Returns a dict: "strip_ts", "strip" [len(strip_ts), B, C, H, W] (x_t at those t; t = 0 is the sample),
     "triplets" {t: (x0_hat, x_t, eps_hat)} (batch tensors), "gif_ts" and "gif" (x_t every ``gif_every`` steps).
     """
-    from .fast import best_eps_fn
-    from .respacing import make_chain
-    from .samplers import sample
+    from ..accel.fast import best_eps_fn
+    from ..diffusion.respacing import make_chain
+    from ..diffusion.samplers import sample
 
     eps_fn = best_eps_fn(model) if eps_fn is None else eps_fn
     T = model.schedule.T
@@ -166,7 +166,7 @@ def load_figure_image(path=None, size: int = PHOTO_SIZE) -> tuple[torch.Tensor, 
     if path is None:
         photos = sorted(p for p in PHOTO_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         if not photos:
-            from .data import load_mnist
+            from ..model.data import load_mnist
             ds = load_mnist("test")
             x = torch.from_numpy(ds.images[:1]).float()[:, None] / 127.5 - 1.0
             return x, f"held-out MNIST digit (a {ds.labels[0]}), 28x28"

@@ -25,13 +25,13 @@ import time
 import numpy as np
 import torch
 
-from .checkpoint import DiffusionModel
+from ..model.checkpoint import DiffusionModel
 from .classifier import DEFAULT_CLASSIFIER, ClassifierError, DigitClassifier, load_classifier, predict, train_classifier
-from .data import HELD_OUT_PER_CLASS, load_mnist
-from .respacing import make_chain
-from .fast import best_eps_fn
-from .samplers import sample
-from .unet import count_parameters
+from ..model.data import HELD_OUT_PER_CLASS, load_mnist
+from ..diffusion.respacing import make_chain
+from ..accel.fast import best_eps_fn
+from ..diffusion.samplers import sample
+from ..model.unet import count_parameters
 
 TRAIN_PER_CLASS = 450  # train images per digit in load_mnist("train")
 
@@ -105,7 +105,7 @@ def generate(model: DiffusionModel, labels: torch.Tensor, num_steps: int, guidan
     One seeded generator feeds all chunks in order, so the result depends on (seed, chunk_size) only.
     """
     chain = make_chain(model.schedule, num_steps, spacing)
-    eps_fn = best_eps_fn(model)  # the fastest path that agrees with model.eps (explainer/fast.py)
+    eps_fn = best_eps_fn(model)  # the fastest path that agrees with model.eps (explainer/accel/fast.py)
     gen = torch.Generator().manual_seed(int(seed))
     shape = (model.channels, model.image_size, model.image_size)
     out = []

