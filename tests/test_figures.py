@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 from conftest import make_tiny_checkpoint
+from explainer.render import display
 from explainer.render import figures as F
+from explainer.accel.fast import best_eps_fn
 from explainer.model.checkpoint import DiffusionModel, load_model
 from explainer.model.data import load_mnist
 from explainer.diffusion.schedules import make_schedule
@@ -34,7 +36,7 @@ def test_to_uint8_grid_save_grid_still_work(tmp_path):
     u = F.to_uint8(x, keep_gray_channel=True)  # the figures' layout: [B,H,W,C]
     assert u.shape == (2, 3, 4, 1) and u.dtype == np.uint8 and u.min() == 0 and u.max() == 255
     assert F.grid(u, nrow=2, pad=1).shape == (3, 9, 1)
-    p = F.save_grid(x, tmp_path / "g.png", nrow=2, scale=2)
+    p = display.save_grid(x, tmp_path / "g.png", nrow=2, scale=2)
     assert Image.open(p).size == (20, 6)  # 2 x (4 + 2 + 4) wide, 2 x 3 tall
 
 
@@ -162,15 +164,15 @@ def test_reverse_walk_records_the_requested_steps(tiny_model):
     # the session's tiny model has T = 1000; the same network on a 12-step schedule keeps the walk short
     short = DiffusionModel(net=tiny_model.net, schedule=make_schedule("linear", 12), image_size=28, channels=1,
                            class_names=tiny_model.class_names, config={}, path="")
-    walk = F.reverse_walk(short, torch.tensor([3, 7]), 2, seed=0, guidance=2.0, strip_ts=[12, 6, 0],
-                          triplet_ts=[12, 1], gif_every=4)
+    walk = F.figure_walk(short, torch.tensor([3, 7]), 2, seed=0, guidance=2.0, strip_ts=[12, 6, 0],
+                         triplet_ts=[12, 1], gif_every=4, eps_fn=best_eps_fn(short))
     assert walk["strip"].shape == (3, 2, 1, 28, 28)
     assert torch.equal(walk["strip"][-1], walk["x0"])
     assert walk["gif_ts"] == [12, 8, 4, 0]
     x0_hat, x_t, eps = walk["triplets"][12]
     ab = make_schedule("linear", 12).alpha_bars[-1]
     assert torch.allclose(x0_hat, (x_t - np.sqrt(1 - ab) * eps) / np.sqrt(ab), atol=1e-5)  # eq. 15
-    eager = F.reverse_walk(short, torch.tensor([3, 7]), 2, seed=0, guidance=2.0, strip_ts=[12, 6, 0],
-                           triplet_ts=[12, 1], gif_every=4, eps_fn=short.eps)
-    # the default (fastest agreeing) network path draws the same pictures as eager model.eps
+    eager = F.figure_walk(short, torch.tensor([3, 7]), 2, seed=0, guidance=2.0, strip_ts=[12, 6, 0],
+                          triplet_ts=[12, 1], gif_every=4)
+    # the fastest agreeing network path (what the CLI passes) draws the same pictures as eager model.eps
     assert (walk["x0"] - eager["x0"]).abs().max() / (1 + eager["x0"].abs().max()) < 1e-4

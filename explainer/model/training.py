@@ -87,7 +87,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def save_sample_grid(model, schedule, path: Path, num_classes: int, device, seed: int = 0) -> None:
     """A quick grid (DDIM, 50 steps, guidance 2) to watch training progress."""
-    from ..render.figures import save_grid
+    from ..render.display import save_grid
     from ..diffusion.respacing import make_chain
     from ..diffusion.samplers import run
     n = 10 * max(1, num_classes) if num_classes else 40

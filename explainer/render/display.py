@@ -7,6 +7,8 @@ a batch of same-sized pictures, ``captioned`` adds a text band, ``strip`` is a c
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -90,3 +92,23 @@ def captioned(img: np.ndarray, text: str, height: int = 14) -> np.ndarray:
 def strip(frames, labels, pad: int = 4) -> np.ndarray:
     """A row of pictures, each captioned (e.g. with its t)."""
     return hstack([captioned(f, lab) for f, lab in zip(frames, labels)], pad=pad)
+
+
+def save_grid(x: torch.Tensor, path, nrow: int = 8, scale: int = 2) -> Path:
+    """Save a batch in [-1, 1] as a PNG grid (each image enlarged ``scale`` times, nearest neighbour)."""
+    g = grid(to_uint8(x, keep_gray_channel=True), nrow)
+    im = Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g)
+    if scale != 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return path
+
+
+def save_gif(frames: list[np.ndarray], path, ms_per_frame: int = 40, hold_last_ms: int = 1500) -> Path:
+    """Animated GIF from uint8 [H,W,C] frames (C = 1 or 3), looping forever; the last frame is held."""
+    ims = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
+    durations = [ms_per_frame] * (len(ims) - 1) + [hold_last_ms]
+    ims[0].save(path, save_all=True, append_images=ims[1:], duration=durations, loop=0, optimize=False)
+    return Path(path)

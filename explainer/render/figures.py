@@ -1,7 +1,7 @@
 """Figures: image grids and strips, and the article's figures regenerated from the real math and model.
 
-Pure helpers (the app reuses ``plot_schedule_curves``): ``save_grid``, ``forward_strip``, ``forward_chain_frames``,
-``plot_schedule_curves``, ``triplet_image``, ``reverse_walk``; the picture helpers live in ``display``. ``make_figures`` writes the article's figures:
+Pure helpers (the app reuses ``plot_schedule_curves``): ``forward_strip``, ``forward_chain_frames``,
+``plot_schedule_curves``, ``triplet_image``, ``figure_walk``; the picture helpers (grids, GIFs) live in ``display``. ``make_figures`` writes the article's figures:
 
 (a) ``forward_10_steps.png``: x_0, x_100, ..., x_1000 of the step-by-step Markov chain (article fig. 2);
 (b) ``forward_linear_strip.png`` / ``forward_cosine_strip.png``: the whole 1000-step forward process,
@@ -22,24 +22,14 @@ import torch
 from PIL import Image
 
 from ..paths import ASSETS
-from .display import grid, to_uint8, upscale
+from .display import grid, save_gif, to_uint8, upscale
 from ..diffusion.forward import q_chain, q_sample
+from ..diffusion.respacing import make_chain
+from ..diffusion.samplers import sample
 from ..diffusion.schedules import Schedule, make_schedule
 
 PHOTO_DIR = ASSETS / "photos"
 PHOTO_SIZE = 128  # photos are centre-cropped and resized to this many pixels for the forward figures
-
-
-def save_grid(x: torch.Tensor, path, nrow: int = 8, scale: int = 2) -> Path:
-    """Save a batch in [-1, 1] as a PNG grid (each image enlarged ``scale`` times, nearest neighbour)."""
-    g = grid(to_uint8(x, keep_gray_channel=True), nrow)
-    im = Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g)
-    if scale != 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path)
-    return path
 
 
 # ---------------------------------------------------------------- pure building blocks
@@ -119,20 +109,16 @@ def triplet_image(x0_hat: torch.Tensor, x_t: torch.Tensor, eps: torch.Tensor, pa
     return grid(to_uint8(frames, keep_gray_channel=True), nrow=3, pad=pad, pad_value=255)
 
 
-def reverse_walk(model, labels: torch.Tensor | None, num_images: int, seed: int = 0, guidance: float = 1.0,
-                 strip_ts=None, triplet_ts=(), gif_every: int = 10, eps_fn=None):
+def figure_walk(model, labels: torch.Tensor | None, num_images: int, seed: int = 0, guidance: float = 1.0,
+                strip_ts=None, triplet_ts=(), gif_every: int = 10, eps_fn=None):
     """Run the model's DDPM reverse process over all T steps from pure noise and collect what the figures need.
 
-    eps_fn: the network path (default: ``fast.best_eps_fn(model)``, the fastest that agrees with ``model.eps``).
+    eps_fn: the network path (default: eager ``model.eps``; the CLI passes the fastest path that agrees with it).
 
     Returns a dict: "strip_ts", "strip" [len(strip_ts), B, C, H, W] (x_t at those t; t = 0 is the sample),
     "triplets" {t: (x0_hat, x_t, eps_hat)} (batch tensors), "gif_ts" and "gif" (x_t every ``gif_every`` steps).
     """
-    from ..accel.fast import best_eps_fn
-    from ..diffusion.respacing import make_chain
-    from ..diffusion.samplers import sample
-
-    eps_fn = best_eps_fn(model) if eps_fn is None else eps_fn
+    eps_fn = model.eps if eps_fn is None else eps_fn
     T = model.schedule.T
     strip_ts = [int(t) for t in (strip_ts if strip_ts is not None else np.round(np.linspace(T, 0, 11)))]
     want_strip, want_trip = set(strip_ts), set(int(t) for t in triplet_ts)
@@ -245,20 +231,13 @@ def _save(img, path: Path) -> Path:
     return path
 
 
-def save_gif(frames: list[np.ndarray], path, ms_per_frame: int = 40, hold_last_ms: int = 1500) -> Path:
-    """Animated GIF from uint8 [H,W,C] frames (C = 1 or 3), looping forever; the last frame is held."""
-    ims = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
-    durations = [ms_per_frame] * (len(ims) - 1) + [hold_last_ms]
-    ims[0].save(path, save_all=True, append_images=ims[1:], duration=durations, loop=0, optimize=False)
-    return Path(path)
-
-
 # ---------------------------------------------------------------- the article's figures
-def make_figures(model, out_dir, image=None, seed: int = 0) -> list[Path]:
+def make_figures(model, out_dir, image=None, seed: int = 0, eps_fn=None) -> list[Path]:
     """Write the article's figures into ``out_dir``; returns the paths written (plus ``captions.json``).
 
     model: a loaded DiffusionModel, or None for the model-free figures (a)-(c) only.
     image: path of the image for the forward figures (default: a bundled photo or a held-out digit).
+    eps_fn: the network path for the model's figures (default: eager ``model.eps``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -295,19 +274,20 @@ def make_figures(model, out_dir, image=None, seed: int = 0) -> list[Path]:
         "variance (dashed) for the linear and cosine schedules, T=1000.")
 
     if model is not None:
-        paths += _model_figures(model, out, seed, captions)
+        paths += _model_figures(model, out, seed, captions, eps_fn)
     cap = out / "captions.json"
     cap.write_text(json.dumps(captions, indent=2) + "\n")
     return paths + [cap]
 
 
-def _model_figures(model, out: Path, seed: int, captions: dict) -> list[Path]:
+def _model_figures(model, out: Path, seed: int, captions: dict, eps_fn=None) -> list[Path]:
     T = model.schedule.T
     n = min(model.num_classes, 10) if model.num_classes else 4
     labels = torch.arange(n) if model.num_classes else None
     w = float(model.config.get("recommended_guidance", 1.0)) if model.num_classes else 1.0
     trip_ts = sorted({int(round(T * f)) for f in (1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.1, 0.05)} | {1}, reverse=True)
-    walk = reverse_walk(model, labels, n, seed=seed, guidance=w, triplet_ts=trip_ts, gif_every=max(1, T // 100))
+    walk = figure_walk(model, labels, n, seed=seed, guidance=w, triplet_ts=trip_ts, gif_every=max(1, T // 100),
+                       eps_fn=eps_fn)
     factor = _display_factor(model.image_size)
     names = model.class_names or []
     what = (f"DDPM (sigma_t^2 = beta_t), all {T} steps of the {model.schedule.name} schedule, "
