@@ -23,10 +23,11 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 import app  # noqa: E402
 from explainer.views import reverse as vr  # noqa: E402
-from explainer.views import common as views  # noqa: E402
+from explainer.views import model_slot as views  # noqa: E402
 
 from explainer.paths import ROOT  # noqa: E402
-PHOTO = str(views.ASSETS / "camera.png")
+from explainer.paths import ASSETS  # noqa: E402
+PHOTO = str(ASSETS / "camera.png")
 ENDPOINTS = ["/forward_noise", "/forward_curves", "/forward_histogram", "/forward_strips", "/compare_schedules",
              "/compare_curves", "/reverse_walk", "/noise_removal", "/feature_maps"]
 
@@ -126,7 +127,7 @@ def test_session_state_scrubber(server):
     assert read(step).shape[1] > 5 * 28 and "step 6 of 12" in text and "√ᾱ_t'" in text
     with pytest.raises(AppError, match="less than|greater than|frame"):
         c.predict(13, api_name="/reverse_scrub")
-    c.predict("real digit", handle_file(str(views.ASSETS / "digit_5.png")), "5", 2.0, 20, 0, api_name="/noise_removal")
+    c.predict("real digit", handle_file(str(ASSETS / "digit_5.png")), "5", 2.0, 20, 0, api_name="/noise_removal")
     triplet, text = c.predict(19, api_name="/noise_removal_at")
     assert read(triplet).shape[1] > 4 * 168 and "t = 1**" in text
 

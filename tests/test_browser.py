@@ -43,7 +43,7 @@ def page(tiny_ckpt, tmp_path_factory):
     import torch
 
     import app
-    from explainer.views import common as views
+    from explainer.views import model_slot as views
 
     threads = torch.get_num_threads()
     app.configure_threads()

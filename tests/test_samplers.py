@@ -21,7 +21,7 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from explainer.model.checkpoint import DiffusionModel
 from explainer.diffusion.respacing import make_chain
-from explainer.diffusion.samplers import ddim_sigma, ddim_step, ddpm_step, guided_eps, predict_x0, run, sample
+from explainer.diffusion.samplers import ddim_step, ddpm_step, guided_eps, predict_x0, run, sample
 from explainer.diffusion.schedules import make_schedule
 
 LINEAR = make_schedule("linear", 1000)
@@ -126,11 +126,11 @@ def test_ddpm_steps_match_diffusers(variance, vtype, clip, n, spacing, float64):
                 tol = 1e-9 if float64 else 1e-5
                 torch.testing.assert_close(x_prev, out.prev_sample, rtol=tol, atol=tol)
             else:
-                assert coefs["sigma"] == 0.0 and (x_prev - out.prev_sample).abs().max() > 1e-3
+                assert coefs.sigma == 0.0 and (x_prev - out.prev_sample).abs().max() > 1e-3
             continue
         check(x_prev, out.prev_sample, ab, float64)
         sigma2 = chain.beta[i] if variance == "beta" else chain.beta_tilde[i]
-        assert coefs["sigma"] == pytest.approx(0.0 if last else math.sqrt(sigma2), rel=1e-12)
+        assert coefs.sigma == pytest.approx(0.0 if last else math.sqrt(sigma2), rel=1e-12)
 
 
 @pytest.mark.parametrize("float64", PRECISIONS)
@@ -154,7 +154,7 @@ def test_ddim_steps_match_diffusers(eta, clip, name, n, float64):
         check(x0_hat, out.pred_original_sample, chain.alpha_bar[i], float64)
         check(x_prev, out.prev_sample, chain.alpha_bar[i], float64)
         ref_sigma = eta * math.sqrt(ref._get_variance(ts[i], ts[i] - 1000 // n).item())
-        assert coefs["sigma"] == pytest.approx(ref_sigma, rel=1e-9 if float64 else 1e-3, abs=1e-12 if float64 else 1e-6)
+        assert coefs.sigma == pytest.approx(ref_sigma, rel=1e-9 if float64 else 1e-3, abs=1e-12 if float64 else 1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -194,8 +194,12 @@ def test_ddpm_with_oracle_eps_ends_at_x0():
 @pytest.mark.parametrize("n, spacing", [(1000, "linspace"), (50, "linspace"), (9, "trailing")])
 def test_ddim_eta1_is_ddpm_with_beta_tilde(n, spacing):
     chain = make_chain(make_schedule("cosine", 1000), n, spacing)
-    sig2 = np.array([ddim_sigma(a, b, 1.0) ** 2 for a, b in zip(chain.alpha_bar, chain.alpha_bar_prev)])
-    np.testing.assert_allclose(sig2, chain.beta_tilde, rtol=1e-10, atol=1e-18)
+    ab, ab_prev = chain.alpha_bar, chain.alpha_bar_prev
+    eq16 = np.sqrt((1 - ab_prev) / (1 - ab)) * np.sqrt(1 - ab / ab_prev)  # Song et al. 2021, eq. 16 with eta = 1
+    beta_tilde = (1 - ab / ab_prev) * (1 - ab_prev) / (1 - ab)  # Ho et al. 2020, eq. 7 on the respaced chain
+    np.testing.assert_allclose(eq16 ** 2, beta_tilde, rtol=1e-10, atol=1e-18)
+    np.testing.assert_allclose(chain.coefficients("ddim", eta=1.0).sigma[:-1], eq16[:-1], rtol=1e-12, atol=1e-18)
+    np.testing.assert_allclose(chain.coefficients("ddpm").sigma[:-1] ** 2, beta_tilde[:-1], rtol=1e-10, atol=1e-18)
     for i in (0, len(chain) // 2, len(chain) - 2):  # and the whole step, with the same z
         x, eps, z = rand(i, dtype=torch.float64), rand(i + 1, dtype=torch.float64), rand(i + 2, dtype=torch.float64)
         a, b = float(chain.alpha_bar[i]), float(chain.alpha_bar_prev[i])
@@ -293,7 +297,7 @@ def test_step_records_are_consistent():
     assert [r.t for r in recs] == chain.timesteps.tolist() and recs[-1].t_prev == 0
     for a, b in zip(recs, recs[1:]):
         assert a.t_prev == b.t and a.x_prev is b.x_t
-    assert recs[-1].coefs["sigma"] == 0.0 and recs[0].coefs["sigma"] > 0
+    assert recs[-1].coefs.sigma == 0.0 and recs[0].coefs.sigma > 0
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(method="euler"), "sampler"), (dict(variance="learned"), "variance"),

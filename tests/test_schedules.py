@@ -8,6 +8,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
+from explainer.diffusion.respacing import make_chain
 from explainer.diffusion.schedules import SCHEDULES, make_schedule, rescale_zero_terminal_snr
 
 # diffusers computes in float32: its betas/alpha_bars carry ~1e-7 relative rounding error, and the
@@ -46,7 +47,7 @@ def test_float64_exactness():
     np.testing.assert_allclose(s.alpha_bars, ref, rtol=1e-13)
     for name in ("linear", "cosine", "sigmoid"):
         sch = make_schedule(name, 100)
-        for arr in (sch.betas, sch.alphas, sch.alpha_bars, sch.snr, sch.log_snr, sch.posterior_variance):
+        for arr in (sch.betas, sch.alphas, sch.alpha_bars, sch.snr, sch.log_snr, make_chain(sch).beta_tilde):
             assert arr.dtype == np.float64
 
 
@@ -56,7 +57,8 @@ def test_sanity_values_from_math_notes():
     assert cos.alpha_bars[-1] == pytest.approx(2.43e-9, rel=1e-2)
     assert lin.steps_near_pure_noise(0.01) / lin.T == pytest.approx(0.327, abs=5e-4)
     assert cos.steps_near_pure_noise(0.01) / cos.T == pytest.approx(0.065, abs=5e-4)
-    assert lin.posterior_variance[488 - 1] == pytest.approx(0.009792, abs=5e-7)
+    beta_tilde = make_chain(lin).coefficients().beta_tilde[::-1]  # the full chain, noisiest first: reversed to t - 1
+    assert beta_tilde[488 - 1] == pytest.approx(0.009792, abs=5e-7)
     # only beta_T hits the 0.999 cap on the cosine schedule; SNR never reaches 0 on either
     assert np.sum(cos.betas >= 0.999) == 1 and cos.betas[-1] == pytest.approx(0.999)
     assert np.all(lin.snr > 0) and np.all(cos.snr > 0)
@@ -82,11 +84,13 @@ def test_derived_quantities_by_hand():
     assert sch.alpha_bar_at(0) == 1.0
     assert sch.snr[t - 1] == pytest.approx(ab / (1 - ab), rel=1e-12)
     assert sch.log_snr[t - 1] == pytest.approx(math.log(ab / (1 - ab)), rel=1e-12)
-    assert sch.posterior_variance[t - 1] == pytest.approx(b * (1 - ab_prev) / (1 - ab), rel=1e-12)
-    assert sch.posterior_variance[0] == 0.0  # beta_tilde_1 = 0 (alpha_bar_0 = 1)
-    # posterior mean coefficients of Ho et al. eq. 7
-    assert sch.posterior_mean_coef_x0[t - 1] == pytest.approx(b * math.sqrt(ab_prev) / (1 - ab), rel=1e-12)
-    assert sch.posterior_mean_coef_xt[t - 1] == pytest.approx((1 - ab_prev) * math.sqrt(1 - b) / (1 - ab), rel=1e-12)
+    # the sampling chain's coefficients at t on the full chain: posterior variance and mean of Ho et al. eq. 7
+    full = make_chain(sch).coefficients()
+    row = full.row(sch.T - t)
+    assert row.beta_tilde == pytest.approx(b * (1 - ab_prev) / (1 - ab), rel=1e-12)
+    assert full.beta_tilde[-1] == 0.0  # beta_tilde_1 = 0 (alpha_bar_0 = 1)
+    assert row.c0 == pytest.approx(b * math.sqrt(ab_prev) / (1 - ab), rel=1e-12)
+    assert row.ct == pytest.approx((1 - ab_prev) * math.sqrt(1 - b) / (1 - ab), rel=1e-12)
     summ = sch.summary_at(t)
     assert summ["alpha_bar_t"] == pytest.approx(ab) and summ["beta_t"] == pytest.approx(b)
     assert sch.summary_at(0)["alpha_bar_t"] == 1.0 and sch.summary_at(0)["snr"] == math.inf

@@ -20,12 +20,12 @@ from explainer.views import equations as vm
 from explainer.views import noise as vn
 from explainer.views import reverse as vr
 from explainer.views import step as vs
-from explainer.views import common as views
+from explainer.views import model_slot as views
 from explainer.diffusion.respacing import make_chain
 from explainer.render.display import eps_to_uint8
 from explainer.diffusion.samplers import run, sample
 
-ASSETS = views.ASSETS
+from explainer.paths import ASSETS  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,6 +1,6 @@
 """The whole-walk path (explainer/accel/walk_graph.py) takes the same steps as explainer.diffusion.samplers.
 
-Its step is the affine form of ``samplers.affine_coefficients``; that table is checked against the eps-form
+Its step is the affine form of ``SamplingChain.coefficients(...).affine()``; that table is checked against the eps-form
 steps ``ddpm_step`` / ``ddim_step`` and against Algorithm 2's closed form. Whole walks on CPU are checked
 against ``samplers.run`` with the same noise. GPU tests (CUDA graph capture, bf16) run only where CUDA is.
 """
@@ -12,7 +12,7 @@ import torch
 
 from explainer.model.checkpoint import load_model
 from explainer.diffusion.respacing import make_chain
-from explainer.diffusion.samplers import affine_coefficients, ddim_step, ddpm_step, run
+from explainer.diffusion.samplers import ddim_step, ddpm_step, run
 from explainer.diffusion.schedules import make_schedule
 from explainer.accel.walk_graph import GraphedWalk
 
@@ -45,7 +45,7 @@ def _affine_step(row, x_t, eps, z, clip):
 @pytest.mark.parametrize("clip", [False, True])
 def test_affine_table_reproduces_the_eps_form_steps(name, method, variance, eta, clip):
     chain = CHAINS[name]
-    table = affine_coefficients(chain, method=method, variance=variance, eta=eta)
+    table = chain.coefficients(method, variance, eta).affine()
     assert table.shape == (len(chain), 5) and table.dtype == np.float64
     gen = torch.Generator().manual_seed(0)
     n = len(chain)
@@ -68,7 +68,7 @@ def test_affine_table_reproduces_the_eps_form_steps(name, method, variance, eta,
 def test_affine_ddpm_matches_algorithm_2():
     """x_prev = (x_t - beta/sqrt(1-abar) eps)/sqrt(alpha): c0 p + ct = 1/sqrt(alpha), c0 q = -beta/(sqrt(1-abar) sqrt(alpha))."""
     chain = CHAINS["50 respaced"]
-    p, q, c0, ct, _ = affine_coefficients(chain).T
+    p, q, c0, ct, _ = chain.coefficients().affine().T
     alpha, beta = chain.alpha, chain.beta
     np.testing.assert_allclose(c0 * p + ct, 1 / np.sqrt(alpha), rtol=1e-12)
     np.testing.assert_allclose(c0 * q, -beta / (np.sqrt(1 - chain.alpha_bar) * np.sqrt(alpha)), rtol=1e-10)
@@ -76,22 +76,22 @@ def test_affine_ddpm_matches_algorithm_2():
 
 def test_affine_sigma_columns():
     chain = CHAINS["50 respaced"]
-    np.testing.assert_allclose(affine_coefficients(chain, variance="beta")[:-1, 4] ** 2, chain.beta[:-1], rtol=1e-12)
-    np.testing.assert_allclose(affine_coefficients(chain)[:-1, 4] ** 2, chain.beta_tilde[:-1], rtol=1e-12)
+    np.testing.assert_allclose(chain.coefficients(variance="beta").affine()[:-1, 4] ** 2, chain.beta[:-1], rtol=1e-12)
+    np.testing.assert_allclose(chain.coefficients().affine()[:-1, 4] ** 2, chain.beta_tilde[:-1], rtol=1e-12)
     # DDIM with eta = 1 has sigma^2 = beta_tilde (Song et al. 2021, sec. 4.1); eta = 0 is deterministic
-    np.testing.assert_allclose(affine_coefficients(chain, method="ddim", eta=1.0)[:-1, 4] ** 2, chain.beta_tilde[:-1],
+    np.testing.assert_allclose(chain.coefficients(method="ddim", eta=1.0).affine()[:-1, 4] ** 2, chain.beta_tilde[:-1],
                                rtol=1e-10)
-    assert not affine_coefficients(chain, method="ddim", eta=0.0)[:, 4].any()
+    assert not chain.coefficients(method="ddim", eta=0.0).affine()[:, 4].any()
 
 
 def test_affine_rejects_bad_arguments():
     zsnr = make_chain(make_schedule("linear", 1000, zero_terminal_snr=True), 10)
     with pytest.raises(ValueError, match="alpha_bar > 0"):
-        affine_coefficients(zsnr)
+        zsnr.coefficients().affine()
     with pytest.raises(ValueError, match="unknown sampler"):
-        affine_coefficients(CHAINS["50 respaced"], method="euler")
+        CHAINS["50 respaced"].coefficients(method="euler").affine()
     with pytest.raises(ValueError, match="unknown variance"):
-        affine_coefficients(CHAINS["50 respaced"], variance="learned")
+        CHAINS["50 respaced"].coefficients(variance="learned").affine()
 
 
 CASES = [  # (steps, batch, walk keyword arguments)

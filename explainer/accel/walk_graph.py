@@ -4,7 +4,7 @@
 record for each: that is what a UI streaming every step needs. In a long walk on a GPU, though, the
 Python and kernel launches between two network calls can cost as much as the network itself.
 
-``GraphedWalk`` writes one step as tensor arithmetic on the table of ``samplers.affine_coefficients``,
+``GraphedWalk`` writes one step as tensor arithmetic on the table of ``SamplingChain.coefficients(...).affine()``,
 indexed by a step counter that lives on the device:
 
     eps    = eps_theta(x_t, t_i, y)                 (guidance: one call on the doubled batch, Ho & Salimans 2022)
@@ -29,7 +29,7 @@ import torch
 from ..model.checkpoint import DiffusionModel
 from ..diffusion.respacing import SamplingChain
 from .fast import async_to_host
-from ..diffusion.samplers import affine_coefficients, batch_labels, check_sampler_args, draw_normal, draws_noise
+from ..diffusion.samplers import batch_labels, check_sampler_args, combine_guided, draw_normal, draws_noise, guidance_labels
 
 
 class GraphedWalk:
@@ -56,7 +56,7 @@ class GraphedWalk:
         self.graphs = dev.type == "cuda" if graphs is None else bool(graphs)
         if self.graphs and dev.type != "cuda":
             raise ValueError("CUDA graphs need the model on a CUDA device")
-        coefs = affine_coefficients(chain, method=method, variance=variance, eta=eta)
+        coefs = chain.coefficients(method, variance, eta).affine()
         if eps_call is None:
             if dev.type == "cuda":
                 from .fast import CudaGraphEps  # the bf16 / channels_last / compiled network call
@@ -70,15 +70,7 @@ class GraphedWalk:
         self._eps_call = eps_call
         with torch.inference_mode():
             labels = batch_labels(labels, self.shape[0], dev)
-            null = model.null_label
-            self._doubled = False
-            if labels is None or null is None or self.guidance == 1.0:
-                call_labels = labels
-            elif self.guidance == 0.0:
-                call_labels = torch.full_like(labels, null)
-            else:
-                call_labels = torch.cat([labels, torch.full_like(labels, null)])
-                self._doubled = True
+            call_labels, self._doubled = guidance_labels(labels, self.guidance, model.null_label)
             self._labels = None if call_labels is None else call_labels.contiguous()
             self._coefs = torch.tensor(coefs, dtype=torch.float32, device=dev)
             self._t = torch.as_tensor(chain.model_t, dtype=torch.long).to(dev)
@@ -109,8 +101,7 @@ class GraphedWalk:
         t = self._t.index_select(0, i).expand(n_call)
         eps = self._eps_call(torch.cat([x, x]) if self._doubled else x, t, self._labels).float()
         if self._doubled:
-            eps_c, eps_u = eps.chunk(2)
-            eps = eps_u + self.guidance * (eps_c - eps_u)
+            eps = combine_guided(eps, self.guidance)
         x0 = torch.addcmul(p * x, q, eps)
         if self.clip_x0:
             x0 = x0.clamp(-1.0, 1.0)

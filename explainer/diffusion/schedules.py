@@ -5,7 +5,8 @@ alpha_bar_0 = 1 by definition (``alpha_bar_at(0) == 1``).
 
 References
 - DDPM, Ho et al. 2020 (arXiv:2006.11239): linear betas 1e-4..0.02 (sec. 4), alpha_t = 1 - beta_t,
-  alpha_bar_t = prod_{s<=t} alpha_s (eq. 4 context), posterior variance beta_tilde_t (eq. 7).
+  alpha_bar_t = prod_{s<=t} alpha_s (eq. 4 context). The per-step coefficients of sampling (beta_tilde,
+  the posterior mean) belong to the sampling chain: ``respacing.SamplingChain.coefficients``.
 - Improved DDPM, Nichol & Dhariwal 2021 (arXiv:2102.09672): cosine schedule (eq. 17), beta capped at
   0.999.
 - Stable Diffusion's ``scaled_linear`` (Rombach et al. 2022): betas = linspace(sqrt(b0), sqrt(b1))^2.
@@ -89,21 +90,6 @@ class Schedule:
         with np.errstate(divide="ignore"):
             return np.log(self.alpha_bars) - np.log1p(-self.alpha_bars)
 
-    @property
-    def posterior_variance(self) -> np.ndarray:
-        """beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) (Ho et al. eq. 7)."""
-        return self.betas * (1.0 - self.alpha_bars_prev) / (1.0 - self.alpha_bars)
-
-    @property
-    def posterior_mean_coef_x0(self) -> np.ndarray:
-        """Coefficient of x_0 in mu_tilde_t (Ho et al. eq. 7)."""
-        return self.betas * np.sqrt(self.alpha_bars_prev) / (1.0 - self.alpha_bars)
-
-    @property
-    def posterior_mean_coef_xt(self) -> np.ndarray:
-        """Coefficient of x_t in mu_tilde_t (Ho et al. eq. 7)."""
-        return (1.0 - self.alpha_bars_prev) * np.sqrt(self.alphas) / (1.0 - self.alpha_bars)
-
     def summary_at(self, t: int) -> dict:
         """The numbers at one step t in 0..T, as plain floats (for display)."""
         self.check_t(t, allow_zero=True)
@@ -137,9 +123,14 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarra
     return np.minimum(1.0 - cosine_alpha_bar(t, T, s) / cosine_alpha_bar(t - 1, T, s), max_beta)
 
 
-def scaled_linear_betas(T: int, beta_start: float = 0.00085, beta_end: float = 0.012) -> np.ndarray:
-    """Latent diffusion / Stable Diffusion: linear in sqrt(beta)."""
+def sqrt_linear_betas(T: int, beta_start: float, beta_end: float) -> np.ndarray:
+    """Betas linear in sqrt(beta): linspace(sqrt(beta_start), sqrt(beta_end), T)^2."""
     return np.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=np.float64) ** 2
+
+
+def scaled_linear_betas(T: int, beta_start: float = 0.00085, beta_end: float = 0.012) -> np.ndarray:
+    """Latent diffusion / Stable Diffusion (Rombach et al. 2022): linear in sqrt(beta) from 0.00085 to 0.012."""
+    return sqrt_linear_betas(T, beta_start, beta_end)
 
 
 def sigmoid_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
@@ -150,7 +141,7 @@ def sigmoid_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> n
 
 def quadratic_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
     """Quadratic betas: linear in sqrt(beta) between the linear schedule's end points."""
-    return np.linspace(beta_start ** 0.5, beta_end ** 0.5, T, dtype=np.float64) ** 2
+    return sqrt_linear_betas(T, beta_start, beta_end)
 
 
 def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:

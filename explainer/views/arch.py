@@ -12,7 +12,7 @@ from ..model.checkpoint import DiffusionModel
 from ..diffusion.forward import q_sample
 from ..model.unet import UNet, count_parameters, describe
 from ..render.display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
-from .common import SEED_MAX, UNCONDITIONAL, check_int, class_labels, digit_tensor, seeded_normal
+from .inputs import SEED_MAX, UNCONDITIONAL, check_int, class_labels, digit_tensor, seeded_normal
 
 MAX_CHANNELS_SHOWN = 8
 FEATURE_TILE = 84  # pixels per feature map, whatever its resolution

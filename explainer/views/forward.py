@@ -13,7 +13,6 @@ import hashlib
 import math
 import os
 import threading
-from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -25,34 +24,14 @@ from ..render import images
 from ..diffusion.schedules import make_schedule
 from ..render.display import strip, to_uint8
 from ..render.figures import forward_chain_frames, forward_strip, plot_schedule_curves
-from .common import check_choice, check_int, seeded_normal
+from .inputs import LRU, SEED_MAX, check_choice, check_int, seeded_normal
 
 T = 1000  # the article's number of steps
 SCHEDULE_NAMES = ("linear", "cosine")
-SCHEDULES = {name: make_schedule(name, T) for name in SCHEDULE_NAMES}
+ARTICLE_SCHEDULES = {name: make_schedule(name, T) for name in SCHEDULE_NAMES}  # the two the article compares
 STRIP_SIDE = 96  # longer side of the frames in the strips
-SEED_MAX = 2**31 - 1
 COLORS = {"linear": "tab:blue", "cosine": "tab:orange"}
 NEAR_NOISE = 0.01  # "near pure noise": alpha_bar_t below this (less than 10 % of the signal amplitude)
-
-
-class LRU:
-    """A tiny thread-safe LRU cache."""
-
-    def __init__(self, size: int):
-        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key, make):
-        with self.lock:
-            if key in self.data:
-                self.data.move_to_end(key)
-                return self.data[key]
-        value = make()
-        with self.lock:
-            self.data[key] = value
-            while len(self.data) > self.size:
-                self.data.popitem(last=False)
-        return value
 
 
 _images = LRU(32)
@@ -123,7 +102,7 @@ def noised(image, t: int, schedule: str, seed: int) -> np.ndarray:
     """x_t of ``image`` under ``schedule`` with the seed's noise, as uint8 [H,W,3]."""
     t, schedule, seed = validate_inputs(t, schedule, seed)
     x0 = prepare_image(image)
-    return closed_form_uint8(x0, noise_like(x0, seed), float(SCHEDULES[schedule].alpha_bar_at(t)))
+    return closed_form_uint8(x0, noise_like(x0, seed), float(ARTICLE_SCHEDULES[schedule].alpha_bar_at(t)))
 
 
 def _fmt(v: float) -> str:
@@ -136,7 +115,7 @@ def numbers_at(t: int, schedule: str) -> str:
     """Markdown table of beta_t, alpha_bar_t, the mean coefficient, the variance and the SNR at t."""
     rows = [("β_t", "beta_t"), ("ᾱ_t", "alpha_bar_t"), ("mean coefficient √ᾱ_t", "sqrt_alpha_bar_t"),
             ("variance 1 − ᾱ_t", "one_minus_alpha_bar_t"), ("SNR ᾱ_t / (1 − ᾱ_t)", "snr")]
-    s = {name: SCHEDULES[name].summary_at(t) for name in SCHEDULE_NAMES}
+    s = {name: ARTICLE_SCHEDULES[name].summary_at(t) for name in SCHEDULE_NAMES}
     head = " | ".join(f"**{n}** (shown)" if n == schedule else n for n in SCHEDULE_NAMES)
     lines = [f"| at t = {t} | {head} |", "|---|" + "---:|" * len(SCHEDULE_NAMES)]
     lines += [f"| {label} | " + " | ".join(_fmt(s[n][key]) for n in SCHEDULE_NAMES) + " |" for label, key in rows]
@@ -152,7 +131,7 @@ def forward_noise(image, t: int = 500, schedule: str = "linear", seed: int = 0) 
 def _schedule_figure(t: int | None, schedule: str) -> Figure:
     fig = Figure(figsize=(6.4, 3.2), dpi=90, layout="constrained")
     ax = fig.add_subplot()
-    plot_schedule_curves(SCHEDULES, t, ax, highlight=schedule, colors=COLORS)
+    plot_schedule_curves(ARTICLE_SCHEDULES, t, ax, highlight=schedule, colors=COLORS)
     ax.set_title("q(x_t | x_0): mean and variance" + (f", cursor at t = {t}" if t is not None else ""), fontsize=10)
     return fig
 
@@ -164,9 +143,9 @@ def schedule_curves(t: int = 500, schedule: str = "linear") -> Figure:
 
 
 class CursorPlot:
-    """A figure rendered ONCE to pixels; ``draw(t)`` adds a cursor line (and markers) in about a millisecond.
+    """A figure rendered once to pixels; ``draw(t)`` adds a cursor line (and markers) without redrawing it.
 
-    Lets the curves follow the slider live instead of re-rendering matplotlib (tens of ms) per move.
+    Lets the curves follow the slider live instead of re-rendering matplotlib on every move.
     """
 
     def __init__(self, fig: Figure):
@@ -223,7 +202,7 @@ def schedule_rgb(name: str) -> tuple[int, int, int]:
 def schedule_curves_image(t: int = 500, schedule: str = "linear") -> np.ndarray:
     """``schedule_curves`` as a uint8 picture, fast enough to follow the slider (cached base + cursor)."""
     t, schedule, _ = validate_inputs(t, schedule, 0)
-    ab = float(SCHEDULES[schedule].alpha_bar_at(t))
+    ab = float(ARTICLE_SCHEDULES[schedule].alpha_bar_at(t))
     rgb = schedule_rgb(schedule)
     return _schedule_plot(schedule).draw(t, [(0, math.sqrt(ab), rgb), (0, 1 - ab, rgb)])
 
@@ -239,7 +218,7 @@ def forward_strips(image, schedule: str = "linear", seed: int = 0) -> tuple[np.n
     x0_hwc = prepare_image(image, max_side=STRIP_SIDE)
     eps = torch.from_numpy(noise_like(x0_hwc, seed).copy()).permute(2, 0, 1)[None]
     x0 = torch.from_numpy(x0_hwc.copy()).permute(2, 0, 1)[None]
-    sched = SCHEDULES[schedule]
+    sched = ARTICLE_SCHEDULES[schedule]
     ts = np.round(np.linspace(0, T, 10)).astype(int)
     closed = forward_strip(x0, sched, ts, eps)
     top = strip([to_uint8(x) for x in closed], [f"t={t}" for t in ts])
@@ -253,9 +232,9 @@ def compare_schedules(image, t: int = 300, seed: int = 0) -> tuple[np.ndarray, n
     t, _, seed = validate_inputs(t, "linear", seed)
     x0 = prepare_image(image)
     eps = noise_like(x0, seed)
-    lin, cos = (closed_form_uint8(x0, eps, float(SCHEDULES[n].alpha_bar_at(t))) for n in SCHEDULE_NAMES)
-    near = {n: SCHEDULES[n].steps_near_pure_noise(NEAR_NOISE) for n in SCHEDULE_NAMES}
-    ab = {n: float(SCHEDULES[n].alpha_bar_at(t)) for n in SCHEDULE_NAMES}
+    lin, cos = (closed_form_uint8(x0, eps, float(ARTICLE_SCHEDULES[n].alpha_bar_at(t))) for n in SCHEDULE_NAMES)
+    near = {n: ARTICLE_SCHEDULES[n].steps_near_pure_noise(NEAR_NOISE) for n in SCHEDULE_NAMES}
+    ab = {n: float(ARTICLE_SCHEDULES[n].alpha_bar_at(t)) for n in SCHEDULE_NAMES}
     text = numbers_at(t, "") + "\n\n" + "\n".join(
         f"- **{n}**: {near[n]} of {T} steps ({near[n] / T:.1%}) have ᾱ_t < {NEAR_NOISE} (signal amplitude "
         f"√ᾱ_t < {math.sqrt(NEAR_NOISE):.1f}: nearly pure noise); at t = {t} the image keeps "
@@ -268,7 +247,7 @@ def _compare_figure(t: int | None) -> Figure:
     ax1, ax2 = fig.subplots(1, 2)
     steps = np.arange(1, T + 1)
     for name in SCHEDULE_NAMES:
-        s = SCHEDULES[name]
+        s = ARTICLE_SCHEDULES[name]
         ax1.plot(steps, s.alpha_bars, color=COLORS[name], label=name)
         ax2.plot(steps, s.log_snr, color=COLORS[name], label=name)
         ax1.fill_between(steps, 0, 1, where=s.alpha_bars < NEAR_NOISE, color=COLORS[name], alpha=0.12, lw=0,
@@ -298,6 +277,6 @@ def compare_curves_image(t: int = 300) -> np.ndarray:
     markers = []
     for name in SCHEDULE_NAMES:
         if t >= 1:
-            ab = float(SCHEDULES[name].alpha_bar_at(t))
-            markers += [(0, ab, schedule_rgb(name)), (1, float(SCHEDULES[name].log_snr[t - 1]), schedule_rgb(name))]
+            ab = float(ARTICLE_SCHEDULES[name].alpha_bar_at(t))
+            markers += [(0, ab, schedule_rgb(name)), (1, float(ARTICLE_SCHEDULES[name].log_snr[t - 1]), schedule_rgb(name))]
     return _compare_plot().draw(t, markers)

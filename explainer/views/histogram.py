@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .forward import (COLORS, LRU, SCHEDULES, CursorPlot, noise_like, prepare_image, schedule_rgb,
+from .inputs import LRU
+from .forward import (ARTICLE_SCHEDULES, COLORS, CursorPlot, noise_like, prepare_image, schedule_rgb,
                            validate_inputs)
 
 X_RANGE = 4.0  # pixel values shown: -4..4 (x_0 lies in [-1, 1]; pure noise has 99.99 % of its mass here)
@@ -76,7 +77,7 @@ def pixel_histogram(image, t: int = 500, schedule: str = "linear", seed: int = 0
     """The numbers behind the picture: edges, observed and expected density, observed and expected moments."""
     t, schedule, seed = validate_inputs(t, schedule, seed)
     x0 = prepare_image(image)
-    ab = float(SCHEDULES[schedule].alpha_bar_at(t))
+    ab = float(ARTICLE_SCHEDULES[schedule].alpha_bar_at(t))
     x_t = math.sqrt(ab) * x0 + math.sqrt(1.0 - ab) * noise_like(x0, seed)  # float, not clipped for display
     counts = bin_counts(x_t)
     p = x0_levels(x0)

@@ -1,12 +1,12 @@
-"""Subtract ALL the predicted noise at once: x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t).
+"""Subtract all the predicted noise at once: x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t).
 
 The article's figure 10 shows, at each timestep, the triplet x0_hat | x_t | eps_hat (Ho et al. 2020,
 eq. 15 gives x0_hat). Two sources:
 
 - a reverse walk from pure noise (DDPM on the training schedule, respaced to ``num_t`` steps): x_t is
   the walk's state, and x0_hat is never fed back (it is what a one-shot denoiser would give);
-- a real digit x_0 noised with ONE known eps to ``num_t`` timesteps t (closed form, eq. 4): all of them
-  go through the network in ONE batched call, and the true eps and x_0 stand beside the predictions
+- a real digit x_0 noised with one known eps to ``num_t`` timesteps t (closed form, eq. 4): all of them
+  go through the network in one batched call, and the true eps and x_0 stand beside the predictions
   with the error per t.
 """
 from __future__ import annotations
@@ -22,8 +22,9 @@ from ..diffusion.forward import q_sample, x0_from_eps
 from ..diffusion.respacing import make_chain, spaced_timesteps
 from ..diffusion.samplers import guided_eps, sample
 from ..render.display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
-from .common import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
-                    digit_tensor, eps_fn_for, seeded_normal)
+from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
+                     digit_tensor, seeded_normal)
+from .model_slot import eps_fn_for
 
 SOURCES = ("reverse walk", "real digit")
 MIN_T, MAX_T = 2, 200  # how many timesteps the grid may hold
@@ -80,7 +81,7 @@ def noise_removal(model: DiffusionModel, source: str = "real digit", image=None,
     n = len(ts)
     t = torch.from_numpy(ts)
     x_t = q_sample(x0.expand(n, -1, -1, -1), t, eps.expand(n, -1, -1, -1), model.schedule)
-    with torch.inference_mode():  # ONE batched network call for every t (doubled batch under guidance)
+    with torch.inference_mode():  # one batched network call for every t (doubled batch under guidance)
         eps_hat = guided_eps(eps_fn, x_t.to(model.device), t.to(model.device), class_labels(model, digit, n), guidance,
                              model.null_label).float().cpu()
     x0_hat = x0_from_eps(x_t, t, eps_hat, model.schedule)

@@ -27,8 +27,9 @@ from ..diffusion.samplers import sample
 from ..diffusion.schedules import make_schedule
 from .step import record_step
 from ..render.display import captioned, hstack, strip, to_uint8, upscale, vstack
-from .common import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
-                    digit_choices, even_indices, eps_fn_for, network_path, seeded_normal)
+from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
+                     digit_choices, even_indices, seeded_normal)
+from .model_slot import eps_fn_for, network_path
 
 SAMPLERS = ("DDPM", "DDIM")
 INFERENCE_SCHEDULES = ("training", "other")

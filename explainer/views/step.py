@@ -9,8 +9,9 @@ DDIM (Song et al. 2021, eq. 12):
     x_t' = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t' - sigma^2) eps_hat + sigma z
 
 Both are "a deterministic part, plus sigma z". ``record_step`` keeps, per step, the predicted noise, the
-deterministic part (x_t' - sigma z, from the sampler's own record: no step math is redone here), the
-fresh noise z and the step's coefficients; ``step_anatomy`` shows them for the scrubbed frame.
+deterministic part (x_t' - sigma z, from the sampler's own record), the fresh noise z and the step's row
+of the chain's coefficient table (``SamplingChain.coefficients``): no step math is redone here, and
+``step_anatomy`` shows them for the scrubbed frame.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..render.display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
+from ..diffusion.respacing import StepCoefficients
 from ..diffusion.samplers import StepRecord
-from .common import check_int
+from .inputs import check_int
 
 TILE_SCALE = 4
 
@@ -35,35 +37,34 @@ class StepParts:
     eps: np.ndarray  # eps_hat (after guidance), shown as eps / 3
     deterministic: np.ndarray  # x_t' - sigma z
     z: np.ndarray | None  # the fresh noise (None: none added), shown as z / 3
-    coefs: dict
+    coefs: StepCoefficients  # the step's row of the chain's table (sigma = 0 where no noise was added)
 
 
 def record_step(rec: StepRecord, method: str) -> StepParts:
     """The parts of one ``samplers.sample`` record (the first image of the batch)."""
-    sigma = float(rec.coefs.get("sigma", 0.0))
+    sigma = rec.coefs.sigma
     noise = sigma * rec.z[0] if rec.z is not None and sigma > 0 else None
     det = rec.x_prev[0] - noise if noise is not None else rec.x_prev[0]
     return StepParts(method, rec.t, rec.t_prev, eps_to_uint8(rec.eps[0]), to_uint8(det),
-                     None if noise is None else eps_to_uint8(rec.z[0]), {k: float(v) for k, v in rec.coefs.items()})
+                     None if noise is None else eps_to_uint8(rec.z[0]), rec.coefs)
 
 
 def step_formula(parts: StepParts) -> str:
     """The step's update rule with this step's numbers, as Markdown."""
     c = parts.coefs
-    sigma = c.get("sigma", 0.0)
     noise = "σ z" if parts.z is not None else "0 (no noise at the last step)" if parts.method == "ddpm" else "0 (η = 0)"
     if parts.method == "ddpm":
-        return (f"x_t' = 1/√α_t · (x_t − β_t/√(1 − ᾱ_t) · ε̂) + σ_t z, with α_t = ᾱ_t/ᾱ_t' = {c['alpha']:.6f}: "
-                f"1/√α_t = {c['inv_sqrt_alpha']:.6f}, β_t/√(1 − ᾱ_t) = {c['eps_coef']:.6f}, "
-                f"σ_t = √β̃_t = {sigma:.6f}; noise term: {noise}")
-    direction = max(1.0 - c["alpha_bar_prev"] - sigma ** 2, 0.0) ** 0.5
-    return (f"x_t' = √ᾱ_t' · x̂_0 + √(1 − ᾱ_t' − σ²) · ε̂ + σ z: √ᾱ_t' = {c['alpha_bar_prev'] ** 0.5:.6f}, "
-            f"√(1 − ᾱ_t' − σ²) = {direction:.6f}, σ = {sigma:.6f}; noise term: {noise}")
+        sigma_name = "√β̃_t" if c.variance == "beta_tilde" else "√β_t"
+        return (f"x_t' = 1/√α_t · (x_t − β_t/√(1 − ᾱ_t) · ε̂) + σ_t z, with α_t = ᾱ_t/ᾱ_t' = {c.alpha:.6f}: "
+                f"1/√α_t = {c.inv_sqrt_alpha:.6f}, β_t/√(1 − ᾱ_t) = {c.eps_coef:.6f}, "
+                f"σ_t = {sigma_name} = {c.sigma:.6f}; noise term: {noise}")
+    return (f"x_t' = √ᾱ_t' · x̂_0 + √(1 − ᾱ_t' − σ²) · ε̂ + σ z: √ᾱ_t' = {c.x0_coef:.6f}, "
+            f"√(1 − ᾱ_t' − σ²) = {c.eps_coef:.6f}, σ = {c.sigma:.6f}; noise term: {noise}")
 
 
 def _row(frames: list, parts: StepParts, s: int, total: int, name: str, scale: int) -> np.ndarray:
     blank = np.full_like(parts.eps, 255)
-    z_caption = (f"z (x sigma = {parts.coefs.get('sigma', 0.0):.4f})" if parts.z is not None else "no noise added")
+    z_caption = f"z (x sigma = {parts.coefs.sigma:.4f})" if parts.z is not None else "no noise added"
     tiles = [(frames[s], f"x_t, t = {parts.t}"), (parts.eps, "eps_hat (predicted)"),
              (parts.deterministic, "without noise"), (parts.z if parts.z is not None else blank, z_caption),
              (frames[s + 1], f"x_t', t' = {parts.t_prev}")]

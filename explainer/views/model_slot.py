@@ -1,10 +1,8 @@
-"""Shared pieces of the app's backend views: the model slot, the ONE network entry point, input checks.
+"""The model behind the model tabs, and the one entry point through which every view calls the network.
 
-The per-tab view functions live in ``view_forward`` (forward process, schedule comparison),
-``view_reverse`` (reverse walks), ``view_noise`` (subtracting all predicted noise), ``view_arch``
-(the U-Net) and ``view_math`` (equations). They return numpy images, matplotlib Figures, strings,
-dicts and DataFrames, raise ``ValueError`` (or ``ModelUnavailable``) with messages meant for users,
-and never import gradio.
+``load_slot`` loads the checkpoint once (a missing or damaged one leaves an empty slot whose message
+says how to get one); ``start_fast_path`` builds the fastest agreeing eps path (accel/fast.py) in a
+background thread; ``eps_fn_for`` hands a view eager ``model.eps`` until that path is ready.
 """
 from __future__ import annotations
 
@@ -12,24 +10,19 @@ import importlib.util
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from ..render import images
+from ..accel.fast import FastEps, best_eps_fn, export_onnx
 from ..model.checkpoint import CheckpointError, DiffusionModel, load_model
-from ..accel.fast import best_eps_fn, export_onnx
-from ..paths import ASSETS, DEFAULT_CHECKPOINT
+from ..paths import DEFAULT_CHECKPOINT
 
 CHECKPOINT_ENV = "DDPM_EXPLAINER_CHECKPOINT"
 FAST_ENV = "DDPM_EXPLAINER_FAST"  # "0" (or false/no/off): keep the app on eager model.eps
 FAST_BUILD_NICE = 10  # the background build runs this much "nicer" than requests (Linux; best effort)
-UNCONDITIONAL = "unconditional"
-SEED_MAX = 2**31 - 1
-GUIDANCE_MAX = 10.0
 
 
 class ModelUnavailable(RuntimeError):
@@ -94,7 +87,7 @@ class FastPathBuild:
     """The fast eps path of one model, built by a background thread; ``fn`` is set once it is ready."""
 
     thread: threading.Thread
-    fn: object = None  # explainer.fast.FastEps once built
+    fn: FastEps | None = None  # set once built
     error: str = ""
     seconds: float | None = None  # how long the build took
 
@@ -108,7 +101,7 @@ class FastPathBuild:
         return self.ready
 
 
-_FAST_ATTR = "_app_fast_path"  # the FastPathBuild is kept on the model object, like fast.best_eps_fn's cache
+_builds: dict[int, FastPathBuild] = {}  # id(model) -> its background build; an entry leaves with its model
 
 
 def fast_path_enabled() -> bool:
@@ -153,7 +146,7 @@ def start_fast_path(model: DiffusionModel, threads: int | None = None) -> FastPa
     cores and explainer.fast runs one-thread calls in parallel, without its lock).
     """
     with _START_LOCK:
-        state = model.__dict__.get(_FAST_ATTR)
+        state = _builds.get(id(model))
         if state is not None:
             return state
         threads = int(threads or torch.get_num_threads())
@@ -165,7 +158,7 @@ def start_fast_path(model: DiffusionModel, threads: int | None = None) -> FastPa
                     _nice_export(model)
                 fn = best_eps_fn(model, threads=threads)
                 if fn.backend == "eager":  # every fast path was skipped: keep plain model.eps, say why
-                    state.error = "; ".join(getattr(fn, "skipped", [])) or fn.name
+                    state.error = "; ".join(fn.skipped) or fn.name
                 else:
                     state.fn = fn
             except Exception as e:  # never let a failed build break the app: it stays on eager
@@ -173,18 +166,19 @@ def start_fast_path(model: DiffusionModel, threads: int | None = None) -> FastPa
             state.seconds = time.perf_counter() - t0
 
         state = FastPathBuild(threading.Thread(target=build, name="fast-eps-build", daemon=True))
-        model.__dict__[_FAST_ATTR] = state
+        _builds[id(model)] = state
+        weakref.finalize(model, _builds.pop, id(model), None)
         state.thread.start()
         return state
 
 
 def fast_path(model: DiffusionModel) -> FastPathBuild | None:
     """The model's background build, if one was started."""
-    return model.__dict__.get(_FAST_ATTR)
+    return _builds.get(id(model))
 
 
 def eps_fn_for(model: DiffusionModel):
-    """The ONE place the app evaluates the network: returns eps_fn(x_t, t, labels) -> eps_hat.
+    """The one place the app evaluates the network: returns eps_fn(x_t, t, labels) -> eps_hat.
 
     Every view that needs eps_theta goes through here: the fast path (explainer/accel/fast.py) once its
     background build is ready, else eager ``model.eps``. A caller keeps the function it got for a whole
@@ -197,9 +191,8 @@ def eps_fn_for(model: DiffusionModel):
 def network_path(model: DiffusionModel, eps_fn=None) -> str:
     """Which path computes eps_theta, in words (for status texts): ``eps_fn`` or what eps_fn_for gives now."""
     eps_fn = eps_fn if eps_fn is not None else eps_fn_for(model)
-    name = getattr(eps_fn, "name", None)
-    if name:
-        return name
+    if isinstance(eps_fn, FastEps):
+        return eps_fn.name
     what = f"eager PyTorch fp32 on {model.device.type}"
     state = fast_path(model)
     if state is None:
@@ -207,76 +200,3 @@ def network_path(model: DiffusionModel, eps_fn=None) -> str:
     if state.error:
         return f"{what} (no fast path: {state.error})"
     return f"{what} (a faster path is being prepared)"
-
-
-def digit_choices(model: DiffusionModel | None) -> list[str]:
-    """The class dropdown: "unconditional" and the model's class names."""
-    if model is not None and not model.num_classes:
-        return [UNCONDITIONAL]
-    names = model.class_names if model is not None else [str(i) for i in range(10)]
-    return [UNCONDITIONAL] + list(names)
-
-
-def class_labels(model: DiffusionModel, digit: str, n: int) -> torch.Tensor | None:
-    """[n] labels for a class name, or None (unconditional: the network uses its null label)."""
-    digit = check_choice("digit class", str(digit), digit_choices(model))
-    if digit == UNCONDITIONAL:
-        return None
-    return torch.full((n,), model.class_names.index(digit), dtype=torch.long, device=model.device)
-
-
-def digit_tensor(model: DiffusionModel, image) -> torch.Tensor:
-    """An upload -> x_0 [1,C,S,S] in [-1, 1] at the model's size (a centred 28x28 digit for MNIST)."""
-    if image is None:
-        raise ValueError("no digit given: pick a held-out digit or upload a picture of one")
-    if model.channels == 1 and model.image_size == 28:
-        img = images.load_digit(image)
-    else:
-        img = images.load_image(image, max_side=4096, mode="L" if model.channels == 1 else "RGB")
-        img = np.asarray(Image.fromarray(img).resize((model.image_size, model.image_size), Image.Resampling.LANCZOS))
-    return images.to_tensor(img)
-
-
-# ---- small shared helpers ----
-
-
-def check_int(name: str, value, lo: int, hi: int) -> int:
-    """Validate an integer-valued input (floats like 3.0 accepted) in lo..hi."""
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(f) or f != int(f):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    if not lo <= int(f) <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, got {int(f)}")
-    return int(f)
-
-
-def check_float(name: str, value, lo: float, hi: float) -> float:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(f) or not lo <= f <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
-    return f
-
-
-def check_choice(name: str, value, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
-    return value
-
-
-def seeded_normal(shape, seed: int) -> torch.Tensor:
-    """Standard normal noise of ``shape`` from a CPU generator seeded with ``seed`` (reproducible)."""
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(tuple(shape), generator=g)
-
-
-def even_indices(n: int, k: int) -> list[int]:
-    """k indices spread evenly over 0..n-1, both ends included (fewer if n < k)."""
-    if n <= 0:
-        return []
-    return sorted(set(np.round(np.linspace(0, n - 1, min(k, n))).astype(int).tolist()))
