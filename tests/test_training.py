@@ -1,4 +1,4 @@
-"""Training: runs end to end on a tiny model, resumes exactly, honours the time budget, trains from folders."""
+"""Training: runs end to end on a tiny model, resumes exactly, honours the time budget, trains from folders and .npz."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from explainer.diffusion.forward import q_sample
 from explainer.model.checkpoint import load_model
-from explainer.model.data import load_image_folder, load_mnist
-from explainer.model.training import TrainConfig, lr_at, train
+from explainer.model.data import load_image_folder, load_mnist, load_npz
+from explainer.model.training import TrainConfig, Trainer, lr_at, train
 
 TINY = dict(base_channels=8, channel_mults=(1, 2), attention_levels=(1,), batch_size=8, warmup=2,
             sample_every=0, save_every=3, device="cpu")
@@ -164,3 +165,87 @@ def test_every_step_loss_is_recorded(tmp_path):
     train(TrainConfig(out=str(out), train_steps=9, **TINY), progress=False)
     again = torch.load(out / "train_state.pt", weights_only=True)["losses"]
     assert len(again) == 9 and again[:7] == st["losses"]
+
+
+def test_training_noises_with_q_sample(tmp_path):
+    """A training batch is Algorithm 1 of Ho et al. 2020 from the seeded generator, noised by q_sample (eq. 4)."""
+    cfg = TrainConfig(out=str(tmp_path / "run"), **TINY)
+    trainer = Trainer(cfg, progress=False)
+    b = trainer.batch()
+    assert torch.equal(b.x_t, q_sample(b.x0, b.t, b.eps, trainer.schedule))
+    ab = torch.from_numpy(trainer.schedule.alpha_bar_at(b.t.numpy())).view(-1, 1, 1, 1)
+    torch.testing.assert_close(b.x_t.double(), ab.sqrt() * b.x0.double() + (1 - ab).sqrt() * b.eps.double(),
+                               rtol=0, atol=1e-6)
+    # the draws, in order: data indices, t, eps, label dropout
+    gen = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randint(0, len(trainer.x_all), (8,), generator=gen)
+    assert torch.equal(b.x0, trainer.x_all[idx]) and b.x0.shape == (8, 1, 28, 28)
+    assert torch.equal(b.t, torch.randint(1, cfg.num_steps + 1, (8,), generator=gen))
+    assert torch.equal(b.eps, torch.randn(8, 1, 28, 28, generator=gen))
+    drop = torch.rand(8, generator=gen) < cfg.label_dropout
+    assert torch.equal(b.labels, torch.where(drop, 10, trainer.y_all[idx]))
+
+
+def test_q_sample_gathers_on_the_tensors_device():
+    """No host read of t: on the meta device (which has no data to copy back) q_sample still runs."""
+    from explainer.diffusion.schedules import make_schedule
+    x0 = torch.empty(4, 3, 8, 8, device="meta")
+    t = torch.empty(4, dtype=torch.long, device="meta")
+    x_t = q_sample(x0, t, torch.empty_like(x0), make_schedule("linear", 1000))
+    assert x_t.device.type == "meta" and x_t.shape == x0.shape
+
+
+def _write_npz(path, n=12, size=16, channels=3, **extra):
+    rng = np.random.default_rng(0)
+    shape = (n, size, size) if channels == 1 else (n, size, size, channels)
+    arrays = dict(images=rng.integers(0, 256, shape, dtype=np.uint8), labels=np.arange(n) % 3,
+                  class_names=np.array(["smile", "heart", "star"]), held_out=np.arange(n) % 4 == 3,
+                  names=np.array([f"emoji {i}" for i in range(n)]), vendors=np.array(["a", "b"] * (n // 2)),
+                  attribution=np.array("test images, CC0"))
+    arrays.update(extra)
+    np.savez_compressed(path, **{k: v for k, v in arrays.items() if v is not None})
+    return arrays
+
+
+def test_load_npz_splits_and_checks_keys(tmp_path):
+    a = _write_npz(tmp_path / "e.npz")
+    train_set, test_set, all_set = (load_npz(tmp_path / "e.npz", s) for s in ("train", "test", "all"))
+    assert (len(train_set), len(test_set), len(all_set)) == (9, 3, 12)
+    assert np.array_equal(test_set.images, a["images"][a["held_out"]]) and test_set.labels.tolist() == [0, 1, 2]
+    assert train_set.names.tolist() == [f"emoji {i}" for i in range(12) if i % 4 != 3]
+    assert test_set.vendors.tolist() == ["b", "b", "b"] and all_set.attribution == "test images, CC0"
+    assert train_set.class_names == ["smile", "heart", "star"] and train_set.image_shape == (16, 16, 3)
+    x, y = train_set.tensors()
+    assert x.shape == (9, 3, 16, 16) and x.min() >= -1 and x.max() <= 1 and y.dtype == torch.long
+
+    _write_npz(tmp_path / "gray.npz", channels=1, held_out=None, names=None, vendors=None, attribution=None)
+    gray = load_npz(tmp_path / "gray.npz")  # no held_out: every image trains, and there is no test split
+    assert len(gray) == 12 and gray.image_shape == (16, 16, 1) and gray.names is None and gray.attribution == ""
+    with pytest.raises(ValueError, match="no held_out key"):
+        load_npz(tmp_path / "gray.npz", "test")
+    np.savez(tmp_path / "nolabels.npz", images=a["images"], class_names=a["class_names"])
+    with pytest.raises(ValueError, match="lacks the key.* labels"):
+        load_npz(tmp_path / "nolabels.npz")
+    _write_npz(tmp_path / "bad.npz", labels=np.arange(12))  # labels beyond the 3 class names
+    with pytest.raises(ValueError, match="labels must lie in 0..2"):
+        load_npz(tmp_path / "bad.npz")
+    with pytest.raises(FileNotFoundError):
+        load_npz(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip archive")
+    with pytest.raises(ValueError, match="not an .npz file"):
+        load_npz(tmp_path / "junk.npz")
+    with pytest.raises(ValueError, match="split"):
+        load_npz(tmp_path / "e.npz", "validation")
+
+
+def test_train_on_npz(tmp_path):
+    _write_npz(tmp_path / "e.npz")
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), data=str(tmp_path / "e.npz"), image_size=16, channels=3, train_steps=2, **TINY),
+          progress=False)
+    model = load_model(out, device="cpu")
+    assert model.num_classes == 3 and model.class_names == ["smile", "heart", "star"] and model.channels == 3
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert data["num_images"] == 9 and data["attribution"] == "test images, CC0"
+    with pytest.raises(ValueError, match="holds 16x16 images with 3 channel.*use --image-size 16 --channels 3"):
+        train(TrainConfig(out=str(tmp_path / "other"), data=str(tmp_path / "e.npz"), **TINY), progress=False)

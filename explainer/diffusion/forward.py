@@ -4,36 +4,58 @@ Images live in [-1, 1]. Noise ``eps`` is standard normal with the shape of the i
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from .schedules import Schedule
 
 
-def _coef(values: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Gather a per-step float64 coefficient at paper steps t (shape [B]) and broadcast to ``like``."""
-    idx = t.detach().cpu().long().numpy()
-    out = torch.from_numpy(np.asarray(values)[idx]).to(device=like.device, dtype=like.dtype)
-    return out.reshape(-1, *([1] * (like.dim() - 1)))
+@functools.lru_cache(maxsize=64)
+def _tables(alpha_bars: bytes, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) for paper t = 0..T (alpha_bar_0 = 1) on ``device``.
+
+    Keyed by the schedule's float64 alpha_bar bytes (a schedule's arrays are read-only), so each table is
+    computed in float64, rounded to ``dtype`` on the CPU and copied to the device once.
+    """
+    ab = np.concatenate([[1.0], np.frombuffer(alpha_bars, dtype=np.float64)])
+    return tuple(torch.from_numpy(np.sqrt(v)).to(dtype).to(device) for v in (ab, 1.0 - ab))
+
+
+def _coefs(schedule: Schedule, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) at paper steps t [B], gathered on ``like``'s device.
+
+    The gather is an index_select on the device: no copy to the host, so no synchronisation on a GPU.
+    """
+    shape = (-1,) + (1,) * (like.dim() - 1)
+    tables = _tables(schedule.alpha_bars.tobytes(), like.device, like.dtype)
+    t = t.to(like.device)
+    return tuple(c.index_select(0, t).reshape(shape) for c in tables)
 
 
 def as_timesteps(t, batch: int, schedule: Schedule, allow_zero: bool = True) -> torch.Tensor:
-    """Turn an int or a sequence of paper steps into a LongTensor [B], validating the range."""
+    """Turn an int or a sequence of paper steps into a LongTensor [B], validating the range.
+
+    A tensor on an accelerator stays there and is not validated (that would wait for the device); an
+    out-of-range step then fails in the device-side gather instead.
+    """
     t = torch.as_tensor(t, dtype=torch.long)
     if t.dim() == 0:
         t = t.expand(batch)
-    schedule.check_t(t.numpy(), allow_zero=allow_zero)
+    if t.device.type == "cpu":
+        schedule.check_t(t.numpy(), allow_zero=allow_zero)
     return t
 
 
 def q_sample(x0: torch.Tensor, t, eps: torch.Tensor, schedule: Schedule) -> torch.Tensor:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps   (Ho et al. 2020, eq. 4).
 
-    t: paper steps in 0..T (int, or one per batch item); t = 0 returns x_0.
+    t: paper steps in 0..T (int, or one per batch item, on any device); t = 0 returns x_0. The
+    coefficients are float64 values rounded to x0's dtype and gathered on x0's device.
     """
-    t = as_timesteps(t, x0.shape[0], schedule)
-    ab = np.concatenate([[1.0], schedule.alpha_bars])  # index by paper t, alpha_bar_0 = 1
-    return _coef(np.sqrt(ab), t, x0) * x0 + _coef(np.sqrt(1.0 - ab), t, x0) * eps
+    sqrt_ab, sqrt_1m_ab = _coefs(schedule, as_timesteps(t, x0.shape[0], schedule), x0)
+    return sqrt_ab * x0 + sqrt_1m_ab * eps
 
 
 def q_step(x_prev: torch.Tensor, t: int, eps: torch.Tensor, schedule: Schedule) -> torch.Tensor:
@@ -62,6 +84,5 @@ def q_chain(x0: torch.Tensor, schedule: Schedule, upto: int | None = None, gener
 
 def x0_from_eps(x_t: torch.Tensor, t, eps: torch.Tensor, schedule: Schedule) -> torch.Tensor:
     """x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)   (Ho et al. 2020, eq. 15)."""
-    t = as_timesteps(t, x_t.shape[0], schedule, allow_zero=False)
-    ab = np.concatenate([[1.0], schedule.alpha_bars])
-    return (x_t - _coef(np.sqrt(1.0 - ab), t, x_t) * eps) / _coef(np.sqrt(ab), t, x_t)
+    sqrt_ab, sqrt_1m_ab = _coefs(schedule, as_timesteps(t, x_t.shape[0], schedule, allow_zero=False), x_t)
+    return (x_t - sqrt_1m_ab * eps) / sqrt_ab

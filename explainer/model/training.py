@@ -3,33 +3,49 @@
 Loss (Ho et al. 2020, eq. 14, "L_simple"): || eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t, y) ||^2
 with t ~ Uniform{1..T}. For classifier-free guidance (Ho & Salimans 2022, Algorithm 1) the label y is
 replaced by the null label with probability ``label_dropout``.
+
+``Trainer`` holds one run in small parts: ``batch`` (draw and noise a batch), ``step`` (one optimiser step),
+``save`` (EMA checkpoint and training state), ``sample_grid`` (a progress picture), ``resume`` and ``run``
+(the loop). ``train(cfg)`` builds one and runs it.
+
+Under torchrun (``torchrun --nproc_per_node=N -m explainer train ...``) each of the N processes trains a
+DistributedDataParallel replica: every rank draws the same global batch from the shared seed and keeps its
+own contiguous 1/N of it, DDP averages the gradients, and rank 0 alone keeps the EMA and writes files. One
+step of N processes is therefore the step of one process on the whole batch (same global batch size and
+learning rate), and the saved state does not depend on N: a run can resume with another process count.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from .checkpoint import WEIGHTS, pick_device, save_checkpoint
-from .data import MNIST_ATTRIBUTION, load_image_folder, load_mnist
+from .data import Dataset, load_image_folder, load_mnist, load_npz
+from ..diffusion.forward import q_sample
 from ..diffusion.schedules import make_schedule
 from .unet import UNet, UNetConfig, count_parameters
 
 STATE = "train_state.pt"
+LOSS_READBACK = 50  # steps between reads of the losses from the device (and, under torchrun, stop checks)
 
 
 @dataclass
 class TrainConfig:
     out: str = "checkpoints/mnist-ddpm"
-    data: str = "mnist"  # "mnist" (bundled digits) or a folder of images
+    data: str = "mnist"  # "mnist" (bundled digits), an .npz file or a folder of images
     image_size: int = 28
     channels: int = 1
     conditional: bool = True
@@ -40,7 +56,7 @@ class TrainConfig:
     num_res_blocks: int = 1
     attention_levels: tuple = (2,)
     dropout: float = 0.0
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch, split over the processes under torchrun
     lr: float = 2e-3
     warmup: int = 500
     weight_decay: float = 0.0
@@ -63,11 +79,20 @@ class TrainConfig:
                           dropout=self.dropout)
 
 
-def load_training_data(cfg: TrainConfig):
+def load_training_data(cfg: TrainConfig) -> Dataset:
+    """The training images ``cfg.data`` names: "mnist", an .npz file (its train split) or a folder."""
     if cfg.data == "mnist":
         if cfg.image_size != 28 or cfg.channels != 1:
             raise ValueError("the bundled MNIST digits are 28x28 grayscale: use --image-size 28 --channels 1")
         return load_mnist("train")
+    if Path(cfg.data).suffix.lower() == ".npz":
+        data = load_npz(cfg.data, "train")
+        h, w, c = data.image_shape
+        if (h, w, c) != (cfg.image_size, cfg.image_size, cfg.channels):
+            fix = f": use --image-size {h} --channels {c}" if h == w and c in (1, 3) else ""
+            raise ValueError(f"{cfg.data} holds {h}x{w} images with {c} channel(s), not "
+                             f"{cfg.image_size}x{cfg.image_size} with {cfg.channels}{fix}")
+        return data
     return load_image_folder(cfg.data, cfg.image_size, cfg.channels)
 
 
@@ -98,117 +123,304 @@ def save_sample_grid(model, schedule, path: Path, num_classes: int, device, seed
     save_grid(x0, path, nrow=10)
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> Path:
-    """Train (or resume) and write the EMA checkpoint to ``cfg.out``. Returns the checkpoint folder."""
-    from tqdm import tqdm
-    out = Path(cfg.out)
-    resumable = cfg.resume and (out / STATE).exists()
-    if (out / WEIGHTS).exists() and not resumable and not cfg.overwrite:
-        raise FileExistsError(
-            f"{out} already holds a trained model and no training state to resume from; training would replace "
-            "it. Pass --overwrite to do that, or --out another folder.")
-    out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    data = load_training_data(cfg)
-    x_all, y_all = data.tensors()
-    x_all, y_all = x_all.to(device), y_all.to(device)
-    num_classes = len(data.class_names) if cfg.conditional else 0
-    schedule = make_schedule(cfg.schedule, cfg.num_steps)
-    model = UNet(cfg.unet_config(num_classes)).to(device)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sqrt_ab = torch.tensor(np.sqrt(np.concatenate([[1.0], schedule.alpha_bars])), dtype=torch.float32, device=device)
-    sqrt_1m_ab = torch.tensor(np.sqrt(1 - np.concatenate([[1.0], schedule.alpha_bars])), dtype=torch.float32, device=device)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    step, elapsed, losses = 0, 0.0, []
-    state_path = out / STATE
-    if cfg.resume and state_path.exists():
-        st = torch.load(state_path, map_location=device, weights_only=True)
-        model.load_state_dict(st["model"])
-        ema.load_state_dict(st["ema"])
-        opt.load_state_dict(st["opt"])
-        step, elapsed = int(st["step"]), float(st["elapsed"])
-        losses = list(st.get("losses", []))
-        gen.set_state(st["gen"].cpu())  # a generator state is a CPU ByteTensor on every device (map_location moved it)
-        print(f"resumed from {state_path} at step {step}")
-    use_bf16 = cfg.bf16 and device.type == "cuda"
-    spec = {"name": cfg.schedule, "num_steps": cfg.num_steps, "zero_terminal_snr": False}
+# ---------------------------------------------------------------- processes
+@dataclass(frozen=True)
+class World:
+    """The processes of one run: this one's rank and local rank, and how many there are (1 without torchrun)."""
 
-    def save(final: bool):
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    local_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> World:
+        """Read torchrun's WORLD_SIZE, RANK, LOCAL_RANK (and LOCAL_WORLD_SIZE); one process when they are unset."""
+        env = os.environ
+        if not all(k in env for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")):
+            return cls()
+        size = int(env["WORLD_SIZE"])
+        return cls(rank=int(env["RANK"]), local_rank=int(env["LOCAL_RANK"]), size=size,
+                   local_size=int(env.get("LOCAL_WORLD_SIZE", size)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def launcher(self) -> str:
+        """The command that starts this many processes."""
+        if self.size == 1:
+            return "python -m explainer"
+        nodes = "" if self.local_size == self.size else f" --nnodes={self.size // self.local_size}"
+        return f"torchrun{nodes} --nproc_per_node={self.local_size} -m explainer"
+
+    def device(self, requested: str | None) -> torch.device:
+        """``requested`` (None: auto); with several processes on CUDA, this process's own GPU cuda:LOCAL_RANK."""
+        device = pick_device(requested)
+        if self.size > 1 and device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+        return device
+
+    def shard(self, batch_size: int) -> slice:
+        """This rank's rows of a global batch: a contiguous 1/N of it."""
+        if batch_size % self.size:
+            raise ValueError(f"--batch-size {batch_size} cannot be split evenly over {self.size} processes: "
+                             f"use a multiple of {self.size}")
+        n = batch_size // self.size
+        return slice(self.rank * n, (self.rank + 1) * n)
+
+    @contextlib.contextmanager
+    def group(self, device: torch.device):
+        """The process group for the block (NCCL on CUDA, gloo on CPU), destroyed after it, also on error.
+
+        Nothing happens with one process, or when the caller has already initialised a group.
+        """
+        if self.size == 1 or dist.is_initialized():
+            yield
+            return
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
+
+    def barrier(self) -> None:
+        """Wait for every rank (no-op with one process)."""
+        if self.size > 1:
+            if dist.get_backend() == "nccl":
+                dist.barrier(device_ids=[torch.cuda.current_device()])
+            else:
+                dist.barrier()
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The element-wise mean of ``x`` over the ranks (``x`` itself with one process)."""
+        if self.size > 1:
+            dist.all_reduce(x)
+            x = x / self.size
+        return x
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when ``flag`` is true on any (a host read: call it rarely)."""
+        if self.size == 1:
+            return flag
+        x = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+        return bool(x.item())
+
+
+# ---------------------------------------------------------------- training
+class Batch(NamedTuple):
+    """This rank's share of one training batch."""
+
+    x0: torch.Tensor  # [b,C,H,W] data in [-1, 1]
+    t: torch.Tensor  # [b] paper steps in 1..T
+    eps: torch.Tensor  # [b,C,H,W] the noise to predict
+    x_t: torch.Tensor  # q_sample(x0, t, eps)
+    labels: torch.Tensor | None  # class labels, some replaced by the null label; None when unconditional
+
+
+class Trainer:
+    """One training run: data, U-Net, EMA copy, AdamW, noise schedule and a seeded generator.
+
+    world: this process's place among torchrun's (default: one process); ``train`` passes ``World.from_env()``
+    inside its process group. ``resume()`` then ``run()`` train; ``step()`` is one optimiser step.
+    """
+
+    def __init__(self, cfg: TrainConfig, world: World | None = None, progress: bool = True):
+        self.cfg, self.world, self.progress = cfg, world or World(), progress
+        self.mine = self.world.shard(cfg.batch_size)
+        self.out = Path(cfg.out)
+        self.state_path = self.out / STATE
+        resumable = cfg.resume and self.state_path.exists()
+        if (self.out / WEIGHTS).exists() and not resumable and not cfg.overwrite:
+            raise FileExistsError(
+                f"{self.out} already holds a trained model and no training state to resume from; training would "
+                "replace it. Pass --overwrite to do that, or --out another folder.")
+        if self.world.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.device = self.world.device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.data = load_training_data(cfg)
+        x_all, y_all = self.data.tensors()
+        self.x_all, self.y_all = x_all.to(self.device), y_all.to(self.device)
+        self.num_classes = len(self.data.class_names) if cfg.conditional else 0
+        self.schedule = make_schedule(cfg.schedule, cfg.num_steps)
+        self.model = UNet(cfg.unet_config(self.num_classes)).to(self.device)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if self.world.is_main else None
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.net = self.model  # what the forward pass calls: the model, or its DDP wrapper
+        if self.world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        self.steps_done, self.elapsed, self.losses = 0, 0.0, []
+        self._recent: list[torch.Tensor] = []  # losses still on the device
+        self.use_bf16 = cfg.bf16 and self.device.type == "cuda"
+
+    def say(self, message: str) -> None:
+        """Print on rank 0 only."""
+        if self.world.is_main:
+            print(message)
+
+    def resume(self) -> bool:
+        """Load model, EMA, optimiser, step, losses and generator from ``train_state.pt`` if there is one."""
+        if not (self.cfg.resume and self.state_path.exists()):
+            return False
+        st = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(st["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(st["ema"])
+        self.opt.load_state_dict(st["opt"])
+        self.steps_done, self.elapsed = int(st["step"]), float(st["elapsed"])
+        self.losses = list(st.get("losses", []))
+        self.gen.set_state(st["gen"].cpu())  # a generator state is a CPU ByteTensor on every device
+        self.say(f"resumed from {self.state_path} at step {self.steps_done}")
+        return True
+
+    def batch(self) -> Batch:
+        """Draw a batch (Ho et al. 2020, Algorithm 1): x_0 from the data, t ~ U{1..T}, eps ~ N(0, I) and
+        x_t = q_sample(x_0, t, eps) (eq. 4); labels become the null label with probability ``label_dropout``.
+
+        Every rank draws the whole global batch from the shared generator and keeps its own rows, so the
+        batch (and the generator's state) is the same for any number of processes.
+        """
+        cfg, gen, dev, n = self.cfg, self.gen, self.device, self.cfg.batch_size
+        idx = torch.randint(0, len(self.x_all), (n,), device=dev, generator=gen)
+        t = torch.randint(1, cfg.num_steps + 1, (n,), device=dev, generator=gen)
+        eps = torch.randn((n, *self.x_all.shape[1:]), device=dev, generator=gen)
+        drop = torch.rand(n, device=dev, generator=gen) < cfg.label_dropout if self.num_classes else None
+        idx, t, eps = idx[self.mine], t[self.mine], eps[self.mine]
+        x0, y = self.x_all[idx], self.y_all[idx]
+        labels = None
+        if self.num_classes:
+            labels = torch.where(drop[self.mine], torch.full_like(y, self.num_classes), y)
+        return Batch(x0, t, eps, q_sample(x0, t, eps, self.schedule), labels)
+
+    def step(self) -> torch.Tensor:
+        """One optimiser step (L_simple, gradients clipped to norm 1, averaged over the ranks by DDP), then
+        the EMA update; returns this rank's loss, left on the device."""
+        cfg, s = self.cfg, self.steps_done
+        b = self.batch()
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(s, cfg)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            pred = self.net(b.x_t, b.t, b.labels)
+        loss = F.mse_loss(pred.float(), b.eps)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        if self.ema is not None:
+            ema_update(self.ema, self.model, min(cfg.ema_decay, (1 + s) / (10 + s)))  # EMA warm-up
+        self.steps_done += 1
+        self._recent.append(loss.detach())
+        return loss
+
+    def flush_losses(self) -> None:
+        """Read the losses of the last steps back from the device (averaged over the ranks) into ``losses``."""
+        if self._recent:
+            recent = self.world.mean(torch.stack(self._recent))
+            self._recent.clear()
+            self.losses.extend(recent.tolist())
+
+    def save(self, final: bool = False) -> None:
+        """Write the EMA checkpoint (model.safetensors, config.json) and train_state.pt; rank 0 writes, all wait."""
+        self.flush_losses()
+        if self.world.is_main:
+            self._write(final)
+        self.world.barrier()
+
+    def _write(self, final: bool) -> None:
+        cfg, out = self.cfg, self.out
         provenance = {
-            "command": " ".join(["python -m explainer train"] + _cli_args(cfg)),
+            "command": " ".join([f"{self.world.launcher} train"] + _cli_args(cfg)),
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-            "steps": step, "wall_time_s": round(elapsed, 1), "device": _device_name(device),
-            "torch": torch.__version__, "parameters": count_parameters(model), "final": final,
-            "loss_last_1000": float(np.mean(losses[-1000:])) if losses else None}
-        extra = {"data": {"source": cfg.data, "description": data.description, "num_images": len(data),
-                          "attribution": MNIST_ATTRIBUTION if cfg.data == "mnist" else ""},
+            "steps": self.steps_done, "wall_time_s": round(self.elapsed, 1), "device": _device_name(self.device),
+            "world_size": self.world.size, "torch": torch.__version__, "parameters": count_parameters(self.model),
+            "final": final, "loss_last_1000": float(np.mean(self.losses[-1000:])) if self.losses else None}
+        extra = {"data": {"source": cfg.data, "description": self.data.description, "num_images": len(self.data),
+                          "attribution": self.data.attribution},
                  "training": provenance}
         old = out / "config.json"
         if old.exists():  # keep metrics measured by `evaluate` if the architecture is unchanged
             try:
                 prev = json.loads(old.read_text())
-                if "metrics" in prev and prev.get("training", {}).get("steps") == step:
+                if "metrics" in prev and prev.get("training", {}).get("steps") == self.steps_done:
                     extra["metrics"] = prev["metrics"]
             except (json.JSONDecodeError, OSError):
                 pass
-        save_checkpoint(out, ema, spec, data.class_names if num_classes else [], extra)
-        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "elapsed": elapsed, "losses": losses[-5000:], "gen": gen.get_state()}, state_path)
+        save_checkpoint(out, self.ema, {"name": cfg.schedule, "num_steps": cfg.num_steps, "zero_terminal_snr": False},
+                        self.data.class_names if self.num_classes else [], extra)
+        tmp = self.state_path.with_name(STATE + ".tmp")
+        torch.save({"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                    "step": self.steps_done, "elapsed": self.elapsed, "losses": self.losses[-5000:],
+                    "gen": self.gen.get_state()}, tmp)
+        os.replace(tmp, self.state_path)  # a reader never sees a half-written state
 
-    deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
-    bar = tqdm(total=cfg.train_steps, initial=step, disable=not progress, dynamic_ncols=True, mininterval=2.0)
-    model.train()
-    t_start = time.monotonic() - elapsed
-    recent: list[torch.Tensor] = []  # losses still on the device: read back every 50 steps, not every step
+    def sample_grid(self) -> Path:
+        """The progress grid of the EMA model, samples/stepNNNNNN.png (call on rank 0)."""
+        path = self.out / "samples" / f"step{self.steps_done:06d}.png"
+        path.parent.mkdir(exist_ok=True)
+        save_sample_grid(self.ema, self.schedule, path, self.num_classes, self.device)
+        return path
 
-    def flush_losses():
-        if recent:
-            losses.extend(torch.stack(recent).tolist())
-            recent.clear()
+    def _out_of_time(self, deadline: float | None, first: bool) -> bool:
+        """Past ``deadline``? With several processes the ranks agree, at the first step and every LOSS_READBACK."""
+        if deadline is None:
+            return False
+        if self.world.size > 1 and not first and self.steps_done % LOSS_READBACK:
+            return False
+        return self.world.any(time.monotonic() > deadline, self.device)
 
-    while step < cfg.train_steps:
-        if deadline is not None and time.monotonic() > deadline:
-            print(f"stopping at step {step}: --max-minutes {cfg.max_minutes} reached")
-            break
-        idx = torch.randint(0, len(x_all), (cfg.batch_size,), device=device, generator=gen)
-        x0, y = x_all[idx], y_all[idx]
-        t = torch.randint(1, cfg.num_steps + 1, (cfg.batch_size,), device=device, generator=gen)
-        eps = torch.randn(x0.shape, device=device, generator=gen)
-        x_t = sqrt_ab[t].view(-1, 1, 1, 1) * x0 + sqrt_1m_ab[t].view(-1, 1, 1, 1) * eps
-        labels = None
-        if num_classes:
-            drop = torch.rand(cfg.batch_size, device=device, generator=gen) < cfg.label_dropout
-            labels = torch.where(drop, torch.full_like(y, num_classes), y)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            pred = model(x_t, t, labels)
-        loss = F.mse_loss(pred.float(), eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))  # EMA warm-up
-        step += 1
-        recent.append(loss.detach())
-        elapsed = time.monotonic() - t_start
-        bar.update(1)
-        if step % 50 == 0:
-            flush_losses()
-            bar.set_postfix(loss=f"{np.mean(losses[-200:]):.4f}", lr=f"{lr_at(step, cfg):.2e}")
-        if step % cfg.save_every == 0:
-            flush_losses()
-            save(final=False)
-        if cfg.sample_every and step % cfg.sample_every == 0:
-            (out / "samples").mkdir(exist_ok=True)
-            save_sample_grid(ema, schedule, out / "samples" / f"step{step:06d}.png", num_classes, device)
-    bar.close()
-    flush_losses()
-    save(final=step >= cfg.train_steps)
-    print(f"saved {out} at step {step} ({elapsed / 60:.1f} min, {count_parameters(model):,} parameters)")
-    return out
+    def run(self) -> Path:
+        """Train up to ``train_steps`` or ``max_minutes``, saving every ``save_every`` steps and at the end."""
+        from tqdm import tqdm
+        cfg = self.cfg
+        deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
+        bar = tqdm(total=cfg.train_steps, initial=self.steps_done, disable=not (self.progress and self.world.is_main),
+                   dynamic_ncols=True, mininterval=2.0)
+        self.net.train()
+        t_start = time.monotonic() - self.elapsed
+        self.world.barrier()  # every rank has read the saved state before rank 0 writes a new one
+        first = True
+        while self.steps_done < cfg.train_steps:
+            if self._out_of_time(deadline, first):
+                self.say(f"stopping at step {self.steps_done}: --max-minutes {cfg.max_minutes} reached")
+                break
+            first = False
+            self.step()
+            self.elapsed = time.monotonic() - t_start
+            bar.update(1)
+            s = self.steps_done
+            if s % LOSS_READBACK == 0:
+                self.flush_losses()
+                bar.set_postfix(loss=f"{np.mean(self.losses[-200:]):.4f}", lr=f"{lr_at(s, cfg):.2e}")
+            if s % cfg.save_every == 0:
+                self.save()
+            if cfg.sample_every and s % cfg.sample_every == 0 and self.world.is_main:
+                self.sample_grid()
+        bar.close()
+        self.save(final=self.steps_done >= cfg.train_steps)
+        self.say(f"saved {self.out} at step {self.steps_done} ({self.elapsed / 60:.1f} min, "
+                 f"{count_parameters(self.model):,} parameters)")
+        return self.out
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Train (or resume) and write the EMA checkpoint to ``cfg.out``. Returns the checkpoint folder.
+
+    Under torchrun, one process of a DistributedDataParallel run (see the module docstring).
+    """
+    world = World.from_env()
+    world.shard(cfg.batch_size)  # refuse an indivisible batch before any process waits for another
+    with world.group(world.device(cfg.device)):
+        trainer = Trainer(cfg, world, progress)
+        trainer.resume()
+        return trainer.run()
 
 
 def _cli_args(cfg: TrainConfig) -> list[str]:
