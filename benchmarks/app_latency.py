@@ -5,9 +5,10 @@
 Uses $DDPM_EXPLAINER_CHECKPOINT or checkpoints/mnist-ddpm when it loads, else a randomly initialised
 U-Net with the default architecture (explainer.model.unet.UNetConfig, num_classes=10): the same cost per call.
 Torch threads are set as app.py sets them (half the cores, at least one). The reverse-walk numbers are
-measured on both network paths the app uses: eager ``model.eps`` (until the fast path is ready), and
-the fast path built in the background (``views.start_fast_path``: ONNX Runtime on CPU), including a
-walk run while that build is still going, and two walks at once (the app runs two model events at a time).
+measured on both network paths the app uses: eager ``model.eps`` (until the fast path is ready), and the
+fast path built in the background (``explainer.views.model_slot.start_fast_path``: ONNX Runtime on CPU),
+including a walk run while that build is still going, and two walks at once (the app runs two model
+events at a time).
 """
 from __future__ import annotations
 
@@ -29,12 +30,13 @@ from explainer.views import forward as vf  # noqa: E402
 from explainer.views import histogram as vh  # noqa: E402
 from explainer.views import noise as vn  # noqa: E402
 from explainer.views import reverse as vr  # noqa: E402
-from explainer.views import common as views  # noqa: E402
+from explainer.views import model_slot as views  # noqa: E402
 from explainer.model.checkpoint import save_checkpoint  # noqa: E402
 from explainer.model.unet import UNet, UNetConfig  # noqa: E402
+from explainer.paths import ASSETS  # noqa: E402
 
-PHOTO = str(views.ASSETS / "astronaut.jpg")  # 256 x 256
-DIGIT = str(views.ASSETS / "digit_3.png")
+PHOTO = str(ASSETS / "astronaut.jpg")  # 256 x 256
+DIGIT = str(ASSETS / "digit_3.png")
 
 
 def ms(seconds: float) -> str:
@@ -94,7 +96,7 @@ def reverse_numbers(model, label: str, repeat: int, grid):
           "   (guided: one batched call of 2)")
     grid()
     med, lo = timed(grid, max(3, repeat // 5))
-    print(f"[{label}] noise_removal 50 timesteps + grid        median {ms(med)}   min {ms(lo)}   (ONE batched call of 50)")
+    print(f"[{label}] noise_removal 50 timesteps + grid        median {ms(med)}   min {ms(lo)}   (one batched call of 50)")
     alone = statistics.median(whole_walk(model) for _ in range(3))
     print(f"[{label}] reverse_walk 100 DDPM steps (guided), whole walk  median {ms(alone)}")
     times = [0.0, 0.0]

@@ -1,16 +1,17 @@
-"""One-shot GPU check of explainer/accel/fast.py and explainer/accel/walk_graph.py: equivalence with eager, then speed.
+"""GPU check of explainer/accel/fast.py and explainer/accel/walk_graph.py: equivalence with eager, then speed.
 
-    python benchmarks/gpu_check.py                 # on a CUDA machine; a few minutes on an H100
+    python benchmarks/gpu_check.py                 # on a machine with a CUDA GPU; a few minutes
     python benchmarks/gpu_check.py --no-compile    # skip the torch.compile variants (saves their compile time)
     python benchmarks/gpu_check.py --variants compile   # only those (and the eager baseline)
-    bash benchmarks/gpu_session.sh                 # all of it in one device call, logs to $OUT (see that file)
+    bash benchmarks/gpu_session.sh                 # the CUDA tests and both checks in one go, with logs
     python benchmarks/gpu_check.py --device cpu --steps 20 --n 4 --no-diffusers   # dry run of this script
-    python -m pytest tests/test_fast.py tests/test_walk_graph.py -k cuda    # the GPU unit tests, same machine
+    python -m pytest tests/test_fast.py tests/test_walk_graph.py -k cuda    # the GPU unit tests
 
-Needs only the repo (torch; diffusers for the reference row: the GPU image lacks it, gpu_session.sh
-carries its wheel). No gradio. Variants: eps functions from fast.py run by explainer.diffusion.samplers (eager,
-fp32/autocast/bf16 with CUDA graphs per call, optionally torch.compile), and "walk graph" ones, where
-walk_graph.GraphedWalk captures the whole step (network, guidance, update) as one graph. Steps:
+Needs only the repository (torch; diffusers for the reference row, optional: gpu_session.sh can install
+it from a wheel fetched beforehand). No gradio. Variants: eps functions from fast.py run by
+explainer.diffusion.samplers (eager, fp32/autocast/bf16 with CUDA graphs per call, optionally
+torch.compile), and "walk graph" ones, where walk_graph.GraphedWalk captures the whole step (network,
+guidance, update) as one graph. Steps:
 1. every variant is checked against eager fp32 ``model.eps``: one call at several batch sizes with
    and without labels (relative error; eps functions only), and full 100-step DDPM walks with a
    fixed seed for several batch sizes, label settings and guidance scales (final-image differences);
@@ -51,7 +52,7 @@ def sync(device):
 
 
 def build_variants(model, compile_: bool, only=()) -> dict:
-    """name -> FastEps or Graphed (or the error text, when a variant cannot be built here).
+    """name -> FastEps or Graphed (or the error text, when a variant cannot be built on this device).
 
     only: name parts; when given, just the variants whose names contain one (and the eager baseline).
     """
@@ -203,7 +204,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        print("CUDA is not available here; run on a GPU machine, or --device cpu for a dry run")
+        print("CUDA is not available; run this on a machine with a CUDA GPU, or with --device cpu for a dry run")
         return 2
     model = load_model(args.checkpoint, device=str(dev)) if args.checkpoint else random_model(device=str(dev))
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
@@ -289,7 +290,7 @@ def main(argv=None):
         xd = f"{diff_s / s:12.1f}x" if diff_s else ""
         print(f"{name:44}{s:13.3f}{'':11}{'':>9}{xe:>9}{xd:>13}")
     if rows:
-        targeted = dev.type == "cuda" and args.n == 64 and args.steps == 1000  # the issue's setting
+        targeted = dev.type == "cuda" and args.n == 64 and args.steps == 1000  # the setting the targets are for
 
         def verdict(label, col):
             name = min(rows, key=lambda k: rows[k][col])
@@ -308,7 +309,7 @@ def main(argv=None):
         verdict(f"guided w=3 ({2 * args.n} per call)", 0)
         verdict(f"w=1 ({args.n} per call, the work per step of diffusers' walk)", 1)
     for name, fn in variants.items():
-        errors = getattr(getattr(fn, "_fn", None), "capture_errors", None)
+        errors = fn.capture_errors if isinstance(fn, fast.FastEps) else []
         if errors:
             print(f"{name}: CUDA-graph capture failed for {len(errors)} key(s), ran without graphs: {errors[0]}")
     if dev.type == "cuda":

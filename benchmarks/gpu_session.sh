@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# The GPU half of issue 5 in ONE device call (at most 9 minutes: each step has its own timeout, and every log
-# is written as it goes, so a cut-off run still brings back what it measured). Estimated on an H100: CUDA tests
-# under a minute, the no-compile check about 2 minutes, the torch.compile check 3-4 (five or six compiles of the
-# network: batch 1 and batch > 1, labels and none, once per compiled variant).
+# The GPU checks in one go, on a machine with a CUDA GPU: the CUDA unit tests, then benchmarks/gpu_check.py
+# without and with torch.compile. Each step has its own timeout (at most 9 minutes in all), and every log
+# is written as it goes, so a run cut short still keeps what it measured. The compile check takes the
+# longest: it compiles the network five or six times (batch 1 and batch > 1, labels and none, once per
+# compiled variant).
 #
-#   here, once:   bash benchmarks/gpu_session.sh --fetch     # diffusers' wheel into .whl/ (gitignored);
-#                                                            # the GPU image has torch but no diffusers
-#   device tool:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=580)
+#   bash benchmarks/gpu_session.sh --fetch     # once, with network access: diffusers' wheel into .whl/
+#                                              # (gitignored), for a Python that has torch but no diffusers
+#   bash benchmarks/gpu_session.sh             # with a CUDA GPU; installs .whl/ for this run if diffusers is missing
 #
-# Logs go to $OUT (the device tool brings that folder back), else to out/gpu/.
+# Logs go to $OUT when it is set, else to out/gpu/.
 set -u
 cd "$(dirname "$0")/.." || exit 1
-DIFFUSERS="diffusers==0.42.1"  # pure Python; on Python 3.12 it needs nothing the GPU image lacks
+DIFFUSERS="diffusers==0.42.1"  # pure Python; on Python 3.12 it needs no package that torch does not bring
 if [ "${1:-}" = "--fetch" ]; then
   exec python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 -d .whl "$DIFFUSERS"
@@ -19,8 +20,9 @@ fi
 out="${OUT:-out/gpu}"
 mkdir -p "$out"
 if ls .whl/*.whl >/dev/null 2>&1 && ! python3 -c "import diffusers" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site
+  site="$(mktemp -d)"  # a throwaway install of the fetched wheel, on PYTHONPATH for this run only
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
+    && export PYTHONPATH="$site"
 fi
 {
   date -u

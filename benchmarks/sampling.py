@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     devices = ["cpu"] if args.device in ("all", "cpu") else []
     if args.device == "cuda" or (args.device == "all" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            p.error("CUDA is not available here")
+            p.error("CUDA is not available; use --device cpu or all")
         devices.append("cuda")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s); batch {args.batch}, "
           f"{args.steps} steps, best of {args.repeats}")

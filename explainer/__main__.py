@@ -52,15 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write the article's figures (PNG, GIF where it moves) into --out.")
     _add_model_args(f)
     f.add_argument("--out", default="figures", help="output folder (default figures/)")
-    f.add_argument("--image", default=None, help="image for the forward-process figures (default: a bundled photo)")
+    f.add_argument("--image", default=None,
+                   help="image for the forward-process figures (default: the bundled photo assets/astronaut.jpg)")
+    f.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta_tilde",
+                   help="DDPM sigma_t^2 of the reverse walk (default beta_tilde; the captions name it)")
     f.add_argument("--seed", type=int, default=0)
 
     t = sub.add_parser("train", help="train a U-Net (defaults reproduce the shipped model)",
-                       description="Train a DDPM U-Net on the bundled MNIST digits or a folder of images.")
+                       description="Train a DDPM U-Net on the bundled MNIST digits, an .npz data set or a folder of "
+                       "images. For several processes (DistributedDataParallel; same global batch and learning "
+                       "rate): torchrun --nproc_per_node=N -m explainer train ...")
     from .model.training import TrainConfig
     d = TrainConfig()
     t.add_argument("--out", default=d.out, help=f"checkpoint folder to write/resume (default {d.out})")
-    t.add_argument("--data", default=d.data, help="'mnist' (bundled digits) or a folder of images "
+    t.add_argument("--data", default=d.data, help="'mnist' (bundled digits), an .npz file (keys images, labels, "
+                   "class_names, optional held_out: trains on the images not held out) or a folder of images "
                    "(one subfolder per class, or flat for unconditional)")
     t.add_argument("--image-size", type=int, default=d.image_size)
     t.add_argument("--channels", type=int, default=d.channels, choices=[1, 3])
@@ -72,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-res-blocks", type=int, default=d.num_res_blocks)
     t.add_argument("--attention-levels", type=int, nargs="*", default=list(d.attention_levels))
     t.add_argument("--dropout", type=float, default=d.dropout)
-    t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"global batch (default {d.batch_size}); under torchrun each of N processes takes 1/N of it")
     t.add_argument("--lr", type=float, default=d.lr)
     t.add_argument("--warmup", type=int, default=d.warmup)
     t.add_argument("--ema-decay", type=float, default=d.ema_decay)
@@ -81,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-steps", type=int, default=d.train_steps)
     t.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this many minutes")
     t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    t.add_argument("--device", default=None,
+                   help="auto (default), cpu or cuda; under torchrun on CUDA each process uses cuda:LOCAL_RANK")
     t.add_argument("--sample-every", type=int, default=d.sample_every, help="write a sample grid every N steps (0: never)")
     t.add_argument("--save-every", type=int, default=d.save_every)
     t.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a training state")
@@ -113,6 +121,7 @@ def cmd_sample(args) -> int:
 
     from .model.checkpoint import load_model
     from .render.display import save_grid
+    from .render.figures import describe_walk
     from .diffusion.respacing import make_chain
     from .diffusion.schedules import make_schedule
 
@@ -133,12 +142,14 @@ def cmd_sample(args) -> int:
         guidance = float(model.config.get("recommended_guidance", 1.0)) if args.label is not None else 1.0
     labels = None if args.label is None else torch.full((args.num,), args.label)
     shape = (args.num, model.channels, model.image_size, model.image_size)
+    sampler = dict(method=args.sampler, variance=args.variance, eta=args.eta, clip_x0=args.clip)
     start = time.perf_counter()
-    x0, how = _final_images(model, chain, shape, args, labels, guidance)
+    x0, how = _final_images(model, chain, shape, sampler, args, labels, guidance)
     secs = time.perf_counter() - start
     save_grid(x0, args.out, nrow=int(np.ceil(np.sqrt(args.num))))
-    print(f"wrote {args.out}: {args.num} images, {chain.description}, {args.sampler}, guidance {guidance}, "
-          f"seed {args.seed}, {secs:.1f} s on {model.device} ({how})")
+    what = describe_walk(**sampler, chain=chain, labels=None if args.label is None else [args.label],
+                         guidance=guidance, seed=args.seed)
+    print(f"wrote {args.out}: {args.num} images; {what}; {secs:.1f} s on {model.device} ({how})")
     if args.npz:
         from .render.display import to_uint8
         lab = np.full(args.num, -1 if args.label is None else args.label, dtype=np.int64)
@@ -147,9 +158,10 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _final_images(model, chain, shape, args, labels, guidance):
+def _final_images(model, chain, shape, sampler: dict, args, labels, guidance):
     """x_0 of one walk by the fastest path asked for, and a description of that path.
 
+    sampler: the sampler's arguments (method, variance, eta, clip_x0), given as they are to the walk.
     On CUDA (backend auto or cuda) the walk is a GraphedWalk; if it cannot be built or captured (say, a
     zero-terminal-SNR chain), the samplers run with the best eps function instead. A seed gives the same
     pictures on every path (noise is drawn on the CPU in the samplers' order), up to bf16 rounding on a GPU.
@@ -157,18 +169,17 @@ def _final_images(model, chain, shape, args, labels, guidance):
     from .accel import fast
     from .diffusion.samplers import run
 
-    kw = dict(method=args.sampler, variance=args.variance, eta=args.eta, clip_x0=args.clip)
     note = ""
     if model.device.type == "cuda" and args.backend in ("auto", "cuda"):
         from .accel.walk_graph import GraphedWalk
         try:
-            walk = GraphedWalk(model, chain, shape[0], labels=labels, guidance=guidance, **kw)
+            walk = GraphedWalk(model, chain, shape[0], labels=labels, guidance=guidance, **sampler)
             return walk.run(seed=args.seed), repr(walk)
         except Exception as exc:  # fall back to the samplers below, and say why
             note = f"; walk graph not used: {type(exc).__name__}: {exc}"
     fn = fast.eager_eps_fn(model) if args.backend == "eager" else fast.best_eps_fn(model, backend=args.backend)
     x0 = run(fn, chain, shape, labels=labels, guidance=guidance, null_label=model.null_label, seed=args.seed,
-             device=model.device, **kw)
+             device=model.device, **sampler)
     return x0, fn.name + note
 
 
@@ -183,7 +194,7 @@ def cmd_figures(args) -> int:
         model = None
     try:
         eps_fn = best_eps_fn(model) if model is not None else None  # the fastest path that agrees with eager
-        paths = make_figures(model, args.out, image=args.image, seed=args.seed, eps_fn=eps_fn)
+        paths = make_figures(model, args.out, image=args.image, seed=args.seed, eps_fn=eps_fn, variance=args.variance)
     except ValueError as exc:  # e.g. an unreadable --image
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -232,6 +243,7 @@ def cmd_evaluate(args) -> int:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report.get("summary", report), indent=2))
+    print(f"sampler: {report['sampling']['method']}")
     print(f"wrote {out}")
     if args.update_checkpoint:
         cfg_path = Path(model.path) / "config.json"

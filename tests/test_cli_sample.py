@@ -34,6 +34,8 @@ def test_writes_png_and_npz(two_runs):
     r, png, npz = two_runs[0]
     assert png.exists() and npz.exists()
     assert "wrote" in r.stdout and "4 of 1000 steps" in r.stdout
+    for part in ("DDPM", "sigma_t^2 = beta_tilde_t", "label 3", "w=2", "seed 11"):  # the walk as it ran
+        assert part in r.stdout, part
     with Image.open(png) as im:
         assert im.size[0] >= 3 * 28 and im.size[1] >= 2 * 28  # a grid of 5 digits (3 per row)
     data = np.load(npz)
@@ -76,6 +78,18 @@ def test_backends_draw_the_same_pictures(two_runs, tiny_ckpt, tmp_path):
     a = np.load(npz_auto)["images"].astype(int)
     b = np.load(tmp_path / "e.npz")["images"].astype(int)
     assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.99  # fp32 paths: at most a rounding flip
+
+
+def test_the_printed_sampler_follows_the_flags(two_runs, tiny_ckpt, tmp_path):
+    r = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--label", 3, "--num", 5, "--steps", 4, "--guidance", 2.0,
+            "--seed", 11, "--variance", "beta", "--out", tmp_path / "b.png", "--npz", tmp_path / "b.npz")
+    assert r.returncode == 0, r.stderr
+    assert "sigma_t^2 = beta_t," in r.stdout and "beta_tilde" not in r.stdout
+    assert not np.array_equal(np.load(tmp_path / "b.npz")["images"], np.load(two_runs[0][2])["images"])
+    r = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--num", 2, "--steps", 3, "--sampler", "ddim", "--eta", 0.5,
+            "--out", tmp_path / "d.png")
+    assert r.returncode == 0, r.stderr
+    assert "DDIM" in r.stdout and "eta = 0.5" in r.stdout and "unconditional" in r.stdout and "sigma_t" not in r.stdout
 
 
 def test_unknown_backend_is_refused(tiny_ckpt, tmp_path):

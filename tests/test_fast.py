@@ -7,8 +7,11 @@ GPU tests run only where CUDA is present.
 """
 from __future__ import annotations
 
+import dataclasses
+import gc
 import sys
 import threading
+import weakref
 
 import pytest
 import torch
@@ -141,6 +144,18 @@ def test_best_eps_fn_is_cached_per_model(tiny_model, tmp_path):
     other = load_model(make_tiny_checkpoint(tmp_path / "other", seed=1), device="cpu")
     assert fast.best_eps_fn(other) is not a
     assert a.name and isinstance(a.name, str)
+
+
+def test_best_eps_fn_is_kept_on_the_model_and_leaves_with_it(tmp_path):
+    model = load_model(make_tiny_checkpoint(tmp_path / "m", seed=3), device="cpu")
+    fn = fast.best_eps_fn(model, backend="eager")
+    assert list(model.fast_paths.values()) == [fn]  # a declared field of DiffusionModel
+    assert dataclasses.replace(model, path="elsewhere").fast_paths == {}  # a copy builds its own
+    assert fn.skipped == [] and fn.capture_errors == []  # declared FastEps fields (no CUDA graphs on CPU)
+    gone = weakref.ref(model)
+    del model, fn
+    gc.collect()
+    assert gone() is None  # the built path does not keep its model alive
 
 
 @pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime not installed")

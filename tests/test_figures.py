@@ -14,8 +14,11 @@ from explainer.render import figures as F
 from explainer.accel.fast import best_eps_fn
 from explainer.model.checkpoint import DiffusionModel, load_model
 from explainer.model.data import load_mnist
+from explainer.paths import ASSETS
+from explainer.diffusion.respacing import make_chain
 from explainer.diffusion.schedules import make_schedule
 
+DIGIT = ASSETS / "digit_3.png"  # a small image where the forward figures are not the subject
 LINEAR_ABAR = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))  # Ho et al. 2020, written out independently
 
 
@@ -95,27 +98,56 @@ def test_triplet_image_and_table():
     assert t.std() > 5
 
 
-def test_load_figure_image(tmp_path, monkeypatch):
-    monkeypatch.setattr(F, "PHOTO_DIR", tmp_path / "no-photos")
+def test_load_figure_image_default_is_the_bundled_photo():
     x, src = F.load_figure_image()
-    assert x.shape == (1, 1, 28, 28) and "MNIST" in src
+    assert F.DEFAULT_PHOTO.is_file() and F.DEFAULT_PHOTO.name == "astronaut.jpg"
+    assert x.shape == (1, 3, F.PHOTO_SIZE, F.PHOTO_SIZE) and x.min() >= -1 and x.max() <= 1
+    assert (x[0, 0] - x[0, 2]).abs().mean() > 0.05  # a colour photo: its channels differ
+    assert src.startswith("astronaut.jpg") and "NASA" in src and "MNIST" not in src
+
+
+def test_load_figure_image_falls_back_to_a_digit_only_without_the_photo(tmp_path, monkeypatch):
+    monkeypatch.setattr(F, "DEFAULT_PHOTO", tmp_path / "astronaut.jpg")  # the photo file is missing
+    x, src = F.load_figure_image()
+    assert x.shape == (1, 1, 28, 28) and "MNIST" in src and "astronaut.jpg" in src and "missing" in src
+
+
+def test_load_figure_image_reads_any_image(tmp_path):
     rgb = tmp_path / "rgb.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(rgb)
-    x, _ = F.load_figure_image(rgb, size=32)
-    assert x.shape == (1, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    x, src = F.load_figure_image(rgb, size=32)
+    assert x.shape == (1, 3, 32, 32) and x.min() >= -1 and x.max() <= 1 and src == "rgb.png, 32x32"
     gray = tmp_path / "gray.png"
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(gray)
     assert F.load_figure_image(gray, size=16)[0].shape == (1, 1, 16, 16)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    Image.open(rgb).save(photos / "a.png")
-    monkeypatch.setattr(F, "PHOTO_DIR", photos)
-    assert F.load_figure_image()[0].shape == (1, 3, F.PHOTO_SIZE, F.PHOTO_SIZE)
     with pytest.raises(ValueError, match="not found"):
         F.load_figure_image(tmp_path / "missing.png")
     (tmp_path / "bad.png").write_text("not an image")
     with pytest.raises(ValueError, match="cannot read"):
         F.load_figure_image(tmp_path / "bad.png")
+
+
+# ---------------------------------------------------------------- captions
+def test_describe_sampler_names_the_variance_or_eta():
+    tilde, beta = F.describe_sampler("ddpm", "beta_tilde"), F.describe_sampler("ddpm", "beta")
+    assert "sigma_t^2 = beta_tilde_t" in tilde and "sigma_t^2 = beta_t" in beta and "beta_tilde" not in beta
+    assert "clipped" in F.describe_sampler("ddpm", "beta", clip_x0=True) and "clipped" not in beta
+    assert "eta = 0 (deterministic)" in F.describe_sampler("ddim", "beta", eta=0.0)
+    ddim = F.describe_sampler("ddim", "beta", eta=0.3)
+    assert "DDIM" in ddim and "eta = 0.3" in ddim and "sigma_t" not in ddim  # DDIM has no variance setting
+    with pytest.raises(ValueError, match="unknown sampler"):
+        F.describe_sampler("euler")
+
+
+def test_describe_walk_names_every_setting():
+    chain = make_chain(make_schedule("cosine", 1000), 50)
+    words = F.describe_walk("ddpm", "beta", chain=chain, labels=torch.tensor([3, 3, 3]), guidance=2.5, seed=7)
+    assert words.startswith(F.describe_sampler("ddpm", "beta"))
+    for part in (chain.description, "label 3,", "w=2.5", "seed 7"):
+        assert part in words, part
+    assert "labels 0, 1" in F.describe_walk(labels=["0", "1", "1"])
+    unconditional = F.describe_walk(labels=None, guidance=3.0)
+    assert "unconditional" in unconditional and "guidance" not in unconditional  # guidance needs labels
 
 
 # ---------------------------------------------------------------- make_figures
@@ -124,20 +156,24 @@ WITH_MODEL = ["reverse_10_steps.png", "reverse_walk.gif", "full_noise_removal.pn
 
 
 def test_make_figures_without_model(tmp_path):
-    paths = F.make_figures(None, tmp_path / "figs", seed=0)
+    paths = F.make_figures(None, tmp_path / "figs", seed=0)  # the default image: the bundled photo
     assert [p.name for p in paths] == MODEL_FREE + ["captions.json"]
     for p in paths[:-1]:
         assert_nontrivial_png(p, 200, 40)
-    with Image.open(paths[0]) as im:  # 11 frames of a 28x28 digit shown 3x: wider than tall
-        assert im.width > 11 * 84 and im.height > 84
+    with Image.open(paths[0]) as im:  # 11 frames of the 128x128 photo in a row: wider than tall
+        assert im.width > 11 * F.PHOTO_SIZE and im.height > F.PHOTO_SIZE
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float64)
+    assert np.abs(rgb[..., 0] - rgb[..., 2]).mean() > 3  # colour frames, not a gray digit
     caps = json.loads(paths[-1].read_text())
     assert set(caps) == set(MODEL_FREE)
+    for name in ("forward_10_steps.png", "forward_linear_strip.png", "forward_cosine_strip.png"):
+        assert "Image: astronaut.jpg" in caps[name] and "NASA" in caps[name] and "MNIST" not in caps[name]
 
 
 def test_make_figures_is_seeded(tmp_path):
-    a = F.make_figures(None, tmp_path / "a", seed=1)
-    b = F.make_figures(None, tmp_path / "b", seed=1)
-    c = F.make_figures(None, tmp_path / "c", seed=2)
+    a = F.make_figures(None, tmp_path / "a", image=DIGIT, seed=1)
+    b = F.make_figures(None, tmp_path / "b", image=DIGIT, seed=1)
+    c = F.make_figures(None, tmp_path / "c", image=DIGIT, seed=2)
     read = lambda p: np.asarray(Image.open(p))
     assert np.array_equal(read(a[0]), read(b[0]))
     assert not np.array_equal(read(a[0]), read(c[0]))
@@ -145,7 +181,7 @@ def test_make_figures_is_seeded(tmp_path):
 
 def test_make_figures_with_model(tmp_path):
     model = load_model(make_tiny_checkpoint(tmp_path / "tiny20", num_steps=20), device="cpu")
-    paths = F.make_figures(model, tmp_path / "figs", seed=0)
+    paths = F.make_figures(model, tmp_path / "figs", image=DIGIT, seed=0)
     assert [p.name for p in paths] == MODEL_FREE + WITH_MODEL + ["captions.json"]
     assert_nontrivial_png(tmp_path / "figs" / "reverse_10_steps.png", 11 * 84, 10 * 84)  # 10 digits x 11 frames
     assert_nontrivial_png(tmp_path / "figs" / "full_noise_removal.png", 3 * 84, 8 * 84)
@@ -158,10 +194,23 @@ def test_make_figures_with_model(tmp_path):
     assert frames[0].std() > 5 and not np.array_equal(frames[0], frames[1])
     caps = json.loads(paths[-1].read_text())
     assert "guidance" in caps["reverse_10_steps.png"] and "x0_hat" in caps["full_noise_removal.png"]
+    for name in WITH_MODEL:  # the default sampler, named as it ran
+        assert F.describe_sampler("ddpm", "beta_tilde") in caps[name], caps[name]
+
+
+def test_captions_follow_the_variance_of_the_walk(tmp_path):
+    model = load_model(make_tiny_checkpoint(tmp_path / "tiny20", num_steps=20), device="cpu")
+    runs = {v: F.make_figures(model, tmp_path / v, image=DIGIT, seed=0, variance=v) for v in ("beta_tilde", "beta")}
+    caps = {v: json.loads(p[-1].read_text()) for v, p in runs.items()}
+    for name in WITH_MODEL:
+        assert "sigma_t^2 = beta_tilde_t" in caps["beta_tilde"][name]
+        assert "sigma_t^2 = beta_t," in caps["beta"][name] and "beta_tilde" not in caps["beta"][name]
+    read = lambda v: np.asarray(Image.open(tmp_path / v / "reverse_10_steps.png"))
+    assert not np.array_equal(read("beta_tilde"), read("beta"))  # the variance really reached the walk
 
 
 def test_reverse_walk_records_the_requested_steps(tiny_model):
-    # the session's tiny model has T = 1000; the same network on a 12-step schedule keeps the walk short
+    # the shared tiny model has T = 1000; the same network on a 12-step schedule keeps the walk short
     short = DiffusionModel(net=tiny_model.net, schedule=make_schedule("linear", 12), image_size=28, channels=1,
                            class_names=tiny_model.class_names, config={}, path="")
     walk = F.figure_walk(short, torch.tensor([3, 7]), 2, seed=0, guidance=2.0, strip_ts=[12, 6, 0],
@@ -176,3 +225,19 @@ def test_reverse_walk_records_the_requested_steps(tiny_model):
                           triplet_ts=[12, 1], gif_every=4)
     # the fastest agreeing network path (what the CLI passes) draws the same pictures as eager model.eps
     assert (walk["x0"] - eager["x0"]).abs().max() / (1 + eager["x0"].abs().max()) < 1e-4
+    assert walk["description"] == F.describe_walk("ddpm", "beta_tilde", chain=make_chain(short.schedule),
+                                                  labels=[3, 7], guidance=2.0, seed=0)
+
+
+def test_figure_walk_describes_the_sampler_it_ran(tiny_model):
+    short = DiffusionModel(net=tiny_model.net, schedule=make_schedule("linear", 6), image_size=28, channels=1,
+                           class_names=tiny_model.class_names, config={}, path="")
+    kw = dict(labels=torch.tensor([1]), num_images=1, seed=3, guidance=1.0, strip_ts=[6, 0])
+    walks = {v: F.figure_walk(short, variance=v, **kw) for v in ("beta", "beta_tilde")}
+    walks["ddim"] = F.figure_walk(short, method="ddim", eta=0.0, **kw)
+    assert "sigma_t^2 = beta_t," in walks["beta"]["description"]
+    assert "sigma_t^2 = beta_tilde_t" in walks["beta_tilde"]["description"]
+    assert "DDIM" in walks["ddim"]["description"] and "eta = 0" in walks["ddim"]["description"]
+    assert len({w["description"] for w in walks.values()}) == 3
+    assert not torch.equal(walks["beta"]["x0"], walks["beta_tilde"]["x0"])  # and each setting reached the sampler
+    assert not torch.equal(walks["ddim"]["x0"], walks["beta_tilde"]["x0"])

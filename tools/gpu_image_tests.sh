@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# The backend's tests under the GPU machine's software, run on this CPU (no GPU needed): Python 3.12,
-# torch 2.11.0 (PyPI's CUDA build, which runs on a CPU), and the versions the GPU image holds
-# (/work/.library/device/KINDS.md, 'pip list'): numpy 2.5.2, safetensors 0.8.0, onnxruntime 1.30.0,
-# onnx 1.23.1, huggingface_hub 1.33.0; plus diffusers 0.42.1 (carried there as a wheel); no gradio.
-# It catches an API newer than torch 2.11 and a hidden gradio import in the backend before a GPU session.
+# A compatibility check for older torch: runs the backend tests under Python 3.12, torch 2.11.0 (PyPI's
+# CUDA build, which also runs on a CPU; no GPU needed) and these package versions: numpy 2.5.2,
+# safetensors 0.8.0, onnxruntime 1.30.0, onnx 1.23.1, huggingface_hub 1.33.0, diffusers 0.42.1; without
+# gradio. It catches an API newer than torch 2.11 and a gradio import hidden in the backend.
 #
 #   bash tools/gpu_image_tests.sh [pytest args]      # first run: a venv of about 5 GB (torch's CUDA libraries)
 #
-# The app's modules (test_app_client, test_browser) need gradio and are left out; CUDA-only tests skip.
+# The venv is kept in $VENV (default: ~/.cache/ddpm-explainer/venv-torch2.11) and reused. The app's test
+# modules (test_app_client, test_browser) need gradio and are left out; CUDA-only tests skip without a GPU.
 set -eu
 cd "$(dirname "$0")/.."
-venv="${VENV:-/tmp/venv-gpu-image}"
+venv="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ddpm-explainer/venv-torch2.11}"
 if [ ! -x "$venv/bin/python" ]; then
   py="${PYTHON312:-}"
   if [ -z "$py" ]; then  # python3.12 on PATH, else pyenv's
@@ -19,6 +19,7 @@ if [ ! -x "$venv/bin/python" ]; then
     done
   fi
   [ -n "$py" ] || { echo "no Python 3.12 found (set PYTHON312)" >&2; exit 1; }
+  mkdir -p "$(dirname "$venv")"
   "$py" -m venv "$venv"
   "$venv/bin/pip" install -q torch==2.11.0 numpy==2.5.2 safetensors==0.8.0 onnxruntime==1.30.0 onnx==1.23.1 \
     onnxscript==0.7.2 huggingface_hub==1.33.0 pillow matplotlib pandas tqdm pytest filelock regex requests
@@ -26,7 +27,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__)"
 if "$venv/bin/python" -c "import gradio" 2>/dev/null; then
-  echo "gradio is installed in $venv: the GPU image has none" >&2; exit 1
+  echo "gradio is installed in $venv: this check needs a venv without it" >&2; exit 1
 fi
 OMP_NUM_THREADS=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider \
   --ignore=tests/test_app_client.py --ignore=tests/test_browser.py "$@"

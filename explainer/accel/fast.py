@@ -1,17 +1,19 @@
-"""Fast eps-model callables: the same function as ``model.eps``, computed by the fastest correct path here.
+"""Fast eps-model callables: the same function as ``model.eps``, computed by the fastest correct path.
 
-``fast_eps_fn(model, backend=...)`` returns an ``EpsFn`` (``eps_fn(x_t, t, labels) -> eps``) that the
-samplers take unchanged; ``best_eps_fn(model)`` caches the automatic choice per model. Every returned
-callable carries ``.name`` (the path chosen, and why it fell back if it did) and ``.backend``.
+``fast_eps_fn(model, backend=...)`` returns a ``FastEps``, an ``EpsFn`` (``eps_fn(x_t, t, labels) -> eps``)
+that the samplers take unchanged; ``best_eps_fn(model)`` keeps the automatic choice for each model. A
+``FastEps`` declares ``name`` (the path chosen, and why faster ones were skipped), ``backend`` and
+``skipped``.
 
-Paths, fastest first on each kind of machine (measured; see benchmarks/speed.py and gpu_check.py):
+Paths, in the order they are tried on each kind of device (benchmarks/speed.py and benchmarks/gpu_check.py
+time them; README.md lists the results):
 
 - ``cuda``: a bf16 (whole-network, else autocast) channels_last copy of the network, optionally
   ``torch.compile``, and one CUDA graph per (batch size, labels present) key replayed from static input
   buffers; no host sync per call.
 - ``onnx`` (CPU): the network exported once to ONNX (cached on disk, keyed by the weights' hash) and run
-  with ONNX Runtime; 2-3x faster than eager torch per call (more at batch 1). onnxruntime is optional.
-- ``torchscript`` (CPU): ``torch.jit.freeze(torch.jit.trace(...))``; about 1.2x faster than eager.
+  with ONNX Runtime. onnxruntime is optional.
+- ``torchscript`` (CPU): ``torch.jit.freeze(torch.jit.trace(...))``.
 - ``eager``: ``model.eps`` itself under ``inference_mode``.
 
 Each candidate is checked against ``model.eps`` on a small random batch before it is used (fp32 paths to
@@ -30,6 +32,7 @@ import json
 import os
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -44,23 +47,38 @@ ONNX_OPSET = 17
 
 
 class FastPathError(RuntimeError):
-    """A fast path cannot be built here (missing backend, export failure, or disagreement with eager)."""
+    """A fast path cannot be built (missing backend, export failure, or disagreement with eager)."""
 
 
+@dataclass(eq=False, repr=False)
 class FastEps:
-    """An EpsFn with a name; calls are serialised by a lock (see the module docstring)."""
+    """An EpsFn computed by one path, and what describes it; calls are serialised by a lock (module docstring).
 
-    def __init__(self, fn: EpsFn, name: str, backend: str, precision: str = "fp32", serialize: bool = True):
-        self._fn = fn
-        self.name = name
-        self.backend = backend
-        self.precision = precision
-        self.serialize = serialize
-        self._lock = threading.Lock() if serialize else contextlib.nullcontext()
+    fn: the path's own ``(x_t, t, labels) -> eps``. name: the path in words (``fast_eps_fn`` appends why
+    faster paths were skipped). backend: one of ``BACKENDS`` (never "auto"). precision: "fp32" or "bf16",
+    which sets the tolerance of ``check_agrees``. serialize: take the lock around every call.
+    skipped: "path: reason" for each faster path that could not be built or did not agree.
+    """
+
+    fn: EpsFn
+    name: str
+    backend: str
+    precision: str = "fp32"
+    serialize: bool = True
+    skipped: list[str] = field(default_factory=list)
+    _lock: contextlib.AbstractContextManager = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._lock = threading.Lock() if self.serialize else contextlib.nullcontext()
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         with self._lock, torch.inference_mode():
-            return self._fn(x_t, t, labels)
+            return self.fn(x_t, t, labels)
+
+    @property
+    def capture_errors(self) -> list[str]:
+        """CUDA-graph captures that failed (those keys run without a graph); empty for every other path."""
+        return list(self.fn.capture_errors) if isinstance(self.fn, CudaGraphEps) else []
 
     def __repr__(self):
         return f"FastEps({self.name!r})"
@@ -134,7 +152,10 @@ def eager_eps_fn(model: DiffusionModel) -> FastEps:
 
 # ----------------------------------------------------------------------------------------------- ONNX Runtime
 
-class _OnnxWrapper(torch.nn.Module):
+class _TraceableEps(torch.nn.Module):
+    """The network as a module with ``forward(x, t, labels) -> eps`` (``model.eps``'s conventions), for
+    ``torch.onnx.export`` and ``torch.jit.trace``."""
+
     def __init__(self, model: DiffusionModel, net: torch.nn.Module):
         super().__init__()
         self.net = net
@@ -162,7 +183,7 @@ def export_onnx(model: DiffusionModel, path: Path | None = None) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(_OnnxWrapper(model, net), args, str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+            torch.onnx.export(_TraceableEps(model, net), args, str(tmp), dynamo=False, opset_version=ONNX_OPSET,
                               input_names=["x", "t", "labels"], output_names=["eps"],
                               dynamic_axes={"x": {0: "batch"}, "t": {0: "batch"}, "labels": {0: "batch"},
                                             "eps": {0: "batch"}})
@@ -219,7 +240,7 @@ def onnx_eps_fn(model: DiffusionModel, *, threads: int | None = None, path: Path
 def torchscript_eps_fn(model: DiffusionModel) -> FastEps:
     """A frozen trace of the network (labels always given: None becomes the null label, as in the U-Net)."""
     net = copy.deepcopy(model.net).eval()
-    wrapper = _OnnxWrapper(model, net).eval()
+    wrapper = _TraceableEps(model, net).eval()
     b, c, s = 2, model.channels, model.image_size
     dev = model.device
     args = (torch.zeros(b, c, s, s, device=dev), torch.full((b,), 1, dtype=torch.long, device=dev),
@@ -411,7 +432,7 @@ def fast_eps_fn(model: DiffusionModel, *, backend: str = "auto", compile: bool |
             continue
         if skipped:
             fn.name += " (skipped " + "; ".join(skipped) + ")"
-        fn.skipped = skipped
+        fn.skipped = list(skipped)
         return fn
     raise RuntimeError("no eps path could be built: " + "; ".join(skipped))  # eager never fails to build
 
@@ -420,16 +441,17 @@ _BEST_LOCK = threading.Lock()
 
 
 def best_eps_fn(model: DiffusionModel, **kwargs) -> FastEps:
-    """``fast_eps_fn(model, **kwargs)``, built once per model object (and per kwargs) and kept on it.
+    """``fast_eps_fn(model, **kwargs)``, built once per model (and per kwargs).
 
-    The cache lives on the model object, so it goes away with the model.
+    The paths are kept in the model's declared ``DiffusionModel.fast_paths``, so they go away with the
+    model. Any other object that only looks like a model (a test stand-in) gets a fresh build, not kept.
     """
-    key = tuple(sorted(kwargs.items()))
+    key = ("best_eps_fn",) + tuple(sorted(kwargs.items()))
     with _BEST_LOCK:
-        cache = model.__dict__.setdefault("_fast_eps_cache", {})
-        if key not in cache:
-            cache[key] = fast_eps_fn(model, **kwargs)
-        return cache[key]
+        built = model.fast_paths if isinstance(model, DiffusionModel) else {}
+        if key not in built:
+            built[key] = fast_eps_fn(model, **kwargs)
+        return built[key]
 
 
 # ----------------------------------------------------------------------------------------------- frames

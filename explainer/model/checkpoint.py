@@ -54,6 +54,9 @@ class DiffusionModel:
     config: dict = field(default_factory=dict)
     path: str = ""
     kind: str = "explainer"  # or "diffusers"
+    # faster eps paths built for this model (explainer.accel.fast.best_eps_fn), keyed by their build
+    # settings; held here so that they go away with the model
+    fast_paths: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:

@@ -1,10 +1,10 @@
 """An independent digit classifier: a small CNN that judges generated digits.
 
-It is trained on the TRAIN split of the bundled MNIST digits only (``load_mnist("train")``, 4,500
+It is trained on the train split of the bundled MNIST digits only (``load_mnist("train")``, 4,500
 images) and never sees the 500 held-out digits, which measure its accuracy and serve as the real
-reference set in ``evaluate.py``. Its penultimate layer (128 ReLU features) is the feature space for
-the Frechet distance between generated and real digits (the FID recipe of Heusel et al. 2017, with
-this classifier in place of Inception).
+reference set in ``evaluate.py``. Its penultimate layer (``ClassifierConfig.features`` ReLU units) is
+the feature space for the Frechet distance between generated and real digits (the FID recipe of
+Heusel et al. 2017, with this classifier in place of Inception).
 
 Training is deterministic (seeded weights, shuffling and augmentation; one CPU thread) and takes a few
 minutes: ``python -m explainer.quality.classifier`` writes ``checkpoints/digit-classifier``.

@@ -1,9 +1,11 @@
 """Sample quality of a class-conditional digit model: classifier accuracy and Frechet distance.
 
 Recipe (``evaluate``):
-1. Draw ``num_per_class`` samples of every digit with DDPM (Ho et al. 2020, Algorithm 2; sigma_t^2 = beta_t)
-   on a respaced chain of ``steps`` steps (Nichol & Dhariwal 2021, sec. 4) and, with ``full_steps``, on
-   all T steps; for each classifier-free guidance scale w (Ho & Salimans 2022, eq. 6). Labels are
+1. Draw ``num_per_class`` samples of every digit with DDPM (Ho et al. 2020, Algorithm 2) with the
+   ``variance`` asked for (default sigma_t^2 = beta_tilde_t, the posterior variance; or beta_t), x0_hat
+   clipped or not (``clip_x0``), on a respaced chain of ``steps`` steps (Nichol & Dhariwal 2021, sec. 4)
+   and, with ``full_steps``, on all T steps; for each classifier-free guidance scale w (Ho & Salimans
+   2022, eq. 6). The report names the sampler with ``render.figures.describe_sampler``. Labels are
    batched (every chunk holds all ten digits); the same seed gives every setting the same noise.
    Samples are rounded to uint8, as a saved PNG would be.
 2. Classify them with an independent CNN (``classifier.py``, trained on the train split only):
@@ -32,8 +34,11 @@ from ..diffusion.respacing import make_chain
 from ..accel.fast import best_eps_fn
 from ..diffusion.samplers import sample
 from ..model.unet import count_parameters
+from ..paths import repo_relative
+from ..render.figures import describe_sampler
 
 TRAIN_PER_CLASS = 450  # train images per digit in load_mnist("train")
+METHOD = "ddpm"  # the sampler of every evaluated walk (``generate``) and the one its report names
 
 
 # ---------------------------------------------------------------- Frechet distance
@@ -100,7 +105,7 @@ def real_subset(split: str, num_per_class: int, seed: int) -> tuple[torch.Tensor
 def generate(model: DiffusionModel, labels: torch.Tensor, num_steps: int, guidance: float, seed: int,
              chunk_size: int = 250, spacing: str = "linspace", variance: str = "beta_tilde",
              clip_x0: bool = False) -> torch.Tensor:
-    """Class-conditional DDPM samples for ``labels`` (chunks of at most ``chunk_size``), on the CPU.
+    """Class-conditional DDPM samples for ``labels`` (chunks of at most ``chunk_size``), returned on the CPU.
 
     One seeded generator feeds all chunks in order, so the result depends on (seed, chunk_size) only.
     """
@@ -112,7 +117,7 @@ def generate(model: DiffusionModel, labels: torch.Tensor, num_steps: int, guidan
     for i in range(0, len(labels), chunk_size):
         lab = labels[i:i + chunk_size]
         rec = None
-        for rec in sample(eps_fn, chain, (len(lab), *shape), method="ddpm", labels=lab, guidance=guidance,
+        for rec in sample(eps_fn, chain, (len(lab), *shape), method=METHOD, labels=lab, guidance=guidance,
                           null_label=model.null_label, variance=variance, clip_x0=clip_x0, generator=gen,
                           device=model.device):
             pass
@@ -126,15 +131,16 @@ def _sync(device: torch.device) -> None:
 
 
 def time_walk(model: DiffusionModel, guidance: float, num_images: int = 4, seed: int = 0) -> dict:
-    """Wall time of one DDPM walk over all T steps for ``num_images`` images (labels 0, 1, 2, ...)."""
+    """Wall time of one DDPM walk (sigma_t^2 = beta_tilde_t) over all T steps for ``num_images`` images
+    (labels 0, 1, 2, ...)."""
     labels = torch.arange(num_images) % max(model.num_classes, 1) if model.num_classes else None
     chain = make_chain(model.schedule)
     shape = (num_images, model.channels, model.image_size, model.image_size)
     eps_fn = best_eps_fn(model)
     _sync(model.device)
     start = time.perf_counter()
-    for _ in sample(eps_fn, chain, shape, labels=labels, guidance=guidance, null_label=model.null_label,
-                    seed=seed, device=model.device):
+    for _ in sample(eps_fn, chain, shape, method=METHOD, labels=labels, guidance=guidance,
+                    null_label=model.null_label, seed=seed, device=model.device):
         pass
     _sync(model.device)
     secs = time.perf_counter() - start
@@ -175,7 +181,8 @@ def get_classifier(classifier: DigitClassifier | None, folder, notes: list[str])
         return classifier.cpu().eval(), {"source": "passed in"}
     try:
         model, cfg = load_classifier(folder)
-        return model, {"source": str(folder), "trained": cfg.get("train", {}), "train_seconds": cfg.get("train_seconds")}
+        return model, {"source": repo_relative(folder), "trained": cfg.get("train", {}),
+                       "train_seconds": cfg.get("train_seconds")}
     except ClassifierError as exc:
         notes.append(f"{exc}; trained a classifier now with the default settings (not saved)")
         print(f"note: {exc}\ntraining a digit classifier now (a few minutes on one CPU thread)", file=sys.stderr)
@@ -189,9 +196,11 @@ def evaluate(model: DiffusionModel, num_per_class: int = 50, guidance_scales=(1.
              classifier_dir=DEFAULT_CLASSIFIER, timing: bool = True, progress: bool = False) -> dict:
     """Measure a class-conditional digit model; returns a JSON-ready report with a flat "summary" dict.
 
-    Settings: DDPM with ``steps`` respaced steps (and all T with ``full_steps``) x each guidance scale,
-    ``num_per_class`` samples per digit each. ``timing``: also time one all-T-step walk of 4 images at
-    the checkpoint's recommended guidance. Raises ValueError on bad arguments.
+    Settings: DDPM (sigma_t^2 as ``variance`` says, x0_hat clipped with ``clip_x0``) with ``steps``
+    respaced steps (and all T with ``full_steps``) x each guidance scale, ``num_per_class`` samples per
+    digit each. ``timing``: also time one all-T-step walk of 4 images at the checkpoint's recommended
+    guidance. Paths in the report are relative to the repository when they lie inside it. Raises
+    ValueError on bad arguments.
     """
     scales = _check(model, num_per_class, guidance_scales, steps, chunk_size)
     chunk_size = chunk_size - chunk_size % 10
@@ -246,12 +255,11 @@ def evaluate(model: DiffusionModel, num_per_class: int = 50, guidance_scales=(1.
     summary["total_wall_s"] = round(time.perf_counter() - t_start, 1)
     return {
         "summary": summary,
-        "model": {"path": model.path, "kind": model.kind, "parameters": params, "schedule": model.schedule.name,
-                  "T": T, "image": [model.channels, model.image_size, model.image_size],
+        "model": {"path": repo_relative(model.path) if model.path else model.path, "kind": model.kind,
+                  "parameters": params, "schedule": model.schedule.name, "T": T, "image": [model.channels, model.image_size, model.image_size],
                   "recommended_guidance": rec_w, "training": model.config.get("training", {})},
-        "sampling": {"method": "DDPM ancestral (Ho et al. 2020, Algorithm 2), sigma_t^2 = "
-                               + ("beta_t" if variance == "beta" else "beta_tilde_t")
-                               + (", x0_hat clipped to [-1, 1]" if clip_x0 else ", no clipping"),
+        "sampling": {"method": describe_sampler(METHOD, variance, clip_x0=clip_x0)
+                               + ("" if clip_x0 else ", no clipping"),
                      "variance": variance, "clip_x0": clip_x0,
                      "steps": step_counts, "spacing": "linspace (respaced, Nichol & Dhariwal 2021)",
                      "guidance_scales": scales, "num_per_class": num_per_class, "num_samples": n,

@@ -1,6 +1,6 @@
 """Tensors as pictures: uint8 conversion, nearest-neighbour enlargement, and laying pictures out.
 
-The ONE implementation of these helpers for the app's views, the article's figures and the CLI.
+The one implementation of these helpers for the app's views, the article's figures and the CLI.
 Pictures are uint8 numpy arrays, [H,W] (grayscale) or [H,W,C]. Layouts pad with a ``value`` (white
 by default): ``hstack`` / ``vstack`` place pictures of any size (top- / left-aligned), ``grid`` tiles
 a batch of same-sized pictures, ``captioned`` adds a text band, ``strip`` is a captioned row.

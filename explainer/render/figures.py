@@ -1,7 +1,10 @@
 """Figures: image grids and strips, and the article's figures regenerated from the real math and model.
 
 Pure helpers (the app reuses ``plot_schedule_curves``): ``forward_strip``, ``forward_chain_frames``,
-``plot_schedule_curves``, ``triplet_image``, ``figure_walk``; the picture helpers (grids, GIFs) live in ``display``. ``make_figures`` writes the article's figures:
+``plot_schedule_curves``, ``triplet_image``, ``figure_walk``; the picture helpers (grids, GIFs) live in
+``display``. ``describe_sampler`` and ``describe_walk`` put a sampler's settings into words: every caption
+of a reverse walk (here, in the CLI and in the evaluation report) is built by them from the very arguments
+given to the sampler. ``make_figures`` writes the article's figures:
 
 (a) ``forward_10_steps.png``: x_0, x_100, ..., x_1000 of the step-by-step Markov chain (article fig. 2);
 (b) ``forward_linear_strip.png`` / ``forward_cosine_strip.png``: the whole 1000-step forward process,
@@ -9,8 +12,9 @@ Pure helpers (the app reuses ``plot_schedule_curves``): ``forward_strip``, ``for
 (c) ``schedule_curves.png``: mean coefficient sqrt(alpha_bar_t) and variance 1 - alpha_bar_t (fig. 4);
 (d) ``reverse_10_steps.png`` and ``reverse_walk.gif``: the model's reverse process from pure noise (fig. 9);
 (e) ``full_noise_removal.png``: x0_hat | x_t | eps_hat at chosen steps (fig. 10).
-(a)-(c) need no model. Matplotlib is used through ``matplotlib.figure.Figure`` only (no pyplot, so no
-global figure state and no GUI backend); files are rendered by the Agg canvas.
+(a)-(c) need no model; their image is the bundled photo ``assets/astronaut.jpg`` unless another is given.
+Matplotlib is used through ``matplotlib.figure.Figure`` only (no pyplot, so no global figure state and
+no GUI backend); files are rendered by the Agg canvas.
 """
 from __future__ import annotations
 
@@ -28,8 +32,50 @@ from ..diffusion.respacing import make_chain
 from ..diffusion.samplers import sample
 from ..diffusion.schedules import Schedule, make_schedule
 
-PHOTO_DIR = ASSETS / "photos"
+DEFAULT_PHOTO = ASSETS / "astronaut.jpg"  # the forward figures' image unless another is given
+DEFAULT_PHOTO_CREDIT = "astronaut Eileen Collins, NASA, public domain, via scikit-image (assets/LICENSES.md)"
+FALLBACK_DIGIT = ASSETS / "digit_0.png"  # used only where DEFAULT_PHOTO is missing
 PHOTO_SIZE = 128  # photos are centre-cropped and resized to this many pixels for the forward figures
+
+
+# ---------------------------------------------------------------- captions
+def describe_sampler(method: str = "ddpm", variance: str = "beta_tilde", eta: float = 0.0,
+                     clip_x0: bool = False) -> str:
+    """The reverse step in words, from the arguments ``samplers.sample`` is given.
+
+    DDPM: Ho et al. 2020, Algorithm 2, with sigma_t^2 = beta_t or the posterior variance beta_tilde_t
+    (eq. 7); DDIM: Song et al. 2021, eq. 12, with its eta (eq. 16).
+    """
+    if method == "ddpm":
+        sigma = "beta_t" if variance == "beta" else "beta_tilde_t (the posterior variance)"
+        words = f"DDPM (Ho et al. 2020, Algorithm 2), sigma_t^2 = {sigma}"
+    elif method == "ddim":
+        words = f"DDIM (Song et al. 2021, eq. 12), eta = {eta:g}" + (" (deterministic)" if eta == 0 else "")
+    else:
+        raise ValueError(f"unknown sampler {method!r}")
+    return words + (", x0_hat clipped to [-1, 1]" if clip_x0 else "")
+
+
+def describe_walk(method: str = "ddpm", variance: str = "beta_tilde", eta: float = 0.0, clip_x0: bool = False, *,
+                  chain=None, labels=None, guidance: float = 1.0, seed: int | None = None) -> str:
+    """A whole reverse walk in words, from the arguments ``samplers.sample`` is given.
+
+    chain: the ``SamplingChain`` walked (its description names the steps and the schedule). labels: the
+    names of the labels asked for (repeats are named once), or None for an unconditional walk, where
+    guidance does not apply. seed: the noise seed, if one was given.
+    """
+    parts = [describe_sampler(method, variance, eta, clip_x0)]
+    if chain is not None:
+        parts.append(chain.description)
+    if labels is None:
+        parts.append("unconditional")
+    else:
+        names = list(dict.fromkeys(str(v) for v in (labels.tolist() if hasattr(labels, "tolist") else labels)))
+        parts.append(("label " if len(names) == 1 else "labels ") + ", ".join(names))
+        parts.append(f"classifier-free guidance w={guidance:g}")
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    return ", ".join(parts)
 
 
 # ---------------------------------------------------------------- pure building blocks
@@ -110,23 +156,31 @@ def triplet_image(x0_hat: torch.Tensor, x_t: torch.Tensor, eps: torch.Tensor, pa
 
 
 def figure_walk(model, labels: torch.Tensor | None, num_images: int, seed: int = 0, guidance: float = 1.0,
-                strip_ts=None, triplet_ts=(), gif_every: int = 10, eps_fn=None):
-    """Run the model's DDPM reverse process over all T steps from pure noise and collect what the figures need.
+                strip_ts=None, triplet_ts=(), gif_every: int = 10, eps_fn=None, *, method: str = "ddpm",
+                variance: str = "beta_tilde", eta: float = 0.0, clip_x0: bool = False, label_names=None):
+    """Run the model's reverse process over all T steps from pure noise and collect what the figures need.
 
     eps_fn: the network path (default: eager ``model.eps``; the CLI passes the fastest path that agrees with it).
+    method, variance, eta, clip_x0: the sampler (``samplers.sample``; default DDPM with sigma_t^2 = beta_tilde_t).
+    label_names: how to name ``labels`` in the description (default: the label numbers).
 
     Returns a dict: "strip_ts", "strip" [len(strip_ts), B, C, H, W] (x_t at those t; t = 0 is the sample),
-    "triplets" {t: (x0_hat, x_t, eps_hat)} (batch tensors), "gif_ts" and "gif" (x_t every ``gif_every`` steps).
+    "triplets" {t: (x0_hat, x_t, eps_hat)} (batch tensors), "gif_ts" and "gif" (x_t every ``gif_every`` steps),
+    "x0" and "description" (``describe_walk`` of the sampler's arguments).
     """
     eps_fn = model.eps if eps_fn is None else eps_fn
     T = model.schedule.T
     strip_ts = [int(t) for t in (strip_ts if strip_ts is not None else np.round(np.linspace(T, 0, 11)))]
     want_strip, want_trip = set(strip_ts), set(int(t) for t in triplet_ts)
     shape = (num_images, model.channels, model.image_size, model.image_size)
+    chain = make_chain(model.schedule)
+    sampler = dict(method=method, variance=variance, eta=eta, clip_x0=clip_x0)  # one dict: the call and its words
+    named = None if labels is None else (label_names if label_names is not None else labels)
+    description = describe_walk(**sampler, chain=chain, labels=named, guidance=guidance, seed=seed)
     got_strip, trips, gif_ts, gif = {}, {}, [], []
     rec = None
-    for rec in sample(eps_fn, make_chain(model.schedule), shape, labels=labels, guidance=guidance,
-                      null_label=model.null_label, seed=seed, device=model.device):
+    for rec in sample(eps_fn, chain, shape, labels=labels, guidance=guidance, null_label=model.null_label,
+                      seed=seed, device=model.device, **sampler):
         if rec.t in want_strip:
             got_strip[rec.t] = rec.x_t.cpu()
         if rec.t in want_trip:
@@ -139,7 +193,7 @@ def figure_walk(model, labels: torch.Tensor | None, num_images: int, seed: int =
     gif_ts.append(0)
     gif.append(x0)
     return {"strip_ts": strip_ts, "strip": torch.stack([got_strip[t] for t in strip_ts]), "triplets": trips,
-            "gif_ts": gif_ts, "gif": gif, "x0": x0}
+            "gif_ts": gif_ts, "gif": gif, "x0": x0, "description": description}
 
 
 # ---------------------------------------------------------------- inputs
@@ -147,16 +201,16 @@ def load_figure_image(path=None, size: int = PHOTO_SIZE) -> tuple[torch.Tensor, 
     """The image for the forward figures as [1,C,H,W] in [-1, 1], and where it came from.
 
     ``path``: any image (centre-cropped to a square, resized to ``size``; grayscale stays grayscale).
-    Default: the first bundled photo in assets/photos/, else the first held-out MNIST digit (28x28).
+    Default: the bundled photo ``DEFAULT_PHOTO`` (assets/astronaut.jpg); only where that file is missing,
+    the bundled digit ``FALLBACK_DIGIT`` (a held-out MNIST digit, 28x28), and the description says so.
     """
     if path is None:
-        photos = sorted(p for p in PHOTO_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        if not photos:
-            from ..model.data import load_mnist
-            ds = load_mnist("test")
-            x = torch.from_numpy(ds.images[:1]).float()[:, None] / 127.5 - 1.0
-            return x, f"held-out MNIST digit (a {ds.labels[0]}), 28x28"
-        path = photos[0]
+        if not DEFAULT_PHOTO.is_file():
+            x, _ = load_figure_image(FALLBACK_DIGIT, 28)
+            return x, (f"{FALLBACK_DIGIT.name} (a held-out MNIST digit, assets/LICENSES.md), 28x28, in place of "
+                       f"the bundled photo assets/{DEFAULT_PHOTO.name}, which is missing")
+        x, _ = load_figure_image(DEFAULT_PHOTO, size)
+        return x, f"{DEFAULT_PHOTO.name} ({DEFAULT_PHOTO_CREDIT}), {size}x{size}"
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"image not found: {path}")
@@ -232,12 +286,15 @@ def _save(img, path: Path) -> Path:
 
 
 # ---------------------------------------------------------------- the article's figures
-def make_figures(model, out_dir, image=None, seed: int = 0, eps_fn=None) -> list[Path]:
+def make_figures(model, out_dir, image=None, seed: int = 0, eps_fn=None, *, method: str = "ddpm",
+                 variance: str = "beta_tilde", eta: float = 0.0) -> list[Path]:
     """Write the article's figures into ``out_dir``; returns the paths written (plus ``captions.json``).
 
     model: a loaded DiffusionModel, or None for the model-free figures (a)-(c) only.
-    image: path of the image for the forward figures (default: a bundled photo or a held-out digit).
+    image: path of the image for the forward figures (default: the bundled photo assets/astronaut.jpg).
     eps_fn: the network path for the model's figures (default: eager ``model.eps``).
+    method, variance, eta: the sampler of the reverse walk (default DDPM with sigma_t^2 = beta_tilde_t);
+    the captions name them.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,25 +331,23 @@ def make_figures(model, out_dir, image=None, seed: int = 0, eps_fn=None) -> list
         "variance (dashed) for the linear and cosine schedules, T=1000.")
 
     if model is not None:
-        paths += _model_figures(model, out, seed, captions, eps_fn)
+        paths += _model_figures(model, out, seed, captions, eps_fn, method=method, variance=variance, eta=eta)
     cap = out / "captions.json"
     cap.write_text(json.dumps(captions, indent=2) + "\n")
     return paths + [cap]
 
 
-def _model_figures(model, out: Path, seed: int, captions: dict, eps_fn=None) -> list[Path]:
+def _model_figures(model, out: Path, seed: int, captions: dict, eps_fn=None, **sampler) -> list[Path]:
     T = model.schedule.T
     n = min(model.num_classes, 10) if model.num_classes else 4
     labels = torch.arange(n) if model.num_classes else None
     w = float(model.config.get("recommended_guidance", 1.0)) if model.num_classes else 1.0
     trip_ts = sorted({int(round(T * f)) for f in (1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.1, 0.05)} | {1}, reverse=True)
-    walk = figure_walk(model, labels, n, seed=seed, guidance=w, triplet_ts=trip_ts, gif_every=max(1, T // 100),
-                       eps_fn=eps_fn)
-    factor = _display_factor(model.image_size)
     names = model.class_names or []
-    what = (f"DDPM (sigma_t^2 = beta_t), all {T} steps of the {model.schedule.name} schedule, "
-            + (f"classifier-free guidance w={w:g}, labels {', '.join(names[:n])}" if labels is not None else "unconditional")
-            + f", seed {seed}")
+    walk = figure_walk(model, labels, n, seed=seed, guidance=w, triplet_ts=trip_ts, gif_every=max(1, T // 100),
+                       eps_fn=eps_fn, label_names=names[:n] if labels is not None else None, **sampler)
+    factor = _display_factor(model.image_size)
+    what = walk["description"]
     written = []
 
     # (d) ten reverse steps, one row per sample
@@ -319,5 +374,5 @@ def _model_figures(model, out: Path, seed: int, captions: dict, eps_fn=None) -> 
     written.append(p)
     captions[p.name] = ("Full noise removal: at each step t the network's predicted noise eps_hat is removed at once, "
                         "x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t) (shown clipped to [-1, 1]); "
-                        f"x0_hat is not fed back, the walk continues with the DDPM step. First sample of: {what}.")
+                        f"x0_hat is not fed back, the walk continues with the sampler's own step. First sample of: {what}.")
     return written
