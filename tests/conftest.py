@@ -10,8 +10,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-# Respect OMP_NUM_THREADS when set: on a busy 2-core machine, 2 torch threads per process thrash
-# (a tiny U-Net call measured 8 ms with 1 thread, 800 ms with 2 while other jobs ran).
+# Respect OMP_NUM_THREADS when set: when other processes share the cores, two torch threads per process
+# can thrash on tiny tensors.
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
 # App tests run on eager model.eps: a background ONNX export per test app would only add CPU load.
 # tests/test_app_client.py::test_app_switches_to_the_fast_path turns it on for one app.
@@ -40,8 +40,8 @@ def make_tiny_checkpoint(folder, seed: int = 0, schedule: str = "linear", num_st
 def one_torch_thread():
     """One torch thread for a whole test module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
 
-    As the app runs on a 2-core machine (app.configure_threads); the checks do not depend on the thread count,
-    and tiny ops stall with 2 OpenMP threads on a busy CI box.
+    As the app runs with half the cores on a 2-core CPU (app.configure_threads); the checks do not depend on the
+    thread count, and tiny ops can stall with 2 OpenMP threads when other processes share the cores.
     """
     n = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,7 +1,7 @@
-"""benchmarks/gpu_check.py's --device cpu dry run: the script a GPU session runs once must not crash there.
+"""benchmarks/gpu_check.py's --device cpu dry run: the GPU check must not crash on a path that needs no GPU.
 
-A GPU task has minutes of device time; this runs every code path of the script that does not need CUDA
-(variant building, equivalence walks, per-call and whole-walk timings, the diffusers reference, the table).
+This runs every code path of the script that does not need CUDA (variant building, equivalence walks,
+per-call and whole-walk timings, the diffusers reference, the table), so a GPU run fails only on CUDA.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Views of the network itself: its blocks, how t and the class enter, and its feature maps on an x_t.
 
-The article stops where the U-Net begins; these views continue with the real model (explainer.unet).
+The article stops where the U-Net begins; these views continue with the real model (explainer.model.unet).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _require_unet(model: DiffusionModel) -> UNet:
 
 
 def architecture_table(model: DiffusionModel) -> pd.DataFrame:
-    """One row per stage (explainer.unet.describe): blocks, input and output [C,H,W], parameters; plus a total."""
+    """One row per stage (explainer.model.unet.describe): blocks, input and output [C,H,W], parameters; plus a total."""
     net = _require_unet(model)
     rows = describe(net)
     df = pd.DataFrame({

@@ -10,7 +10,6 @@ import importlib.util
 import os
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +100,7 @@ class FastPathBuild:
         return self.ready
 
 
-_builds: dict[int, FastPathBuild] = {}  # id(model) -> its background build; an entry leaves with its model
+_builds: dict[int, FastPathBuild] = {}  # id(model) -> its background build (the app keeps its models for good)
 
 
 def fast_path_enabled() -> bool:
@@ -137,13 +136,13 @@ _START_LOCK = threading.Lock()
 
 
 def start_fast_path(model: DiffusionModel, threads: int | None = None) -> FastPathBuild:
-    """Build ``explainer.fast.best_eps_fn(model)`` in a daemon thread; ``eps_fn_for`` switches to it when ready.
+    """Build ``explainer.accel.fast.best_eps_fn(model)`` in a daemon thread; ``eps_fn_for`` switches to it when ready.
 
     Start-up does not wait for it, and requests run on eager ``model.eps`` meanwhile. On CPU the ONNX
     export (cached on disk by weight hash) runs at a lower CPU priority first; then the path is built
     and checked against eager. threads: intra-op threads of the fast path, default torch's count now
     (app.configure_threads sets half the cores, so the two concurrent model events each get their own
-    cores and explainer.fast runs one-thread calls in parallel, without its lock).
+    cores and explainer.accel.fast runs one-thread calls in parallel, without its lock).
     """
     with _START_LOCK:
         state = _builds.get(id(model))
@@ -167,7 +166,6 @@ def start_fast_path(model: DiffusionModel, threads: int | None = None) -> FastPa
 
         state = FastPathBuild(threading.Thread(target=build, name="fast-eps-build", daemon=True))
         _builds[id(model)] = state
-        weakref.finalize(model, _builds.pop, id(model), None)
         state.thread.start()
         return state
 
