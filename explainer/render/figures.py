@@ -27,6 +27,7 @@ from PIL import Image
 
 from ..paths import ASSETS
 from .display import grid, save_gif, to_uint8, upscale
+from .images import center_square, to_tensor
 from ..diffusion.forward import q_chain, q_sample
 from ..diffusion.respacing import make_chain
 from ..diffusion.samplers import sample
@@ -217,16 +218,10 @@ def load_figure_image(path=None, size: int = PHOTO_SIZE) -> tuple[torch.Tensor, 
     try:
         with Image.open(path) as im:
             gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
-            im = im.convert("L" if gray else "RGB")
-            w, h = im.size
-            s = min(w, h)
-            im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-            arr = np.asarray(im.resize((size, size), Image.Resampling.LANCZOS), dtype=np.float32)
+            arr = center_square(im.convert("L" if gray else "RGB"), size)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
-    x = torch.from_numpy(arr / 127.5 - 1.0)
-    x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
-    return x.contiguous(), f"{path.name}, {size}x{size}"
+    return to_tensor(arr), f"{path.name}, {size}x{size}"
 
 
 # ---------------------------------------------------------------- rendering

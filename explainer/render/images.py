@@ -152,11 +152,29 @@ def _array_to_uint8(a: np.ndarray) -> np.ndarray:
     return np.clip(np.round(a), 0, 255).astype(np.uint8)
 
 
+def to_unit_range(img: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [-1, 1] (x / 127.5 - 1), the data range of every model here."""
+    return np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+
+
+def batch_to_tensor(imgs: np.ndarray, device=None) -> torch.Tensor:
+    """uint8 [N,H,W] or [N,H,W,C] -> float32 [N,C,H,W] in [-1, 1]."""
+    x = torch.from_numpy(to_unit_range(imgs))
+    x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    return x.contiguous().to(device) if device is not None else x.contiguous()
+
+
 def to_tensor(img: np.ndarray, device=None) -> torch.Tensor:
     """uint8 [H,W] or [H,W,C] -> float32 [1,C,H,W] in [-1, 1]."""
-    x = torch.from_numpy(np.array(img, dtype=np.float32)) / 127.5 - 1.0
-    x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
-    return x.contiguous().to(device) if device is not None else x.contiguous()
+    return batch_to_tensor(np.asarray(img)[None], device)
+
+
+def center_square(im: Image.Image, size: int) -> np.ndarray:
+    """Centre-crop a PIL image to a square and resize it to ``size`` x ``size`` (Lanczos), as uint8."""
+    w, h = im.size
+    s = min(w, h)
+    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return np.asarray(im.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
 def to_digit(img: np.ndarray, size: int = 28, box: int = 20) -> np.ndarray:

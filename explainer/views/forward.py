@@ -56,7 +56,7 @@ def prepare_image(source, max_side: int = images.MAX_SIDE) -> np.ndarray:
     key = _key(source, max_side)
 
     def make():
-        x0 = images.load_image(source, max_side=max_side, mode="RGB").astype(np.float32) / 127.5 - 1.0
+        x0 = images.to_unit_range(images.load_image(source, max_side=max_side, mode="RGB"))
         x0.setflags(write=False)
         return x0
 
