@@ -1,0 +1,300 @@
+"""The guided tour: short steps that tell the story of a diffusion model and drive the live widgets.
+
+Each ``TourStep`` names the tab to open and the widget values that put the telling picture on screen
+("Show me"), and asks one question to answer before revealing it. Every answer is computed from the
+live objects the tabs use (the schedules, the sampling chain, the loaded network), never typed in.
+Widget keys are ``"<tab>.<widget>"``; the app maps them to its components.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..diffusion.respacing import make_chain, map_to_training_steps
+from ..diffusion.schedules import make_schedule
+from ..model.checkpoint import DiffusionModel
+from ..paths import ASSETS
+from .inputs import check_int
+
+T = 1000  # the article's number of steps (the forward tabs)
+
+
+@dataclass(frozen=True)
+class TourStep:
+    """One step of the tour. ``answer(model)`` returns Markdown with the live number(s); ``model`` may be None."""
+
+    title: str
+    text: str
+    tab: str  # the tab to open: forward, compare, reverse, noise, architecture or math
+    question: str
+    answer: Callable[[DiffusionModel | None], str]
+    settings: dict = field(default_factory=dict)  # "<tab>.<widget>" -> value set by "Show me"
+    needs_model: bool = False  # the answer needs the loaded network
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _schedule(name: str, model: DiffusionModel | None = None):
+    if model is not None and model.schedule.name == name:
+        return model.schedule
+    return make_schedule(name, model.schedule.T if model is not None else T)
+
+
+# ---------------------------------------------------------------- the answers, from the live objects
+
+
+def signal_left(t: int, names=("linear", "cosine")) -> dict[str, float]:
+    """sqrt(alpha_bar_t): how much of x_0's amplitude is left at t (Ho et al. 2020, eq. 4)."""
+    return {n: float(math.sqrt(make_schedule(n, T).alpha_bar_at(t))) for n in names}
+
+
+def _answer_destroyed(_model) -> str:
+    s = signal_left(T, ("linear",))["linear"]
+    return (f"At t = {T} the linear schedule keeps √ᾱ_T = **{_fmt(s)}** of the amplitude: less than 1 %. "
+            f"What is left is, for all practical purposes, pure noise N(0, I).")
+
+
+def _answer_closed_form(_model) -> str:
+    sch = make_schedule("linear", T)
+    ab = float(sch.alpha_bar_at(500))
+    return (f"√(1 − ᾱ_500) = **{_fmt(math.sqrt(1 - ab))}**: one draw of ε scaled by that gives x_500 directly, "
+            f"where the chain would add 500 small noises of sizes √β_1 = {_fmt(math.sqrt(sch.betas[0]))} up to "
+            f"√β_500 = {_fmt(math.sqrt(sch.betas[499]))}.")
+
+
+def _answer_signal_500(_model) -> str:
+    s = signal_left(500)
+    return (f"At t = 500: linear √ᾱ = **{_fmt(s['linear'])}**, cosine √ᾱ = **{_fmt(s['cosine'])}**. "
+            "The cosine schedule destroys the picture more slowly in the middle of the process.")
+
+
+def steps_near_noise(threshold: float = 0.01) -> dict[str, int]:
+    """How many of the T steps have alpha_bar_t below ``threshold`` under each schedule."""
+    return {n: make_schedule(n, T).steps_near_pure_noise(threshold) for n in ("linear", "cosine")}
+
+
+def _answer_near_noise(_model) -> str:
+    n = steps_near_noise()
+    return (f"Linear: **{n['linear']}** of {T} steps have ᾱ_t < 0.01; cosine: **{n['cosine']}**. Steps spent on "
+            "pictures that are already pure noise teach the network little.")
+
+
+def predicted_noise_std(model: DiffusionModel, t: int = 500, seed: int = 0, num_t: int = 20) -> dict[str, float]:
+    """At the computed timestep nearest ``t`` of the noise tab's real-image source: std of eps_hat, of the true eps,
+    and sqrt(beta_t), the size of the noise added by the last forward step alone."""
+    from .noise import noise_removal  # the same computation the noise tab shows
+
+    res = noise_removal(model, "real digit", str(ASSETS / "digit_3.png"), "unconditional", 1.0, num_t, seed)
+    i = int(np.argmin([abs(s - t) for s in res.ts]))
+    t_i = int(res.ts[i])
+    return {"t": t_i, "eps_hat": float(res.eps_hat[i].std()), "eps": float(res.eps.std()),
+            "sqrt_beta": float(math.sqrt(model.schedule.betas[t_i - 1]))}
+
+
+def _answer_predicts_noise(model) -> str:
+    s = predicted_noise_std(model)
+    return (f"At t = {s['t']} the predicted noise has standard deviation **{_fmt(s['eps_hat'])}** (the true ε: "
+            f"{_fmt(s['eps'])}), not √β_t = {_fmt(s['sqrt_beta'])}: the network predicts the whole noise in x_t, "
+            "not the small piece added at the last step.")
+
+
+def first_step_sigma(steps: int = 100, schedule: str = "linear") -> dict[str, float]:
+    """The first step of a respaced DDPM walk: beta', the posterior variance's sigma and 1/sqrt(alpha')."""
+    c = make_chain(make_schedule(schedule, T), steps).coefficients("ddpm", "beta_tilde").row(0)
+    return {"beta": c.beta, "sigma": c.sigma, "inv_sqrt_alpha": c.inv_sqrt_alpha, "eps_coef": c.eps_coef}
+
+
+def _answer_step(model) -> str:
+    name = model.schedule.name if model is not None else "linear"
+    c = first_step_sigma(100, name)
+    return (f"On 100 respaced steps of the {name} schedule, the first step has β' = {_fmt(c['beta'])}, "
+            f"1/√α' = {_fmt(c['inv_sqrt_alpha'])}, β'/√(1 − ᾱ) = {_fmt(c['eps_coef'])} and σ = √β̃ = "
+            f"**{_fmt(c['sigma'])}**: a large step, and a lot of fresh noise.")
+
+
+def x0_amplification(t: int, schedule: str = "linear") -> float:
+    """sqrt(1 - alpha_bar_t) / sqrt(alpha_bar_t): how much x0_hat magnifies an error in eps_hat (eq. 15)."""
+    ab = float(make_schedule(schedule, T).alpha_bar_at(t))
+    return math.sqrt(1 - ab) / math.sqrt(ab)
+
+
+def _answer_blurry(_model) -> str:
+    return (f"√(1 − ᾱ_t)/√ᾱ_t is **{_fmt(x0_amplification(T))}** at t = {T} and {_fmt(x0_amplification(100))} at "
+            "t = 100 (linear schedule). Any error in ε̂ is multiplied by that; the network hedges and predicts an "
+            "average, so x̂_0 is a blurry mean of plausible pictures at large t and sharpens as t falls.")
+
+
+def respaced_betas(steps: int = 10, schedule: str = "linear") -> np.ndarray:
+    """beta' of every step of a respaced chain, noisiest first (Nichol & Dhariwal 2021, sec. 4)."""
+    return make_chain(make_schedule(schedule, T), steps).beta
+
+
+def _answer_respacing(model) -> str:
+    name = model.schedule.name if model is not None else "linear"
+    b = respaced_betas(10, name)
+    return (f"With 10 kept steps of the {name} schedule, β' runs from **{_fmt(b[-1])}** (last step) to "
+            f"**{_fmt(b[0])}** (first step), against 0.0001 to 0.02 for the 1000 original steps: fewer steps, "
+            "each one much larger, computed from ᾱ at the kept steps.")
+
+
+def other_schedule_step(t: int = 500, training: str = "linear") -> int:
+    """The training step the network is called with at the other schedule's step t (nearest log-SNR)."""
+    other = "cosine" if training == "linear" else "linear"
+    return int(map_to_training_steps(make_schedule(other, T), np.array([t]), make_schedule(training, T))[0])
+
+
+def _answer_other_schedule(model) -> str:
+    name = model.schedule.name if model is not None else "linear"
+    other = "cosine" if name.startswith("linear") else "linear"
+    m = other_schedule_step(500, "linear" if name.startswith("linear") else "cosine")
+    return (f"At the {other} schedule's t = 500 the network, trained on {name}, is called with its training step "
+            f"**t = {m}**: the one whose noise level (log-SNR) is nearest.")
+
+
+def ddim_noise(steps: int = 100, eta: float = 0.0) -> float:
+    """The largest fresh-noise scale sigma of any DDIM step on a respaced linear chain (Song et al. 2021, eq. 16)."""
+    return float(make_chain(make_schedule("linear", T), steps).coefficients("ddim", eta=eta).sigma.max())
+
+
+def _answer_ddim(_model) -> str:
+    return (f"DDIM with η = 0 adds σ = **{_fmt(ddim_noise(100, 0.0))}** fresh noise at every step: the walk is "
+            f"deterministic, so the same x_T always gives the same picture. With η = 1 the largest σ is "
+            f"{_fmt(ddim_noise(100, 1.0))}, exactly DDPM's √β̃.")
+
+
+def guidance_weights(w: float) -> tuple[float, float]:
+    """Weights of (eps_cond, eps_uncond) in eps_u + w (eps_c - eps_u) (Ho & Salimans 2022, eq. 6)."""
+    return w, 1.0 - w
+
+
+def _answer_guidance(_model) -> str:
+    c, u = guidance_weights(3.0)
+    return (f"ε̂ = {_fmt(c)} · ε_cond {'−' if u < 0 else '+'} {_fmt(abs(u))} · ε_uncond: with w = 3 the walk is "
+            "pushed away from the unconditional prediction, so the class shows clearly and the pictures vary less.")
+
+
+def _answer_inputs(model) -> str:
+    if model is None:
+        return "No model is loaded: the architecture tab needs a checkpoint."
+    params = sum(p.numel() for p in model.net.parameters())
+    classes = f"{model.num_classes} classes and a null class" if model.num_classes else "no class label"
+    return (f"Three inputs: x_t ({model.channels}x{model.image_size}x{model.image_size}), t (as a sinusoidal "
+            f"embedding) and the class ({classes}); **{params:,}** parameters in all.")
+
+
+# ---------------------------------------------------------------- the story
+
+
+STEPS: tuple[TourStep, ...] = (
+    TourStep(
+        "1. What the forward process destroys",
+        "A diffusion model learns by watching pictures being destroyed. The forward process adds Gaussian noise "
+        "in T = 1000 small steps until nothing of the picture is left. Drag t and watch the photo dissolve; the "
+        "numbers below it show how much of the original survives.",
+        "forward", "How much of the picture's amplitude is left at t = 1000 under the linear schedule?",
+        _answer_destroyed, {"forward.t": 1000, "forward.schedule": "linear", "forward.seed": 0}),
+    TourStep(
+        "2. One step, or all at once",
+        "Adding noise step by step is a Markov chain, but the sum of Gaussians is again a Gaussian, so x_t can be "
+        "drawn in one go from x_0: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε. The two strips below the picture show both "
+        "ways; they agree in distribution, not pixel by pixel.",
+        "forward", "Jumping straight to t = 500: what is the standard deviation of the noise that is added?",
+        _answer_closed_form, {"forward.t": 500, "forward.schedule": "linear"}),
+    TourStep(
+        "3. Two schedules",
+        "The schedule decides how fast the picture fades. The linear schedule of the DDPM paper removes most of "
+        "the signal early; the cosine schedule keeps it longer. Compare the same photo and the same noise under "
+        "both at one t.",
+        "compare", "At t = 500, how much of the signal's amplitude is left under each schedule?",
+        _answer_signal_500, {"compare.t": 500, "compare.seed": 0}),
+    TourStep(
+        "4. Steps spent on pure noise",
+        "Near the end of the linear schedule the picture is gone long before t = T: many steps show nothing but "
+        "noise. The shaded part of the curves marks them.",
+        "compare", "How many of the 1000 steps have ᾱ_t below 0.01 under each schedule?",
+        _answer_near_noise, {"compare.t": 900}),
+    TourStep(
+        "5. What the network is trained to predict",
+        "The network ε_θ(x_t, t) is shown a noised picture and asked for the noise in it: the whole ε that the "
+        "closed form added, not the difference between x_t and x_{t−1}. This is the point learners most often get "
+        "wrong. Here a real digit is noised with a known ε, and the prediction stands beside the truth.",
+        "noise", "At t = 500, is the predicted noise's standard deviation close to 1 or close to √β_500?",
+        _answer_predicts_noise, {"noise.source": "real digit", "noise.num_t": 20, "noise.seed": 0}, True),
+    TourStep(
+        "6. One reverse step, taken apart",
+        "Sampling runs the process backwards: from x_t, take away the scaled predicted noise, rescale, and add a "
+        "little fresh noise σ z. Run a walk, then scrub through it: each frame shows the step taken from it, with "
+        "its coefficients.",
+        "reverse", "At the first step of a 100-step DDPM walk, how large is σ, the scale of the fresh noise?",
+        _answer_step, {"reverse.sampler": "DDPM", "reverse.steps": 100, "reverse.compare": "off",
+                       "reverse.schedule": "training", "reverse.seed": 0}),
+    TourStep(
+        "7. Subtract all the predicted noise",
+        "What if we removed all of ε̂ at once? x̂_0 = (x_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t is the network's one-shot guess of "
+        "the clean picture. At large t it is a blur; it sharpens as t falls. That is why sampling takes many small "
+        "steps instead of one.",
+        "noise", "By what factor does x̂_0 magnify an error in ε̂ at t = 1000, and at t = 100?",
+        _answer_blurry, {"noise.source": "reverse walk", "noise.num_t": 50, "noise.seed": 0}),
+    TourStep(
+        "8. Fewer steps at inference",
+        "The network was trained on 1000 steps, but it can sample in far fewer: keep a subset of the timesteps "
+        "and recompute each step's β' from ᾱ at the kept steps (respacing). Compare 10 and 100 steps from the same "
+        "starting noise.",
+        "reverse", "With 10 steps, how large are the steps' β' compared with the original 0.0001 to 0.02?",
+        _answer_respacing, {"reverse.compare": "two step counts", "reverse.steps": 100, "reverse.steps_b": 10,
+                            "reverse.sampler": "DDPM", "reverse.schedule": "training", "reverse.seed": 0}),
+    TourStep(
+        "9. Another schedule at inference",
+        "The update can use another schedule than the one the network was trained on; the network is then called "
+        "at the training step with the same noise level. Compare the training schedule and the other one from "
+        "the same noise.",
+        "reverse", "At the other schedule's t = 500, which training step is the network called with?",
+        _answer_other_schedule, {"reverse.compare": "training vs other schedule", "reverse.steps": 100,
+                                 "reverse.sampler": "DDPM", "reverse.seed": 0}),
+    TourStep(
+        "10. DDPM and DDIM",
+        "DDIM takes the same network and the same x̂_0 but moves along a different path: with η = 0 it adds no "
+        "fresh noise, so a starting noise always gives the same picture, and it works well with few steps. Run "
+        "both side by side from one x_T.",
+        "reverse", "How much fresh noise does DDIM with η = 0 add per step?",
+        _answer_ddim, {"reverse.compare": "DDPM vs DDIM", "reverse.steps": 50, "reverse.seed": 0}),
+    TourStep(
+        "11. Guidance",
+        "The network was also trained without labels (a null class), so it can predict noise with and without the "
+        "class. Classifier-free guidance mixes the two and pushes away from the unconditional prediction. Try "
+        "w = 0, 1 and 3 for one class.",
+        "reverse", "With w = 3, what weights do the conditional and unconditional predictions get?",
+        _answer_guidance, {"reverse.guidance": 3.0, "reverse.compare": "off", "reverse.steps": 100,
+                           "reverse.sampler": "DDPM", "reverse.seed": 0}),
+    TourStep(
+        "12. What goes into the U-Net",
+        "The network sees x_t at full size, the timestep as a sinusoidal embedding and the class as a learned "
+        "vector; both are added inside every residual block. The feature maps show what each stage computes from "
+        "an x_t.",
+        "architecture", "What are the network's inputs, and how many parameters does it have?",
+        _answer_inputs, {"architecture.t": 300, "architecture.seed": 0}, True),
+)
+
+
+def step(index) -> TourStep:
+    """Tour step ``index`` (0-based), checked."""
+    return STEPS[check_int("tour step", index, 0, len(STEPS) - 1)]
+
+
+def step_markdown(index) -> str:
+    """The step's title, text and question, as Markdown (the answer stays hidden until revealed)."""
+    s = step(index)
+    return f"### {s.title}\n\n{s.text}\n\n**Before you look:** {s.question}"
+
+
+def reveal(index, model: DiffusionModel | None) -> str:
+    """The answer to the step's question, computed from the live objects."""
+    s = step(index)
+    if s.needs_model and model is None:
+        return "This step needs the model, which is not loaded (see the model tabs for why)."
+    return "**Answer:** " + s.answer(model)

@@ -1,0 +1,121 @@
+"""The guided tour's content: every answer equals the number computed independently, with numpy written out here."""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from explainer.views import tour
+
+T = 1000
+TABS = {"forward", "compare", "reverse", "noise", "architecture", "math"}
+WIDGETS = {"forward": {"t", "schedule", "seed"}, "compare": {"t", "seed"},
+           "reverse": {"digit", "guidance", "sampler", "steps", "schedule", "seed", "compare", "steps_b"},
+           "noise": {"source", "digit", "guidance", "num_t", "seed"}, "architecture": {"t", "digit", "seed"}}
+
+
+def linear_abar() -> np.ndarray:
+    return np.cumprod(1 - np.linspace(1e-4, 0.02, T))
+
+
+def cosine_abar() -> np.ndarray:
+    f = lambda t: np.cos((t / T + 0.008) / 1.008 * np.pi / 2) ** 2  # Nichol & Dhariwal 2021, eq. 17
+    t = np.arange(1, T + 1)
+    betas = np.minimum(1 - f(t) / f(t - 1), 0.999)
+    return np.cumprod(1 - betas)
+
+
+def bold_numbers(md: str) -> list[float]:
+    """The numbers set in bold in an answer (what the learner is asked for)."""
+    return [float(m.replace(",", "")) for m in re.findall(r"\*\*(?:t = )?([-\d.,e]+)\*\*", md)]
+
+
+def test_steps_are_well_formed():
+    assert 10 <= len(tour.STEPS) <= 14
+    for s in tour.STEPS:
+        sentences = [x for x in re.split(r"(?<=[.!?:])\s+(?=[A-Z])", s.text) if x.strip()]
+        assert 2 <= len(sentences) <= 5, s.title
+        assert s.tab in TABS and s.question.endswith("?")
+        for key in s.settings:
+            tab, widget = key.split(".")
+            assert tab == s.tab and widget in WIDGETS[tab], key
+
+
+def test_signal_left_and_noise_size():
+    lin, cos = linear_abar(), cosine_abar()
+    assert bold_numbers(tour.reveal(0, None)) == [pytest.approx(math.sqrt(lin[-1]), rel=1e-3)]
+    assert bold_numbers(tour.reveal(1, None)) == [pytest.approx(math.sqrt(1 - lin[499]), rel=1e-3)]
+    assert bold_numbers(tour.reveal(2, None)) == [pytest.approx(math.sqrt(lin[499]), rel=1e-3),
+                                                  pytest.approx(math.sqrt(cos[499]), rel=1e-3)]
+
+
+def test_steps_near_pure_noise():
+    assert bold_numbers(tour.reveal(3, None)) == [int(np.sum(linear_abar() < 0.01)), int(np.sum(cosine_abar() < 0.01))]
+    assert bold_numbers(tour.reveal(3, None)) == [327, 65]  # the literature's sanity values
+
+
+def test_first_reverse_step_sigma():
+    """The first of 100 linspace-respaced steps: beta' and the posterior variance written out (Ho et al. eq. 7)."""
+    abar = linear_abar()
+    kept = np.round(np.linspace(0, T - 1, 100)).astype(int) + 1  # improved-diffusion's even spacing, paper t
+    a, a_prev = abar[kept[-1] - 1], abar[kept[-2] - 1]
+    beta = 1 - a / a_prev
+    sigma = math.sqrt(beta * (1 - a_prev) / (1 - a))
+    assert bold_numbers(tour.reveal(5, FakeModel())) == [pytest.approx(sigma, rel=1e-3)]
+    assert tour.first_step_sigma()["beta"] == pytest.approx(beta, rel=1e-12)
+
+
+class FakeModel:
+    """Only what the schedule-only answers read."""
+
+    class schedule:
+        name = "linear"
+        T = 1000
+
+
+def test_x0_amplification_and_respacing():
+    abar = linear_abar()
+    assert bold_numbers(tour.reveal(6, FakeModel()))[0] == pytest.approx(math.sqrt((1 - abar[-1]) / abar[-1]), rel=1e-3)
+    kept = np.round(np.linspace(0, T - 1, 10)).astype(int) + 1
+    ab = abar[kept - 1]
+    betas = 1 - ab / np.concatenate([[1.0], ab[:-1]])  # respaced beta' (Nichol & Dhariwal 2021, sec. 4)
+    assert bold_numbers(tour.reveal(7, FakeModel())) == [pytest.approx(betas[0], rel=1e-3),
+                                                         pytest.approx(betas[-1], rel=1e-3)]
+
+
+def test_other_schedule_training_step():
+    """The training step with the log-SNR nearest to the cosine schedule's at t = 500, by brute force."""
+    lin, cos = linear_abar(), cosine_abar()
+    target = np.log(cos[499] / (1 - cos[499]))
+    nearest = int(np.argmin(np.abs(np.log(lin / (1 - lin)) - target))) + 1
+    assert bold_numbers(tour.reveal(8, FakeModel())) == [nearest]
+
+
+def test_ddim_and_guidance():
+    assert bold_numbers(tour.reveal(9, None)) == [0.0]
+    assert tour.guidance_weights(3.0) == (3.0, -2.0)
+    assert "3 · ε_cond − 2 · ε_uncond" in tour.reveal(10, None)
+
+
+def test_model_answers(tiny_model):
+    md = tour.reveal(11, tiny_model)
+    assert bold_numbers(md) == [sum(p.numel() for p in tiny_model.net.parameters())]
+    s = tour.predicted_noise_std(tiny_model)
+    assert s["sqrt_beta"] == pytest.approx(math.sqrt(np.linspace(1e-4, 0.02, T)[s["t"] - 1]), rel=1e-12)
+    md = tour.reveal(4, tiny_model)
+    assert bold_numbers(md) == [pytest.approx(s["eps_hat"], rel=1e-3)] and f"t = {s['t']}" in md
+
+
+def test_steps_that_need_a_model_say_so_without_one():
+    needing = [i for i, s in enumerate(tour.STEPS) if s.needs_model]
+    assert needing == [4, 11]  # the network's own prediction and its parameter count
+    for i in needing:
+        assert "not loaded" in tour.reveal(i, None)
+
+
+@pytest.mark.parametrize("bad", [-1, len(tour.STEPS), "x", None, 1.5])
+def test_bad_step_index(bad):
+    with pytest.raises(ValueError, match="tour step"):
+        tour.step_markdown(bad)
