@@ -1,0 +1,198 @@
+"""The exact denoiser of a finite point set: E[x_0 | x_t] in closed form, and the eps it implies.
+
+For the empirical data distribution p(x_0) = (1/N) sum_i delta(x_0 - x_i), the forward marginal is a Gaussian
+mixture, q(x_t) = (1/N) sum_i N(x_t; sqrt(abar_t) x_i, (1 - abar_t) I), and Bayes' rule gives the posterior mean
+
+    E[x_0 | x_t] = sum_i w_i x_i,   w = softmax_i( -||x_t - sqrt(abar_t) x_i||^2 / (2 (1 - abar_t)) ).
+
+Its noise prediction follows from x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (Ho et al. 2020, *Denoising
+Diffusion Probabilistic Models*, eq. 4):
+
+    eps*(x_t, t) = (x_t - sqrt(abar_t) E[x_0 | x_t]) / sqrt(1 - abar_t),
+
+which is the minimiser of the training loss L_simple over all functions for this data set. Run through a sampler
+it takes every particle back onto one of the x_i: it has memorised the data. With class labels, class y's
+mixture uses only the points of class y and the null label all of them, which gives the exact pair of
+conditional and unconditional predictions that classifier-free guidance combines.
+
+``ExactDenoiser`` is an eps function ``eps_fn(x_t, t, labels)`` as the samplers take it. The weights are
+normalised with log-sum-exp (at small t the logits are of order 1/(1 - abar_t), about 10^4), batched in chunks
+of rows, in float64 wherever float32 could round them visibly (``posterior_mean``). The data may have any
+dimension D; x_t is [B, D].
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .schedules import Schedule
+
+CHUNK_ELEMENTS = 1 << 17  # rows x points per chunk of logits (small enough to stay in the cache)
+FLOAT32_EPS = 2.0 ** -24  # float32 rounding, relative
+LOGIT_TOLERANCE = 1e-4  # largest rounding error of a logit allowed in float32 (the weights then move by < 0.01 %)
+
+
+def _as_data(points, dtype=torch.float64) -> torch.Tensor:
+    data = torch.as_tensor(np.asarray(points) if not torch.is_tensor(points) else points).to(dtype)
+    if data.dim() != 2 or data.shape[0] == 0:
+        raise ValueError(f"the data must be a non-empty [N, D] array, got shape {tuple(data.shape)}")
+    return data.contiguous()
+
+
+def posterior_mean(x_t: torch.Tensor, alpha_bar: float, data: torch.Tensor,
+                   sq_norms: torch.Tensor | None = None) -> torch.Tensor:
+    """E[x_0 | x_t] = softmax_i(-||x_t - sqrt(abar) x_i||^2 / (2 (1 - abar))) . x_i for x_t [B, D]; float64 result.
+
+    The row-constant -||x_t||^2 / (2 (1 - abar)) is dropped (softmax ignores it, and subtracts the row maximum:
+    log-sum-exp), leaving (sqrt(abar) x_t . x_i - abar ||x_i||^2 / 2) / (1 - abar), one matrix product per chunk of
+    rows. The logits are formed in float64 when float32 could round them by more than ``LOGIT_TOLERANCE`` (their
+    size grows like 1/(1 - abar): at small t), else in float32, which is faster and loses nothing visible.
+    """
+    alpha_bar = float(alpha_bar)
+    if not 0.0 < alpha_bar < 1.0:
+        raise ValueError(f"alpha_bar must lie in (0, 1) for the posterior mean, got {alpha_bar}")
+    var = 1.0 - alpha_bar
+    scale = alpha_bar ** 0.5 / var
+    sq_norms = (data * data).sum(1) if sq_norms is None else sq_norms
+    x = x_t.detach().to(torch.float64)
+    bound = (scale * float(x.abs().max()) * float(data.abs().max()) * data.shape[1]
+             + alpha_bar / (2.0 * var) * float(sq_norms.max()))  # largest |logit| term
+    dtype = torch.float32 if bound * FLOAT32_EPS <= LOGIT_TOLERANCE else torch.float64
+    xd, dd = x.to(dtype), data.to(dtype)
+    centre = data.mean(0)
+    offsets = (data - centre).to(dtype)  # the mean is formed as centre + sum_i w_i (x_i - centre): exact for N = 1
+    bias = (sq_norms * (-alpha_bar / (2.0 * var))).to(dtype)
+    out = torch.empty_like(x)
+    rows = max(1, CHUNK_ELEMENTS // data.shape[0])
+    for s in range(0, x.shape[0], rows):
+        logits = torch.addmm(bias, xd[s:s + rows], dd.T, alpha=scale)
+        out[s:s + rows] = torch.softmax(logits, dim=1) @ offsets
+    return out + centre
+
+
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)   (Ho et al. 2020, eq. 4 solved for eps), in float64."""
+    return (x_t.to(torch.float64) - alpha_bar ** 0.5 * x0.to(torch.float64)) / (1.0 - alpha_bar) ** 0.5
+
+
+class ExactDenoiser:
+    """eps_fn(x_t, t, labels) of the exact denoiser of ``points`` under ``schedule`` (t: paper steps 1..T).
+
+    labels: None (all points), or [B] class ids where ``null_label`` (= the number of classes) means all points;
+    ``point_labels`` [N] give each point's class. ``x0`` gives E[x_0 | x_t] itself.
+    """
+
+    def __init__(self, points, schedule: Schedule, point_labels=None, num_classes: int | None = None):
+        self.data = _as_data(points)
+        self.schedule = schedule
+        self.sq_norms = (self.data * self.data).sum(1)
+        self.point_labels = None
+        self.groups: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        if point_labels is not None:
+            self.point_labels = torch.as_tensor(np.asarray(point_labels), dtype=torch.long)
+            if self.point_labels.shape != (self.data.shape[0],):
+                raise ValueError("point_labels must hold one class id per point")
+            n = int(self.point_labels.max()) + 1 if num_classes is None else int(num_classes)
+            for c in range(n):
+                idx = (self.point_labels == c).nonzero().flatten()
+                if len(idx):
+                    self.groups[c] = (self.data[idx].contiguous(), self.sq_norms[idx].contiguous())
+            self.num_classes = n
+        else:
+            self.num_classes = 0
+
+    @property
+    def null_label(self) -> int | None:
+        return self.num_classes if self.num_classes else None
+
+    def _alpha_bar(self, t: int) -> float:
+        self.schedule.check_t(t)
+        return float(self.schedule.alpha_bars[t - 1])
+
+    def _points(self, label: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if label is None or label == self.null_label or self.point_labels is None:
+            return self.data, self.sq_norms
+        if label not in self.groups:
+            raise ValueError(f"class {label} has no points (classes 0..{self.num_classes - 1}, null {self.null_label})")
+        return self.groups[label]
+
+    def _by_group(self, x_t: torch.Tensor, t, labels, fn, alpha_bar: float | None = None) -> torch.Tensor:
+        """fn(x_rows, alpha_bar, data, sq_norms) on the rows of each (t, label) group, as float64 [B, D].
+
+        alpha_bar: use this noise level for every row instead of the schedule's at t (t is then ignored).
+        """
+        x = x_t.detach().to("cpu", torch.float64)
+        t = torch.zeros(1, dtype=torch.long) if alpha_bar is not None else torch.as_tensor(t, dtype=torch.long)
+        t = t.reshape(-1).cpu()
+        if t.numel() == 1:
+            t = t.expand(x.shape[0])
+        lab = None if labels is None else torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
+        if lab is not None and lab.numel() == 1:
+            lab = lab.expand(x.shape[0])
+        keys = t if lab is None else t * (self.num_classes + 2) + lab
+        out = torch.empty_like(x)
+        for key in torch.unique(keys).tolist():
+            rows = (keys == key).nonzero().flatten()
+            whole = len(rows) == x.shape[0]
+            ab = self._alpha_bar(int(t[rows[0]])) if alpha_bar is None else float(alpha_bar)
+            data, sq = self._points(None if lab is None else int(lab[rows[0]]))
+            res = fn(x if whole else x[rows], ab, data, sq)
+            if whole:
+                return res
+            out[rows] = res
+        return out
+
+    def x0(self, x_t: torch.Tensor, t, labels=None, alpha_bar: float | None = None) -> torch.Tensor:
+        """E[x_0 | x_t] (float64, on the CPU) at paper steps t (int or [B]), or at ``alpha_bar``; labels [B] or None."""
+        return self._by_group(x_t, t, labels, lambda x, ab, d, sq: posterior_mean(x, ab, d, sq), alpha_bar)
+
+    def eps64(self, x_t: torch.Tensor, t, labels=None, alpha_bar: float | None = None) -> torch.Tensor:
+        """eps*(x_t, t) in float64 on the CPU (at ``alpha_bar`` instead of the schedule's, when given)."""
+        return self._by_group(x_t, t, labels, lambda x, ab, d, sq: eps_from_x0(x, posterior_mean(x, ab, d, sq), ab),
+                              alpha_bar)
+
+    def __call__(self, x_t: torch.Tensor, t, labels=None) -> torch.Tensor:
+        """eps*(x_t, t), in x_t's dtype and on its device (the samplers' eps_fn)."""
+        return self.eps64(x_t, t, labels).to(device=x_t.device, dtype=x_t.dtype)
+
+    def along(self, chain):
+        """The eps function of one walk along ``chain`` (a ``SamplingChain``): its i-th call uses the chain's own
+        alpha_bar[i], the inference schedule's noise level, instead of the training step it is given.
+
+        The network only knows its training schedule's noise levels (another schedule is mapped to the nearest
+        one); the exact denoiser is exact at any noise level. ``samplers.sample`` calls it once per step, in order.
+        """
+        alpha_bars = [float(a) for a in chain.alpha_bar]
+        calls = iter(range(len(alpha_bars)))
+
+        def eps_fn(x_t, t, labels=None):
+            i = next(calls, None)
+            if i is None:
+                raise RuntimeError("this exact eps function was made for one walk of the chain: make a new one")
+            return self.eps64(x_t, t, labels, alpha_bars[i]).to(device=x_t.device, dtype=x_t.dtype)
+        return eps_fn
+
+    def at_alpha_bar(self, alpha_bar: float):
+        """The eps function at one noise level (of any schedule), ignoring the step it is called with."""
+        return lambda x_t, t, labels=None: self.eps64(x_t, t, labels, alpha_bar).to(device=x_t.device,
+                                                                                      dtype=x_t.dtype)
+
+
+def marginal_density(xs: np.ndarray, ys: np.ndarray, points, alpha_bar: float, min_var: float = 0.0) -> np.ndarray:
+    """q(x_t) = (1/N) sum_i N(x_t; sqrt(abar) x_i, (1 - abar) I) of 2-D points on the grid ys x xs: [len(ys), len(xs)].
+
+    The Gaussian factorises over the two axes, so the sum is one matrix product:
+    q[j, k] = (1/N) sum_i phi(ys[j] - s y_i) phi(xs[k] - s x_i) with s = sqrt(abar). ``min_var`` floors the
+    variance (at t = 0 the mixture is a sum of point masses).
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"marginal_density needs 2-D points [N, 2], got shape {pts.shape}")
+    s = float(alpha_bar) ** 0.5
+    var = max(1.0 - float(alpha_bar), float(min_var))
+    if var <= 0.0:
+        raise ValueError("the variance is 0 (t = 0): pass min_var > 0")
+    norm = 1.0 / np.sqrt(2.0 * np.pi * var)
+    fx = norm * np.exp(-(np.asarray(xs, dtype=np.float64)[:, None] - s * pts[None, :, 0]) ** 2 / (2.0 * var))
+    fy = norm * np.exp(-(np.asarray(ys, dtype=np.float64)[:, None] - s * pts[None, :, 1]) ** 2 / (2.0 * var))
+    return (fy @ fx.T) / len(pts)

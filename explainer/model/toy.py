@@ -1,0 +1,251 @@
+"""Two-dimensional data sets for the 2D lab, and distances between point sets.
+
+Presets: two moons, a swiss roll, 8 Gaussians (one class per Gaussian), a checkerboard and concentric rings;
+and a drawing turned into points (each point a uniformly random spot inside a random stroke pixel). Every set
+is centred and scaled by one factor (shapes keep their aspect) so that each coordinate has unit variance on
+average, with the transform measured on the distribution itself, so fresh samples (``ToyData.fresh``) come from
+exactly the same distribution as the training points. Everything is seeded (numpy generators).
+
+Distances: the sliced Wasserstein distance (the mean over random directions of the 1-D Wasserstein-1 distance
+of the projections; Bonneel et al. 2015, *Sliced and Radon Wasserstein Barycenters of Measures*) and the energy
+distance (Szekely & Rizzo 2013, *Energy statistics: A class of statistics based on distances*); and the share of
+samples that land on a training point.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+PRESETS = ("two moons", "swiss roll", "8 Gaussians", "checkerboard", "rings")
+COMPASS = ("E", "NE", "N", "NW", "W", "SW", "S", "SE")  # the 8 Gaussians' classes, by direction
+NUM_POINTS = 2000  # training points of every preset and drawing
+REFERENCE_POINTS = 200_000  # the sample that fixes a preset's centring and scale
+MIN_STROKE_PIXELS = 20
+
+
+def slug(name: str) -> str:
+    """A preset's folder name: "8 Gaussians" -> "8-gaussians"."""
+    return name.lower().replace(" ", "-")
+
+
+# ---- raw generators: rng, n -> (points [n, 2], labels [n] or None), before standardisation ----
+
+
+def _two_moons(rng, n):
+    k = n // 2
+    a = rng.uniform(0, np.pi, n)
+    outer = np.stack([np.cos(a[:k]), np.sin(a[:k])], 1)
+    inner = np.stack([1 - np.cos(a[k:]), 0.5 - np.sin(a[k:])], 1)
+    pts = np.concatenate([outer, inner]) + 0.06 * rng.standard_normal((n, 2))
+    return pts[rng.permutation(n)], None
+
+
+def _swiss_roll(rng, n):
+    a = 1.5 * np.pi * (1 + 2 * rng.uniform(0, 1, n))
+    return np.stack([a * np.cos(a), a * np.sin(a)], 1) + 0.35 * rng.standard_normal((n, 2)), None
+
+
+def _eight_gaussians(rng, n):
+    labels = rng.integers(0, 8, n)
+    angle = labels * (np.pi / 4)
+    centres = 2.0 * np.stack([np.cos(angle), np.sin(angle)], 1)
+    return centres + 0.15 * rng.standard_normal((n, 2)), labels.astype(np.int64)
+
+
+def _checkerboard(rng, n):
+    # 4 x 4 board on [-2, 2]^2, the 8 squares with (column + row) even
+    cells = np.array([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0])
+    pick = cells[rng.integers(0, len(cells), n)]
+    return pick - 2.0 + rng.uniform(0, 1, (n, 2)), None
+
+
+def _rings(rng, n):
+    radii = np.array([1.0, 2.0, 3.0])
+    ring = rng.choice(3, n, p=radii / radii.sum())  # points in proportion to the circumference
+    a = rng.uniform(0, 2 * np.pi, n)
+    r = radii[ring] + 0.06 * rng.standard_normal(n)
+    return np.stack([r * np.cos(a), r * np.sin(a)], 1), None
+
+
+GENERATORS: dict[str, Callable] = {"two moons": _two_moons, "swiss roll": _swiss_roll,
+                                   "8 Gaussians": _eight_gaussians, "checkerboard": _checkerboard,
+                                   "rings": _rings}
+CLASS_NAMES = {"8 Gaussians": list(COMPASS)}
+
+
+def standardiser(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """(mean, scale) so that (x - mean) / scale has mean 0 and an average per-coordinate variance of 1."""
+    mean = points.mean(0)
+    return mean, float(np.sqrt(((points - mean) ** 2).mean()))
+
+
+@dataclass(eq=False)
+class ToyData:
+    """A 2-D training set: ``points`` [N, 2] float64 (standardised), ``labels`` [N] or None, and its source.
+
+    ``fresh(n, seed, label)`` draws new points from the same distribution (for distances and their floor).
+    ``key`` names the data exactly (preset and seed, or a hash of the drawing).
+    """
+
+    name: str
+    points: np.ndarray
+    labels: np.ndarray | None
+    class_names: list[str]
+    key: str
+    sampler: Callable = field(repr=False)  # (rng, n) -> standardised points, labels
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def fresh(self, n: int, seed: int, label: int | None = None) -> np.ndarray:
+        """n new points (of class ``label`` only, when given) from the data's distribution; seeded."""
+        rng = np.random.default_rng([int(seed), 7919])
+        if label is None:
+            return self.sampler(rng, n)[0]
+        if self.labels is None or not 0 <= label < self.num_classes:
+            raise ValueError(f"class {label} does not exist in {self.name}")
+        out = []
+        while sum(len(o) for o in out) < n:
+            pts, lab = self.sampler(rng, 4 * n * self.num_classes)
+            out.append(pts[lab == label])
+        return np.concatenate(out)[:n]
+
+    def class_points(self, label: int | None) -> np.ndarray:
+        """The training points of one class (all points for None)."""
+        return self.points if label is None or self.labels is None else self.points[self.labels == label]
+
+
+def _standardised(gen: Callable, mean: np.ndarray, scale: float) -> Callable:
+    def sample(rng, n):
+        pts, lab = gen(rng, n)
+        return (pts - mean) / scale, lab
+    return sample
+
+
+def make_preset(name: str, n: int = NUM_POINTS, seed: int = 0) -> ToyData:
+    """A preset's n training points, drawn from its generator with ``seed``."""
+    if name not in GENERATORS:
+        raise ValueError(f"unknown data set {name!r}; choose from {', '.join(PRESETS)}")
+    gen = GENERATORS[name]
+    ref, _ = gen(np.random.default_rng(12345), REFERENCE_POINTS)
+    sampler = _standardised(gen, *standardiser(ref))
+    pts, lab = sampler(np.random.default_rng(int(seed)), int(n))
+    return ToyData(name, pts, lab, CLASS_NAMES.get(name, []), f"{slug(name)}:{int(n)}:{int(seed)}", sampler)
+
+
+# ---- drawings ----
+
+
+def stroke_mask(image) -> np.ndarray:
+    """bool [H, W]: the stroke pixels of a drawing (uint8 [H, W], [H, W, 3] or [H, W, 4]).
+
+    A stroke pixel is dark (luminance < 128) and, where there is an alpha channel, opaque (alpha >= 128): ink on
+    a white or a transparent canvas.
+    """
+    img = np.asarray(image)
+    if img.ndim == 2:
+        return img < 128
+    if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"a drawing must be a grayscale, RGB or RGBA picture, got shape {img.shape}")
+    channels = img.shape[2]
+    color = img[..., :3] if channels >= 3 else img[..., :1]
+    lum = color.astype(np.float32).mean(2) if channels >= 3 else color[..., 0].astype(np.float32)
+    mask = lum < 128
+    if channels in (2, 4):
+        mask &= img[..., -1] >= 128
+    return mask
+
+
+def drawing_sampler(mask: np.ndarray) -> Callable:
+    """(rng, n) -> points: uniform on the union of the stroke pixels, standardised, y pointing up."""
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = np.nonzero(mask)
+    if len(rows) < MIN_STROKE_PIXELS:
+        raise ValueError(f"the drawing has {len(rows)} ink pixels; draw a shape (at least {MIN_STROKE_PIXELS} "
+                         "pixels of dark strokes) on the sketchpad first")
+    centres = np.stack([cols + 0.5, mask.shape[0] - rows - 0.5], 1).astype(np.float64)
+    mean = centres.mean(0)
+    # variance of a uniform point in a random pixel: the pixel centres' variance + 1/12 per axis
+    scale = float(np.sqrt(((centres - mean) ** 2).mean() + 1.0 / 12.0))
+
+    def sample(rng, n):
+        pick = rng.integers(0, len(centres), n)
+        return (centres[pick] + rng.uniform(-0.5, 0.5, (n, 2)) - mean) / scale, None
+    return sample
+
+
+def make_drawn(image, n: int = NUM_POINTS, seed: int = 0, name: str = "your drawing") -> ToyData:
+    """A drawing (a picture or a bool mask) -> n training points on its strokes."""
+    mask = np.asarray(image, dtype=bool) if np.asarray(image).dtype == bool else stroke_mask(image)
+    sampler = drawing_sampler(mask)
+    digest = hashlib.sha1(np.packbits(mask).tobytes() + str(mask.shape).encode()).hexdigest()[:16]
+    pts, _ = sampler(np.random.default_rng(int(seed)), int(n))
+    return ToyData(name, pts, None, [], f"drawn-{digest}:{int(n)}:{int(seed)}", sampler)
+
+
+# ---- distances between point sets ----
+
+
+def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int = 256, seed: int = 0) -> float:
+    """Sliced Wasserstein-1: the mean over random unit directions u of W1(<a, u>, <b, u>).
+
+    W1 of two 1-D samples is the mean absolute difference of their quantiles (sorted values when the sizes
+    match; otherwise both quantile functions on a common grid).
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((a.shape[1], projections))
+    u /= np.linalg.norm(u, axis=0, keepdims=True)
+    pa, pb = np.sort(a @ u, axis=0), np.sort(b @ u, axis=0)
+    if len(pa) != len(pb):
+        q = (np.arange(max(len(pa), len(pb))) + 0.5) / max(len(pa), len(pb))
+        pa = np.quantile(pa, q, axis=0)
+        pb = np.quantile(pb, q, axis=0)
+    return float(np.abs(pa - pb).mean())
+
+
+def _mean_pairwise(a: np.ndarray, b: np.ndarray, chunk: int = 1024) -> float:
+    total = 0.0
+    for s in range(0, len(a), chunk):
+        d = a[s:s + chunk, None, :] - b[None, :, :]
+        total += float(np.sqrt((d * d).sum(-1)).sum())
+    return total / (len(a) * len(b))
+
+
+def energy_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Energy distance 2 E||X - Y|| - E||X - X'|| - E||Y - Y'||, V-statistic form (all pairs, each with itself too)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return max(0.0, 2 * _mean_pairwise(a, b) - _mean_pairwise(a, a) - _mean_pairwise(b, b))
+
+
+def nearest_distances(samples: np.ndarray, points: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Distance from each sample to its nearest point, and that point's index."""
+    samples, points = np.asarray(samples, np.float64), np.asarray(points, np.float64)
+    sq = (points * points).sum(1)
+    dist, idx = np.empty(len(samples)), np.empty(len(samples), dtype=np.int64)
+    for s in range(0, len(samples), chunk):
+        x = samples[s:s + chunk]
+        d2 = (x * x).sum(1)[:, None] - 2 * x @ points.T + sq[None]
+        i = d2.argmin(1)
+        idx[s:s + chunk] = i
+        dist[s:s + chunk] = np.sqrt(np.maximum(d2[np.arange(len(x)), i], 0.0))
+    return dist, idx
+
+
+def typical_spacing(points: np.ndarray) -> float:
+    """The median distance from a training point to its nearest other training point."""
+    points = np.asarray(points, np.float64)
+    sq = (points * points).sum(1)
+    d2 = sq[:, None] - 2 * points @ points.T + sq[None]
+    np.fill_diagonal(d2, np.inf)
+    return float(np.median(np.sqrt(np.maximum(d2.min(1), 0.0))))
+
+
+def share_on_points(samples: np.ndarray, points: np.ndarray, tol: float | None = None) -> float:
+    """The share of samples within ``tol`` of a training point (default: a tenth of ``typical_spacing``)."""
+    tol = 0.1 * typical_spacing(points) if tol is None else tol
+    return float((nearest_distances(samples, points)[0] <= tol).mean())

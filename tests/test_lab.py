@@ -1,0 +1,416 @@
+"""The 2D lab's backend: the exact denoiser against brute force and analytic answers, the MLP in the shared samplers,
+distances between point sets, the data sets, training, and the views (pictures, numbers, streamed walk)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from explainer.diffusion.exact import ExactDenoiser, eps_from_x0, marginal_density, posterior_mean
+from explainer.diffusion.forward import q_sample
+from explainer.diffusion.respacing import make_chain
+from explainer.diffusion.samplers import ddpm_step, run, sample
+from explainer.diffusion.schedules import make_schedule
+from explainer.model import toy
+from explainer.model.lab_training import LabTrainConfig, train, train_steps
+from explainer.model.mlp import (EpsMLP, LabCheckpointError, LabModel, MLPConfig, load_lab_model,
+                                 save_lab_model)
+from explainer.views import lab as vl
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+LINEAR = make_schedule("linear", 1000)
+
+
+def brute_posterior_mean(x_t: np.ndarray, alpha_bar: float, data: np.ndarray) -> np.ndarray:
+    """sum_i w_i x_i with w_i proportional to N(x_t; sqrt(abar) x_i, (1 - abar) I), written out in numpy."""
+    out = np.empty_like(x_t)
+    for b, x in enumerate(x_t):
+        d2 = ((x[None] - np.sqrt(alpha_bar) * data) ** 2).sum(1)
+        logw = -d2 / (2 * (1 - alpha_bar))
+        w = np.exp(logw - logw.max())
+        out[b] = (w[:, None] * data).sum(0) / w.sum()
+    return out
+
+
+def small_data(n=60, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 2)) * np.array([1.3, 0.7])
+
+
+# ---------------------------------------------------------------- the exact denoiser
+
+
+@pytest.mark.parametrize("t", [1, 5, 40, 300, 999, 1000])
+def test_exact_posterior_mean_matches_a_brute_force_sum(t):
+    data = small_data()
+    ab = float(LINEAR.alpha_bars[t - 1])
+    x_t = np.random.default_rng(1).normal(size=(37, 2)) * 1.5
+    got = posterior_mean(torch.as_tensor(x_t), ab, torch.as_tensor(data)).numpy()
+    want = brute_posterior_mean(x_t, ab, data)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    den = ExactDenoiser(data, LINEAR)
+    eps = den(torch.as_tensor(x_t, dtype=torch.float64), t).numpy()
+    np.testing.assert_allclose(eps, (x_t - np.sqrt(ab) * want) / np.sqrt(1 - ab), rtol=1e-4, atol=1e-4)
+
+
+def test_exact_denoiser_of_one_point_is_that_point():
+    x1 = np.array([[0.7, -1.2]])
+    den = ExactDenoiser(x1, LINEAR)
+    x_t = torch.randn(9, 2, dtype=torch.float64) * 3
+    for t in (1, 17, 500, 1000):
+        ab = float(LINEAR.alpha_bars[t - 1])
+        x0 = den.x0(x_t, t)
+        assert torch.equal(x0, torch.as_tensor(x1).expand(9, 2))  # E[x_0 | x_t] = x_1 exactly
+        torch.testing.assert_close(den.eps64(x_t, t), (x_t - ab ** 0.5 * x0) / (1 - ab) ** 0.5)
+
+
+def test_exact_denoiser_is_stable_far_away_and_at_tiny_noise():
+    data = small_data(200)
+    den = ExactDenoiser(data, LINEAR)
+    x_t = torch.tensor([[80.0, -60.0], [0.1, 0.2], [-1e3, 1e3]])
+    for t in (1, 2, 1000):
+        assert torch.isfinite(den(x_t, torch.full((3,), t))).all()
+    # at t = 1 a point right on a training point denoises to that point
+    x = torch.as_tensor(data[:5] * LINEAR.alpha_bars[0] ** 0.5)
+    np.testing.assert_allclose(den.x0(x, 1).numpy(), data[:5], atol=1e-9)
+
+
+def test_exact_denoiser_batches_mixed_timesteps_and_labels():
+    data = small_data(40)
+    labels = np.arange(40) % 3
+    den = ExactDenoiser(data, LINEAR, labels, 3)
+    x = torch.randn(12, 2, dtype=torch.float64)
+    t = torch.tensor([5, 500] * 6)
+    lab = torch.tensor([0, 1, 2, 3] * 3)  # 3 = the null label: every point
+    got = den.eps64(x, t, lab)
+    for i in range(12):
+        pts = data if lab[i] == 3 else data[labels == int(lab[i])]
+        ab = float(LINEAR.alpha_bars[int(t[i]) - 1])
+        want = (x[i].numpy() - np.sqrt(ab) * brute_posterior_mean(x[i:i + 1].numpy(), ab, pts)[0]) / np.sqrt(1 - ab)
+        np.testing.assert_allclose(got[i].numpy(), want, rtol=1e-6, atol=1e-8)
+    assert den.null_label == 3
+
+
+def test_exact_denoiser_along_a_chain_of_another_schedule_uses_its_noise_levels():
+    data = small_data(30)
+    den = ExactDenoiser(data, LINEAR)
+    cosine = make_schedule("cosine", 1000)
+    chain = make_chain(LINEAR, 10, inference=cosine)
+    fn = den.along(chain)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    for i in range(len(chain)):
+        ab = float(chain.alpha_bar[i])
+        got = fn(x, torch.full((5,), int(chain.model_t[i])))
+        want = (x.numpy() - np.sqrt(ab) * brute_posterior_mean(x.numpy(), ab, data)) / np.sqrt(1 - ab)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="one walk"):
+        fn(x, torch.full((5,), 1))
+    # on the training schedule's own chain it is the plain eps function
+    same = make_chain(LINEAR, 10)
+    a = run(den.along(same), same, (20, 2), seed=1, dtype=torch.float64)
+    torch.testing.assert_close(a, run(den, same, (20, 2), seed=1, dtype=torch.float64))
+
+
+def test_exact_reverse_walk_lands_on_training_points():
+    """Memorisation: every particle ends on one of the training points (they are far apart here)."""
+    data = np.array([[-1.5, 0.0], [0.0, 1.5], [1.5, 0.0], [0.0, -1.5], [0.5, 0.5]])
+    den = ExactDenoiser(data, LINEAR)
+    for method in ("ddpm", "ddim"):
+        x0 = run(den, make_chain(LINEAR, 50), (300, 2), method=method, seed=3, dtype=torch.float64).numpy()
+        dist, idx = toy.nearest_distances(x0, data)
+        assert dist.max() < 1e-6, method
+        assert len(np.unique(idx)) == len(data)  # and it visits all of them
+
+
+def test_exact_guidance_pulls_particles_into_the_class():
+    data = toy.make_preset("8 Gaussians", 400, 0)
+    den = ExactDenoiser(data.points, LINEAR, data.labels, 8)
+    x0 = run(den, make_chain(LINEAR, 40), (300, 2), labels=torch.full((300,), 2), guidance=3.0, null_label=8,
+             seed=0).numpy()
+    _, idx = toy.nearest_distances(x0, data.points)
+    assert (data.labels[idx] == 2).mean() > 0.98
+
+
+def test_marginal_density_matches_a_direct_sum():
+    pts = small_data(30)
+    xs, ys = np.linspace(-3, 3, 7), np.linspace(-2, 2, 5)
+    ab = 0.6
+    got = marginal_density(xs, ys, pts, ab)
+    var = 1 - ab
+    for j, y in enumerate(ys):
+        for k, x in enumerate(xs):
+            d2 = (x - np.sqrt(ab) * pts[:, 0]) ** 2 + (y - np.sqrt(ab) * pts[:, 1]) ** 2
+            want = np.mean(np.exp(-d2 / (2 * var)) / (2 * np.pi * var))
+            assert got[j, k] == pytest.approx(want, rel=1e-10)
+    # a density: it integrates to about 1 on a fine grid
+    fine = np.linspace(-6, 6, 241)
+    assert marginal_density(fine, fine, pts, ab).sum() * (fine[1] - fine[0]) ** 2 == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError, match="min_var"):
+        marginal_density(xs, ys, pts, 1.0)
+
+
+def test_eps_from_x0_inverts_q_sample():
+    x0 = torch.randn(10, 2, dtype=torch.float64)
+    eps = torch.randn(10, 2, dtype=torch.float64)
+    xt = q_sample(x0, 250, eps, LINEAR)
+    torch.testing.assert_close(eps_from_x0(xt, x0, float(LINEAR.alpha_bars[249])), eps)
+
+
+# ---------------------------------------------------------------- the MLP and the shared samplers
+
+
+def test_mlp_shapes_classes_and_null_label():
+    net = EpsMLP(MLPConfig(hidden=32, blocks=2, num_classes=8))
+    x = torch.randn(5, 2)
+    t = torch.tensor([1, 10, 100, 500, 1000])
+    assert net(x, t).shape == (5, 2)
+    y = torch.tensor([0, 1, 2, 3, 8])
+    assert net(x, t, y).shape == (5, 2)
+    # None means the null class; a shared t is embedded once and gives the same answer
+    torch.testing.assert_close(net(x, t), net(x, t, torch.full((5,), 8)))
+    same = torch.full((5,), 300)
+    rows = torch.stack([net(x[i:i + 1], same[:1])[0] for i in range(5)])
+    torch.testing.assert_close(net(x, same), rows)
+
+
+def test_the_mlp_and_the_unet_run_through_the_same_sampler(tiny_model):
+    """One sampler code path: samplers.sample drives the MLP on [N, 2] exactly as it drives the U-Net on images."""
+    torch.manual_seed(0)
+    net = EpsMLP(MLPConfig(hidden=16, blocks=1))
+    model = LabModel(net, LINEAR)
+    chain = make_chain(LINEAR, 20)
+    recs = list(sample(model, chain, (50, 2), seed=4))
+    assert len(recs) == 20 and recs[-1].x_prev.shape == (50, 2)
+    # the same walk by hand from the chain's coefficient table and the shared step function
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn((50, 2), generator=gen)
+    table = chain.coefficients("ddpm", "beta_tilde")
+    with torch.inference_mode():
+        for i in range(len(chain)):
+            eps = net(x, torch.full((50,), int(chain.model_t[i])))
+            z = torch.randn((50, 2), generator=gen) if i < len(chain) - 1 else None
+            x, _, _ = ddpm_step(x, eps, table.row(i), z=z)
+    torch.testing.assert_close(recs[-1].x_prev, x)
+    img = run(tiny_model, make_chain(tiny_model.schedule, 3), (1, 1, 28, 28), seed=0, labels=[3], guidance=2.0,
+              null_label=tiny_model.null_label)
+    assert img.shape == (1, 1, 28, 28)
+
+
+def test_guided_mlp_doubles_the_batch_once():
+    net = EpsMLP(MLPConfig(hidden=16, blocks=1, num_classes=8))
+    calls = []
+
+    def eps_fn(x, t, labels):
+        calls.append((x.shape[0], None if labels is None else labels.tolist()))
+        return net(x, t, labels)
+    run(eps_fn, make_chain(LINEAR, 5), (7, 2), labels=torch.full((7,), 3), guidance=2.5, null_label=8, seed=0)
+    assert len(calls) == 5 and all(n == 14 for n, _ in calls)
+    assert calls[0][1] == [3] * 7 + [8] * 7
+
+
+def test_lab_checkpoint_round_trip_and_clear_errors(tmp_path):
+    net = EpsMLP(MLPConfig(hidden=16, blocks=1, num_classes=2))
+    model = LabModel(net, LINEAR, ["a", "b"], "key:1", {"training": {"steps_done": 3}})
+    save_lab_model(tmp_path / "m", model)
+    back = load_lab_model(tmp_path / "m")
+    assert back.class_names == ["a", "b"] and back.data_key == "key:1" and back.info["training"]["steps_done"] == 3
+    x, t = torch.randn(4, 2), torch.tensor([1, 2, 3, 4])
+    torch.testing.assert_close(back(x, t), net(x, t))
+    with pytest.raises(LabCheckpointError, match="missing"):
+        load_lab_model(tmp_path / "nothing")
+    (tmp_path / "m" / "config.json").write_text('{"format": "ddpm-explainer/1"}')
+    with pytest.raises(LabCheckpointError, match="not a 2D-lab config"):
+        load_lab_model(tmp_path / "m")
+
+
+def test_training_lowers_the_loss_and_is_seeded():
+    data = toy.make_preset("two moons", 300, 0)
+    cfg = LabTrainConfig(train_steps=120, batch_size=128, hidden=32, blocks=1, warmup=10, ema_start=20)
+    ups = list(train_steps(data, cfg, report_every=20))
+    assert ups[-1].model is not None and ups[-1].step == 120
+    assert ups[-1].loss < ups[0].loss
+    again = train(data, cfg)
+    x, t = torch.randn(6, 2), torch.full((6,), 200)
+    torch.testing.assert_close(again(x, t), ups[-1].model(x, t))
+    assert again.data_key == data.key
+
+
+def test_a_time_budget_stops_training_with_the_learning_rate_decayed():
+    from explainer.model.lab_training import schedule_step
+    cfg = LabTrainConfig(train_steps=1000, max_seconds=10.0)
+    assert schedule_step(100, 0.0, cfg) == 100 and schedule_step(100, 5.0, cfg) == 500
+    assert schedule_step(10, 50.0, cfg) == 999 and schedule_step(10, 50.0, LabTrainConfig(train_steps=1000)) == 10
+    data = toy.make_preset("rings", 200, 0)
+    last = list(train_steps(data, LabTrainConfig(train_steps=100_000, batch_size=64, hidden=16, blocks=1,
+                                                 max_seconds=0.5)))[-1]
+    assert last.stopped_early and last.step < 100_000 and last.model.info["training"]["stopped_early"]
+
+
+# ---------------------------------------------------------------- distances and data sets
+
+
+def test_distances_of_simple_cases():
+    a = np.random.default_rng(0).normal(size=(500, 2))
+    assert toy.sliced_wasserstein(a, a) == pytest.approx(0.0, abs=1e-12)
+    assert toy.energy_distance(a, a) == pytest.approx(0.0, abs=1e-12)
+    one = a[:, :1]
+    assert toy.sliced_wasserstein(one, one + 0.3) == pytest.approx(0.3)  # 1-D: W1 of a shift is the shift
+    v = np.array([0.4, -0.3])  # 2-D: a shift by v gives |v| E|cos| = |v| 2 / pi over random directions
+    assert toy.sliced_wasserstein(a, a + v, projections=4000) == pytest.approx(0.5 * 2 / np.pi, rel=0.03)
+    assert toy.energy_distance(np.zeros((1, 2)), v[None]) == pytest.approx(2 * 0.5)
+    b = a[:300] + 1.0  # different sizes
+    assert toy.sliced_wasserstein(a, b) > 0.5
+    assert toy.share_on_points(a[:50], a) == 1.0
+    assert toy.share_on_points(a + 5.0, a) == 0.0
+
+
+@pytest.mark.parametrize("name", toy.PRESETS)
+def test_presets_are_seeded_standardised_and_fresh(name):
+    d = toy.make_preset(name, 2000, 0)
+    assert d.points.shape == (2000, 2)
+    np.testing.assert_array_equal(d.points, toy.make_preset(name, 2000, 0).points)
+    assert not np.array_equal(d.points, toy.make_preset(name, 2000, 1).points)
+    assert np.abs(d.points.mean(0)).max() < 0.1
+    assert 0.9 < (d.points ** 2).mean() < 1.1  # unit variance on average
+    f = d.fresh(2000, 5)
+    assert not np.isin(f, d.points).any()
+    assert toy.sliced_wasserstein(f, d.points) < 0.12  # same distribution
+    if name == "8 Gaussians":
+        assert d.class_names == list(toy.COMPASS) and set(d.labels.tolist()) == set(range(8))
+        c = d.fresh(200, 1, label=2)
+        _, idx = toy.nearest_distances(c, d.points)
+        assert (d.labels[idx] == 2).mean() > 0.99
+    else:
+        assert d.labels is None and d.class_names == []
+
+
+def draw_square(size=200, transparent=True) -> np.ndarray:
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0) if transparent else (255, 255, 255, 255))
+    ImageDraw.Draw(img).rectangle([50, 50, 150, 150], outline=(0, 0, 0, 255), width=4)
+    return np.asarray(img)
+
+
+@pytest.mark.parametrize("transparent", [True, False])
+def test_a_drawing_becomes_points_on_its_strokes(transparent):
+    img = draw_square(transparent=transparent)
+    mask = toy.stroke_mask(img)
+    assert 1400 < mask.sum() < 1700  # the square's outline only, not the transparent (black) background
+    d = toy.make_drawn(img, 500, 0)
+    assert d.points.shape == (500, 2) and d.labels is None
+    assert 0.95 < (d.points ** 2).mean() < 1.05
+    # every point lies on the outline: far from the centre, near the square's edge
+    r = np.abs(d.points).max(1)
+    assert r.min() > 0.8 * r.max()
+    assert toy.make_drawn(img, 500, 0).key == d.key
+    with pytest.raises(ValueError, match="draw a shape"):
+        toy.make_drawn(np.full((50, 50, 4), 255, np.uint8))
+
+
+# ---------------------------------------------------------------- views
+
+
+def test_forward_view_picture_and_words():
+    img, text = vl.forward_view("two moons", 150, "cosine", 0)
+    assert img.shape == (vl.PANEL, vl.PANEL, 3) and img.dtype == np.uint8
+    assert "t = 150" in text and "What to look at" in text
+    img0, _ = vl.forward_view("two moons", 0, "linear", 0)
+    img1, _ = vl.forward_view("two moons", 1000, "linear", 0)
+    assert not np.array_equal(img0, img1)
+    with pytest.raises(ValueError, match="t must be in 0..1000"):
+        vl.forward_view("two moons", 1001)
+    with pytest.raises(ValueError, match="data set must be one of"):
+        vl.forward_view("spiral")
+    pic, msg = vl.forward_view(vl.DRAWN, 10, sketch=None)  # nothing drawn yet: a message, not an error
+    assert "nothing drawn yet" in msg and pic.shape[2] == 3
+
+
+def test_the_noisy_cloud_uses_q_sample():
+    d = vl.lab_data("rings")
+    cloud = vl.noisy_cloud(d, 300, LINEAR, 7)
+    eps = vl.seeded_normal(d.points.shape, 7).double().numpy()
+    ab = LINEAR.alpha_bars[299]
+    np.testing.assert_allclose(cloud, np.sqrt(ab) * d.points + np.sqrt(1 - ab) * eps, rtol=1e-12)
+
+
+def tiny_trained(dataset="8 Gaussians", steps=60) -> LabModel:
+    ups = list(vl.train(dataset, steps, 0))
+    assert ups[-1].model is not None and "Trained on" in ups[-1].status
+    return ups[-1].model
+
+
+def test_field_view_with_and_without_a_network():
+    img, text = vl.field_view(vl.DRAWN, 50, sketch={"composite": draw_square(), "layers": [], "background": None})
+    assert "No network has learned this drawing" in text
+    model = tiny_trained()
+    img, text = vl.field_view("8 Gaussians", 200, "linear", "N", 2.0, model)
+    assert img.shape == (vl.PANEL, 2 * vl.PANEL + 8, 3)
+    assert "trained here" in text and "Class N with guidance w = 2" in text and "loss" in text
+    _, text0 = vl.field_view("8 Gaussians", 0, trained=model)
+    assert "shown at t = 1" in text0
+    with pytest.raises(ValueError, match="has no classes"):
+        vl.field_view("two moons", 100, cls="N")
+
+
+def test_walk_streams_records_and_measures():
+    model = tiny_trained()
+    ups = list(vl.walk("8 Gaussians", "DDPM", 20, 0.0, "training", 300, "unconditional", 1.0, 1, model))
+    assert ups[0].picture is not None and not ups[0].finished
+    last, end = ups[-1], ups[-2]  # the end picture comes first, then the measured walk
+    assert end.picture.shape[1] == 2 * vl.PANEL + 8 and "Measuring" in end.status and end.step == 20
+    assert last.finished and last.walk is not None and last.picture is end.picture
+    rec = last.walk
+    assert rec.names == ["network", "exact"] and rec.frames[0] == 0 and rec.frames[-1] == 20
+    assert rec.paths["network"].shape == (21, vl.TRACKED, 2)
+    # the same start, and the DDIM companions are smooth: no fresh noise, so both denoisers' first step agree in x_T
+    np.testing.assert_array_equal(rec.pos["network"][0], rec.pos["exact"][0])
+    assert "sliced Wasserstein" in rec.metrics and "plain noise" in rec.metrics and "Where they landed" in rec.metrics
+    # the exact denoiser memorises: most of its particles land on a training point, plain noise does not
+    d = vl.lab_data("8 Gaussians")
+    exact_share = toy.share_on_points(rec.final["exact"], d.points, 0.01)
+    assert exact_share > 0.6 and toy.share_on_points(rec.final["noise"], d.points, 0.01) < 0.2
+    pic, text, t, schedule = vl.walk_frame(rec, 3)
+    assert pic.shape == end.picture.shape and t == rec.ts[3] and schedule == "linear" and "Step" in text
+    with pytest.raises(ValueError, match="frame must be in"):
+        vl.walk_frame(rec, rec.done + 1)
+    with pytest.raises(ValueError, match="press 'Run'"):
+        vl.walk_frame(None, 0)
+
+
+def test_guided_walk_reports_the_class_and_its_spread():
+    model = tiny_trained()
+    last = list(vl.walk("8 Gaussians", "DDIM", 15, 0.0, "other", 200, "E", 4.0, 0, model))[-1]
+    assert "cosine" in last.walk.settings and "class E, guidance w = 4" in last.walk.settings
+    assert "in class E" in last.walk.metrics and "spread" in last.walk.metrics
+
+
+def test_walk_without_a_network_runs_the_exact_denoiser_alone():
+    sketch = {"composite": draw_square(), "layers": [], "background": None}
+    last = list(vl.walk(vl.DRAWN, "DDPM", 10, 0.0, "training", 200, sketch=sketch))[-1]
+    assert last.walk.names == ["exact"] and "network" not in last.walk.final
+    assert "No network has learned this drawing" in last.status
+    with pytest.raises(ValueError, match="nothing drawn yet"):
+        next(vl.walk(vl.DRAWN, sketch=None))
+    with pytest.raises(ValueError, match="number of particles must be in"):
+        next(vl.walk("two moons", particles=10))
+
+
+def test_training_a_drawing_gives_the_session_its_network():
+    sketch = {"composite": draw_square(), "layers": [], "background": None}
+    ups = list(vl.train(vl.DRAWN, 50, 0, sketch))
+    model = ups[-1].model
+    data = vl.lab_data(vl.DRAWN, sketch)
+    assert model.data_key == data.key
+    net, source = vl.network_for(data, model)
+    assert net is model and "trained here" in source
+    assert vl.network_for(vl.lab_data("two moons"), model)[0] is not model  # another data set: not this network
+    with pytest.raises(ValueError, match="training steps must be in"):
+        next(vl.train("two moons", 5))
+
+
+def test_shipped_presets_load_when_present():
+    for name in toy.PRESETS:
+        model = vl.shipped_model(name)
+        if model is None:
+            continue
+        assert model.data_key == vl.lab_data(name).key
+        assert model.class_names == vl.lab_data(name).class_names
