@@ -12,7 +12,7 @@ import torch
 from conftest import make_tiny_checkpoint
 from explainer.quality import evaluate as ev
 from explainer.model.checkpoint import load_model
-from explainer.quality.classifier import (DEFAULT_CLASSIFIER, ClassifierError, ClassifierTrainConfig, DigitClassifier,
+from explainer.quality.classifier import (DEFAULT_CLASSIFIER, ClassifierError, ClassifierTrainConfig, ImageClassifier,
                                   accuracy, augment, load_classifier, train_classifier)
 from explainer.model.data import load_mnist
 from explainer.quality.evaluate import feature_stats, frechet_distance, frechet_distance_features
@@ -140,7 +140,7 @@ def test_classifier_errors(tmp_path):
     with pytest.raises(ClassifierError, match="cannot load"):
         load_classifier(tmp_path)
     with pytest.raises(ValueError, match=r"\[B,1,28,28\]"):
-        DigitClassifier().features(torch.zeros(2, 1, 32, 32))
+        ImageClassifier().features(torch.zeros(2, 1, 32, 32))
 
 
 # ---------------------------------------------------------------- the report

@@ -1,21 +1,32 @@
-"""Sample quality of a class-conditional digit model: classifier accuracy and Frechet distance.
+"""Sample quality of a class-conditional model: judge accuracy, Frechet distance and a memorisation check.
 
-Recipe (``evaluate``):
-1. Draw ``num_per_class`` samples of every digit with DDPM (Ho et al. 2020, Algorithm 2) with the
+Recipe (``evaluate``), for a model trained on the bundled MNIST digits or on an .npz data set with a
+held-out split (the checkpoint's ``data.source``; ``data=`` overrides it):
+1. Draw ``num_per_class`` samples of every class with DDPM (Ho et al. 2020, Algorithm 2) with the
    ``variance`` asked for (default sigma_t^2 = beta_tilde_t, the posterior variance; or beta_t), x0_hat
    clipped or not (``clip_x0``), on a respaced chain of ``steps`` steps (Nichol & Dhariwal 2021, sec. 4)
    and, with ``full_steps``, on all T steps; for each classifier-free guidance scale w (Ho & Salimans
    2022, eq. 6). The report names the sampler with ``render.figures.describe_sampler``. Labels are
-   batched (every chunk holds all ten digits); the same seed gives every setting the same noise.
+   batched (every chunk holds every class); the same seed gives every setting the same noise.
    Samples are rounded to uint8, as a saved PNG would be.
-2. Classify them with an independent CNN (``classifier.py``, trained on the train split only):
-   accuracy = fraction of samples classified as the digit they were asked for.
-3. Frechet distance (Heusel et al. 2017, the FID formula) between the classifier's penultimate-layer
-   features of the samples and of the 500 held-out real digits (``load_mnist("test")``):
+2. Classify them with an independent CNN judge (``classifier.py``, trained on the train split only):
+   accuracy = fraction of samples classified as the class they were asked for, overall and per class.
+   The judge is the folder ``classifier_dir``, else the checkpoint's config.json key ``judge`` (a
+   repository-relative path), else ``checkpoints/digit-classifier`` for MNIST, else
+   ``checkpoints/NAME-classifier`` for a checkpoint folder ``NAME-ddpm`` (``checkpoints/emoji-ddpm`` ->
+   ``checkpoints/emoji-classifier``).
+3. Frechet distance (Heusel et al. 2017, the FID formula) between the judge's penultimate-layer
+   features of the samples and of the held-out real images:
    FD = ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^{1/2}).
-4. The floor: the same distance between real digits and real digits, i.e. a class-balanced random
-   subset of the train split with exactly as many images per digit as the sample set, against the
-   same 500 held-out digits. FD is biased upwards for small sets, so only same-size numbers compare.
+   The samples are class-balanced; where the held-out classes are not, the reference Gaussian is fitted
+   with weights 1 / (K n_c) per image (every class counts the same).
+4. The floor: the same distance between real images and real images, i.e. a class-balanced random
+   subset of the train split with exactly as many images per class as the sample set, against the
+   same held-out reference. FD is biased upwards for small sets, so only same-size numbers compare.
+5. Memorisation: for every sample, the L2 distance in pixel space ([-1, 1], all C*H*W values) to its
+   nearest training image; the same for every held-out image, which shows how close a new image that
+   is not a copy comes. A sample is a near-copy when its distance is at most the ``near_copy_percentile``
+   (default 1st) percentile of the held-out images' distances.
 """
 from __future__ import annotations
 
@@ -23,31 +34,42 @@ import math
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..model.checkpoint import DiffusionModel
-from .classifier import DEFAULT_CLASSIFIER, ClassifierError, DigitClassifier, load_classifier, predict, train_classifier
-from ..model.data import HELD_OUT_PER_CLASS, load_mnist
-from ..diffusion.respacing import make_chain
 from ..accel.fast import best_eps_fn
+from ..diffusion.respacing import make_chain
 from ..diffusion.samplers import sample
+from ..model.checkpoint import DiffusionModel
+from ..model.data import Dataset
 from ..model.unet import count_parameters
-from ..paths import repo_relative
-from ..render.figures import describe_sampler
+from ..paths import CHECKPOINTS, DEFAULT_CLASSIFIER, ROOT, repo_relative
+from ..render.display import as_rgb, to_uint8, upscale
+from ..render.figures import describe_sampler, image_table
+from .classifier import (ClassifierError, ImageClassifier, balanced_accuracy, data_name, load_classifier, load_data,
+                         load_path, per_class_accuracy, predict, split_call, train_classifier)
 
-TRAIN_PER_CLASS = 450  # train images per digit in load_mnist("train")
 METHOD = "ddpm"  # the sampler of every evaluated walk (``generate``) and the one its report names
 
 
 # ---------------------------------------------------------------- Frechet distance
-def feature_stats(features) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [F] and unbiased covariance [F, F] (float64) of features [N, F]; N >= 2."""
+def feature_stats(features, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [F] and unbiased covariance [F, F] (float64) of features [N, F]; N >= 2.
+
+    With ``weights`` [N] (reliability weights, e.g. ``class_weights``): the weighted mean and the unbiased
+    weighted covariance sum w (f - mu)(f - mu)^T / (V1 - V2 / V1), V1 = sum w, V2 = sum w^2 (numpy's aweights).
+    """
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"need features [N, F] with N >= 2, got shape {f.shape}")
-    return f.mean(0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
+    if weights is None:
+        return f.mean(0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (f.shape[0],) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be [N] = [{f.shape[0]}], non-negative, not all 0; got shape {w.shape}")
+    return np.average(f, axis=0, weights=w), np.cov(f, rowvar=False, aweights=w).reshape(f.shape[1], f.shape[1])
 
 
 def _sqrt_psd(s: np.ndarray) -> np.ndarray:
@@ -84,22 +106,92 @@ def frechet_distance_features(f1, f2) -> float:
 
 # ---------------------------------------------------------------- helpers
 def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Round images in [-1, 1] to the 256 levels of a saved 8-bit image, back in [-1, 1] (as real digits are)."""
+    """Round images in [-1, 1] to the 256 levels of a saved 8-bit image, back in [-1, 1] (as real images are)."""
     return ((x.clamp(-1, 1) + 1.0) * 127.5).round() / 127.5 - 1.0
 
 
 def balanced_labels(num_per_class: int, num_classes: int = 10) -> torch.Tensor:
-    """0, 1, ..., 9, 0, 1, ...: any run of ``num_classes`` consecutive labels holds every class once."""
+    """0, 1, ..., K-1, 0, 1, ...: any run of ``num_classes`` consecutive labels holds every class once."""
     return torch.arange(num_per_class * num_classes) % num_classes
 
 
-def real_subset(split: str, num_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random subset of ``load_mnist(split)`` with ``num_per_class`` images of every digit."""
-    ds = load_mnist(split)
+def class_subset(ds: Dataset, num_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random subset of ``ds`` with ``num_per_class`` images of every class (classes in order)."""
     rng = np.random.default_rng(seed)
-    idx = np.concatenate([rng.choice(np.flatnonzero(ds.labels == c), num_per_class, replace=False) for c in range(10)])
+    k = len(ds.class_names) or int(ds.labels.max()) + 1
+    idx = np.concatenate([rng.choice(np.flatnonzero(ds.labels == c), num_per_class, replace=False) for c in range(k)])
     x, y = ds.tensors()
     return x[idx], y[idx]
+
+
+def real_subset(split: str, num_per_class: int, seed: int, data="mnist") -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random subset of ``data``'s ``split`` with ``num_per_class`` images of every class."""
+    return class_subset(load_data(data, split), num_per_class, seed)
+
+
+def class_weights(labels) -> np.ndarray | None:
+    """Per-image weights 1 / (K n_c) that make every class count the same; None when the classes are balanced."""
+    y = np.asarray(labels)
+    counts = np.bincount(y)
+    present = counts[counts > 0]
+    if present.min() == present.max():
+        return None
+    return 1.0 / (len(present) * counts[y])
+
+
+# ---------------------------------------------------------------- memorisation
+def nearest_neighbours(queries: torch.Tensor, refs: torch.Tensor, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """For each query [N, ...], the L2 distance to its nearest reference [M, ...] (same shape) and its index.
+
+    Candidates from ||q||^2 + ||r||^2 - 2 q.r in float32, then the distance to the chosen reference
+    recomputed exactly in float64 (an identical image gives exactly 0).
+    """
+    q = queries.reshape(len(queries), -1).double()
+    r = refs.reshape(len(refs), -1).double()
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(f"queries and references differ in size: {tuple(queries.shape)} vs {tuple(refs.shape)}")
+    r32 = r.float()
+    r2 = (r32 * r32).sum(1)
+    dist, index = [], []
+    for i in range(0, len(q), chunk):
+        qc = q[i:i + chunk]
+        q32 = qc.float()
+        d2 = (q32 * q32).sum(1, keepdim=True) + r2[None] - 2.0 * q32 @ r32.T
+        j = d2.argmin(1)
+        index.append(j)
+        dist.append((qc - r[j]).pow(2).sum(1).sqrt())
+    return torch.cat(dist).numpy(), torch.cat(index).numpy()
+
+
+def near_copy_threshold(held_out_dist, percentile: float = 1.0) -> float:
+    """The ``percentile``-th percentile of the held-out images' nearest-training distances."""
+    return float(np.percentile(np.asarray(held_out_dist, np.float64), percentile))
+
+
+def memorisation(sample_dist, sample_labels, threshold: float, num_classes: int) -> dict:
+    """Share of samples whose nearest-training distance is at most ``threshold`` (near-copies), overall and per class."""
+    d = np.asarray(sample_dist, np.float64)
+    y = np.asarray(sample_labels)
+    near = d <= threshold
+    return {"near_copy_share": round(float(near.mean()), 4), "near_copies": int(near.sum()),
+            "per_class_near_copy_share": [round(float(near[y == c].mean()), 4) if (y == c).any() else None
+                                          for c in range(num_classes)],
+            "nearest_train_distance": {"median": round(float(np.median(d)), 4), "min": round(float(d.min()), 4)}}
+
+
+def _closest(sample_dist, sample_index, sample_labels, train: Dataset, names: list[str], n: int = 5) -> list[dict]:
+    """The ``n`` samples nearest to a training image, with that image's label (and name and vendor if known)."""
+    out = []
+    for i in np.argsort(sample_dist, kind="stable")[:n]:
+        j = int(sample_index[i])
+        row = {"sample": int(i), "class": names[int(sample_labels[i])], "distance": round(float(sample_dist[i]), 4),
+               "train_index": j, "train_class": names[int(train.labels[j])]}
+        if train.names is not None:
+            row["train_name"] = str(train.names[j])
+        if train.vendors is not None:
+            row["train_vendor"] = str(train.vendors[j])
+        out.append(row)
+    return out
 
 
 def generate(model: DiffusionModel, labels: torch.Tensor, num_steps: int, guidance: float, seed: int,
@@ -153,14 +245,19 @@ def _key(w: float) -> str:
     return f"g{w:g}"
 
 
-def _check(model: DiffusionModel, num_per_class: int, guidance_scales, steps: int, chunk_size: int) -> list[float]:
-    if model.num_classes != 10 or model.image_size != 28 or model.channels != 1:
-        raise ValueError("evaluate needs a class-conditional model of 28x28 grayscale digits (10 classes); "
-                         f"this one has {model.num_classes} classes, {model.channels}x{model.image_size}x"
-                         f"{model.image_size} images")
-    if not isinstance(num_per_class, (int, np.integer)) or not 1 <= num_per_class <= TRAIN_PER_CLASS:
-        raise ValueError(f"num_per_class must be an integer in 1..{TRAIN_PER_CLASS} (the floor uses as many "
-                         f"real train digits per class), got {num_per_class!r}")
+def _check_conditional(model: DiffusionModel) -> None:
+    if model.num_classes < 2:
+        raise ValueError("evaluate needs a class-conditional model (at least two classes); this one has "
+                         f"{model.num_classes} classes")
+
+
+def _check(model: DiffusionModel, num_per_class: int, guidance_scales, steps: int, chunk_size: int,
+           max_per_class: int) -> list[float]:
+    k = model.num_classes
+    if not isinstance(num_per_class, (int, np.integer)) or not 1 <= num_per_class <= max_per_class:
+        raise ValueError(f"num_per_class must be an integer in 1..{max_per_class} (the floor uses as many real "
+                         f"training images of every class; the smallest class has {max_per_class}), "
+                         f"got {num_per_class!r}")
     scales = [float(w) for w in (guidance_scales or [])]
     if not scales:
         raise ValueError("give at least one guidance scale")
@@ -170,80 +267,185 @@ def _check(model: DiffusionModel, num_per_class: int, guidance_scales, steps: in
         raise ValueError(f"guidance scales repeat: {scales}")
     if not isinstance(steps, (int, np.integer)) or not 1 <= steps <= model.schedule.T:
         raise ValueError(f"steps must be an integer in 1..{model.schedule.T} (T), got {steps!r}")
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 10:
-        raise ValueError(f"chunk_size must be an integer >= 10 (every chunk holds all ten digits), got {chunk_size!r}")
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < k:
+        raise ValueError(f"chunk_size must be an integer >= {k} (every chunk holds all {k} classes), got {chunk_size!r}")
     return scales
 
 
-def get_classifier(classifier: DigitClassifier | None, folder, notes: list[str]) -> tuple[DigitClassifier, dict]:
-    """The given classifier, else the shipped one, else one trained now (with a note)."""
+def data_source(model: DiffusionModel, data=None, notes: list[str] | None = None) -> str:
+    """The data set a model is judged against: ``data`` if given, else the checkpoint's ``data.source`` when
+    it is "mnist" or an .npz file that exists; a 10-class 28x28 grayscale model with another source (a
+    folder, random test weights, a diffusers model) is judged as MNIST digits, with a note. Raises
+    ValueError otherwise."""
+    if data is not None:
+        return str(data)
+    cfg_data = (model.config or {}).get("data")
+    src = cfg_data.get("source") if isinstance(cfg_data, dict) else None
+    if src == "mnist" or (src and Path(str(src)).suffix.lower() == ".npz" and load_path(src).is_file()):
+        return str(src)
+    if (model.num_classes, model.channels, model.image_size) == (10, 1, 28):
+        if notes is not None:
+            notes.append(f"the checkpoint's data source {src!r} is not a data set with a held-out split; "
+                         "judged against the bundled MNIST digits (10 classes, 28x28 grayscale)")
+        return "mnist"
+    raise ValueError(f"cannot tell which data set the model was trained on (data.source {src!r}); pass the "
+                     "data set: --data mnist or --data PATH.npz (with a held_out key)")
+
+
+def judge_dir(model: DiffusionModel, source: str) -> Path:
+    """The judge folder for a model (the convention in the module docstring)."""
+    key = (model.config or {}).get("judge")
+    if key:
+        return Path(key) if Path(key).is_absolute() else ROOT / key
+    if source == "mnist":
+        return DEFAULT_CLASSIFIER
+    name = Path(model.path).name if model.path else ""
+    stem = name[:-len("-ddpm")] if name.endswith("-ddpm") else Path(source).stem
+    return CHECKPOINTS / f"{stem}-classifier"
+
+
+def get_classifier(classifier: ImageClassifier | None, folder, notes: list[str],
+                   source: str = "mnist") -> tuple[ImageClassifier, dict]:
+    """The given classifier, else the one saved in ``folder``, else one trained now on ``source`` (with a note)."""
     if classifier is not None:
-        return classifier.cpu().eval(), {"source": "passed in"}
+        return classifier.cpu().eval(), {"source": "passed in", "class_names": None}
     try:
         model, cfg = load_classifier(folder)
         return model, {"source": repo_relative(folder), "trained": cfg.get("train", {}),
-                       "train_seconds": cfg.get("train_seconds")}
+                       "train_seconds": cfg.get("train_seconds"), "class_names": cfg["class_names"],
+                       "data": cfg.get("data", {})}
     except ClassifierError as exc:
         notes.append(f"{exc}; trained a classifier now with the default settings (not saved)")
-        print(f"note: {exc}\ntraining a digit classifier now (a few minutes on one CPU thread)", file=sys.stderr)
-        model, info = train_classifier()
-        return model, {"source": "trained on the fly", "trained": info["train"], "train_seconds": info["train_seconds"]}
+        print(f"note: {exc}\ntraining a classifier now (a few minutes on one CPU thread)", file=sys.stderr)
+        model, info = train_classifier() if source == "mnist" else train_classifier(data=source)
+        return model, {"source": "trained on the fly", "trained": info["train"], "train_seconds": info["train_seconds"],
+                       "class_names": info["class_names"], "data": info["data"]}
+
+
+def _check_judge(clf: ImageClassifier, clf_names: list[str], model: DiffusionModel) -> None:
+    c = clf.config
+    if (c.channels, c.image_size, c.num_classes) != (model.channels, model.image_size, model.num_classes):
+        raise ValueError(f"the judge takes {c.channels}x{c.image_size}x{c.image_size} images in {c.num_classes} "
+                         f"classes; the model makes {model.channels}x{model.image_size}x{model.image_size} in "
+                         f"{model.num_classes}: pass the judge trained on the model's data")
+    if clf_names is not None and model.class_names and list(model.class_names) != list(clf_names):
+        raise ValueError(f"the judge's classes {clf_names} are not the model's {list(model.class_names)}")
+
+
+def category_grid(x: torch.Tensor, labels: torch.Tensor, class_names: list[str], per_row: int = 8,
+                  scale: int = 2) -> np.ndarray:
+    """One row per class with its name on the left: the first ``per_row`` samples of each class (RGB uint8),
+    each enlarged ``scale`` times and framed by a light grey line (white pictures stay visible on white)."""
+    def framed(img):
+        img = upscale(as_rgb(to_uint8(img, keep_gray_channel=True)), scale)
+        return np.pad(img, ((1, 1), (1, 1), (0, 0)), constant_values=200)
+
+    rows, titles = [], []
+    for c, name in enumerate(class_names):
+        idx = torch.nonzero(labels == c).flatten()[:per_row]
+        if len(idx):
+            rows.append([framed(x[i]) for i in idx.tolist()])
+            titles.append(name)
+    width = max(len(r) for r in rows)
+    blank = np.full_like(rows[0][0], 255)
+    return image_table([r + [blank] * (width - len(r)) for r in rows], None, titles)
+
+
+def save_category_grid(x, labels, class_names, path, per_row: int = 8) -> Path:
+    """``category_grid`` as a PNG."""
+    from PIL import Image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(category_grid(x, labels, class_names, per_row)).save(path)
+    return path
 
 
 # ---------------------------------------------------------------- the report
 def evaluate(model: DiffusionModel, num_per_class: int = 50, guidance_scales=(1.0, 2.0, 3.0), full_steps: bool = False,
-             seed: int = 0, *, steps: int = 100, variance: str = "beta_tilde", clip_x0: bool = False, chunk_size: int = 250, classifier: DigitClassifier | None = None,
-             classifier_dir=DEFAULT_CLASSIFIER, timing: bool = True, progress: bool = False) -> dict:
-    """Measure a class-conditional digit model; returns a JSON-ready report with a flat "summary" dict.
+             seed: int = 0, *, steps: int = 100, variance: str = "beta_tilde", clip_x0: bool = False,
+             chunk_size: int = 250, classifier: ImageClassifier | None = None, classifier_dir=None, data=None,
+             near_copy_percentile: float = 1.0, grid_dir=None, grid_per_class: int = 8, timing: bool = True,
+             progress: bool = False) -> dict:
+    """Measure a class-conditional model; returns a JSON-ready report with a flat "summary" dict.
 
     Settings: DDPM (sigma_t^2 as ``variance`` says, x0_hat clipped with ``clip_x0``) with ``steps``
     respaced steps (and all T with ``full_steps``) x each guidance scale, ``num_per_class`` samples per
-    digit each. ``timing``: also time one all-T-step walk of 4 images at the checkpoint's recommended
-    guidance. Paths in the report are relative to the repository when they lie inside it. Raises
-    ValueError on bad arguments.
+    class each. ``data`` names the data set ("mnist" or an .npz path; default the checkpoint's),
+    ``classifier_dir`` the judge (default: see the module docstring). ``grid_dir``: also save, per
+    setting, a PNG with ``grid_per_class`` samples of each class (``grid_<steps>steps_g<w>.png``).
+    ``timing``: also time one all-T-step walk of 4 images at the checkpoint's recommended guidance.
+    Paths in the report are relative to the repository when they lie inside it. Raises ValueError on
+    bad arguments.
     """
-    scales = _check(model, num_per_class, guidance_scales, steps, chunk_size)
-    chunk_size = chunk_size - chunk_size % 10
-    notes: list[str] = []
     t_start = time.perf_counter()
-    clf, clf_info = get_classifier(classifier, classifier_dir, notes)
+    _check_conditional(model)
+    k = model.num_classes
+    notes: list[str] = []
+    source = data_source(model, data, notes)
+    train_set, test_set = load_data(source, "train"), load_data(source, "test")
+    scales = _check(model, num_per_class, guidance_scales, steps, chunk_size,
+                    int(np.bincount(train_set.labels, minlength=k)[:k].min()))
+    if not 0 < near_copy_percentile < 100:
+        raise ValueError(f"near_copy_percentile must be in (0, 100), got {near_copy_percentile}")
+    chunk_size = chunk_size - chunk_size % k
+    folder = Path(classifier_dir) if classifier_dir is not None else judge_dir(model, source)
+    clf, clf_info = get_classifier(classifier, folder, notes, source)
+    names = list(model.class_names) or clf_info["class_names"] or [str(i) for i in range(k)]
+    _check_judge(clf, clf_info["class_names"], model)
 
-    x_test, y_test = load_mnist("test").tensors()
+    x_test, y_test = test_set.tensors()
     test_pred, test_feats = predict(clf, x_test)
     clf_acc = float((test_pred == y_test).double().mean())
-    ref_stats = feature_stats(test_feats.numpy())
+    clf_per_class = per_class_accuracy(test_pred, y_test, k)
+    clf_bal = balanced_accuracy(clf_per_class)
+    ref_weights = class_weights(test_set.labels)
+    ref_stats = feature_stats(test_feats.numpy(), ref_weights)
 
-    x_floor, _ = real_subset("train", num_per_class, seed)
+    x_floor, _ = class_subset(train_set, num_per_class, seed)
     _, floor_feats = predict(clf, x_floor)
     fd_floor = frechet_distance(*feature_stats(floor_feats.numpy()), *ref_stats)
 
-    labels = balanced_labels(num_per_class)
+    x_train, _ = train_set.tensors()
+    held_dist, _ = nearest_neighbours(x_test, x_train)
+    threshold = near_copy_threshold(held_dist, near_copy_percentile)
+    held_mem = memorisation(held_dist, test_set.labels, threshold, k)
+
+    labels = balanced_labels(num_per_class, k)
     n = len(labels)
     T = model.schedule.T
     step_counts = [steps] + ([T] if full_steps and T != steps else [])
     summary: dict = {"num_samples": n, "num_per_class": num_per_class, "fd_floor": round(fd_floor, 4),
-                     "classifier_test_acc": round(clf_acc, 4)}
-    results = []
-    for k in step_counts:
+                     "classifier_test_acc": round(clf_acc, 4), "classifier_balanced_test_acc": round(clf_bal, 4),
+                     "near_copy_threshold": round(threshold, 4)}
+    results, grids = [], []
+    for steps_k in step_counts:
         for w in scales:
             start = time.perf_counter()
-            x = quantize(generate(model, labels, k, w, seed, chunk_size, variance=variance, clip_x0=clip_x0))
+            x = quantize(generate(model, labels, steps_k, w, seed, chunk_size, variance=variance, clip_x0=clip_x0))
             secs = time.perf_counter() - start
             pred, feats = predict(clf, x)
             correct = (pred == labels)
             acc = float(correct.double().mean())
             fd = frechet_distance(*feature_stats(feats.numpy()), *ref_stats)
-            per_class = [round(float(correct[labels == c].double().mean()), 4) for c in range(10)]
-            results.append({"steps": k, "guidance": w, "accuracy": round(acc, 4), "fd": round(fd, 4),
-                            "per_class_accuracy": per_class, "wall_seconds": round(secs, 2),
+            per_class = [round(float(correct[labels == c].double().mean()), 4) for c in range(k)]
+            dist, index = nearest_neighbours(x, x_train)
+            mem = memorisation(dist, labels.numpy(), threshold, k)
+            mem["closest"] = _closest(dist, index, labels.numpy(), train_set, names)
+            results.append({"steps": steps_k, "guidance": w, "accuracy": round(acc, 4), "fd": round(fd, 4),
+                            "fd_over_floor": round(fd / fd_floor, 3) if fd_floor > 0 else None,
+                            "per_class_accuracy": per_class, "memorisation": mem, "wall_seconds": round(secs, 2),
                             "ms_per_image": round(1000 * secs / n, 2)})
-            tag = f"{k}steps_{_key(w)}"
+            tag = f"{steps_k}steps_{_key(w)}"
             summary[f"acc_{tag}"] = round(acc, 4)
             summary[f"fd_{tag}"] = round(fd, 4)
+            summary[f"near_copy_share_{tag}"] = mem["near_copy_share"]
             summary[f"wall_s_{tag}"] = round(secs, 2)
+            if grid_dir is not None:
+                g = save_category_grid(x, labels, names, Path(grid_dir) / f"grid_{tag}.png", grid_per_class)
+                grids.append(repo_relative(g))
             if progress:
-                print(f"{k} steps, guidance {w:g}: accuracy {acc:.4f}, FD {fd:.3f} (floor {fd_floor:.3f}), "
-                      f"{secs:.1f} s", file=sys.stderr, flush=True)
+                print(f"{steps_k} steps, guidance {w:g}: accuracy {acc:.4f}, FD {fd:.3f} (floor {fd_floor:.3f}), "
+                      f"near-copies {mem['near_copy_share']:.3f}, {secs:.1f} s", file=sys.stderr, flush=True)
 
     rec_w = float(model.config.get("recommended_guidance", 1.0))
     walk = time_walk(model, rec_w, 4, seed) if timing else None
@@ -253,29 +455,48 @@ def evaluate(model: DiffusionModel, num_per_class: int = 50, guidance_scales=(1.
     if walk:
         summary[f"walk_{walk['steps']}steps_4img_s"] = walk["seconds"]
     summary["total_wall_s"] = round(time.perf_counter() - t_start, 1)
+    what = "digits" if source == "mnist" else "images"
+    clf_data = clf_info.get("data", {})
     return {
         "summary": summary,
         "model": {"path": repo_relative(model.path) if model.path else model.path, "kind": model.kind,
                   "parameters": params, "schedule": model.schedule.name, "T": T, "image": [model.channels, model.image_size, model.image_size],
                   "recommended_guidance": rec_w, "training": model.config.get("training", {})},
+        "data": {"source": data_name(source), "class_names": names, "train": train_set.description,
+                 "test": test_set.description},
         "sampling": {"method": describe_sampler(METHOD, variance, clip_x0=clip_x0)
                                + ("" if clip_x0 else ", no clipping"),
                      "variance": variance, "clip_x0": clip_x0,
                      "steps": step_counts, "spacing": "linspace (respaced, Nichol & Dhariwal 2021)",
                      "guidance_scales": scales, "num_per_class": num_per_class, "num_samples": n,
-                     "labels": "0..9 repeated; every chunk holds all ten digits", "chunk_size": chunk_size,
+                     "labels": f"0..{k - 1} repeated; every chunk holds all {k} classes", "chunk_size": chunk_size,
                      "seed": seed, "noise": "one CPU generator seeded with `seed` per setting (same noise for every w)",
                      "postprocess": "samples rounded to uint8 levels, like saved images"},
-        "classifier": {**clf_info, "test_accuracy": round(clf_acc, 4),
-                       "trained_on": "load_mnist('train') only (4,500 digits)",
+        "classifier": {**{key: v for key, v in clf_info.items() if key not in ("class_names", "data")},
+                       "test_accuracy": round(clf_acc, 4), "balanced_test_accuracy": round(clf_bal, 4),
+                       "per_class_test_accuracy": [None if a is None else round(a, 4) for a in clf_per_class],
+                       "trained_on": f"{clf_data.get('train', 'the train split')} (the train split only)",
                        "features": f"penultimate layer ({test_feats.shape[1]} ReLU units)"},
-        "reference": {"real": f"load_mnist('test'): the {len(x_test)} held-out digits ({HELD_OUT_PER_CLASS} per class)",
+        "reference": {"real": f"{split_call(source, 'test')}: the {len(x_test)} held-out {what} "
+                              f"({', '.join(str(int(v)) for v in np.bincount(test_set.labels, minlength=k))} per class)",
+                      "weights": ("none (the held-out classes are balanced)" if ref_weights is None else
+                                  "1 / (K n_c) per held-out image: every class weighs the same, as in the "
+                                  "class-balanced sample sets"),
                       "fd_formula": "||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) on classifier features"},
         "floor": {"fd": round(fd_floor, 4), "n": n,
-                  "how": f"a class-balanced random subset of load_mnist('train') ({num_per_class} per digit, "
-                         f"numpy default_rng({seed})), same size as the sample set, against the same "
-                         f"{len(x_test)} held-out digits: the FD of real vs real at this sample size"},
+                  "how": f"a class-balanced random subset of {split_call(source, 'train')} ({num_per_class} per "
+                         f"class, numpy default_rng({seed})), same size as the sample set, against the same "
+                         f"{len(x_test)} held-out {what}: the FD of real vs real at this sample size"},
+        "memorisation": {"threshold": round(threshold, 4), "percentile": near_copy_percentile,
+                         "train_images": len(x_train),
+                         "how": (f"L2 distance in pixel space ([-1, 1], {int(np.prod(x_train.shape[1:]))} values) from "
+                                 f"each image to its nearest image of {split_call(source, 'train')}; a sample is a "
+                                 f"near-copy when that distance is at most the threshold, the "
+                                 f"{near_copy_percentile:g} % quantile of the same distance for the "
+                                 f"{len(x_test)} held-out {what} (new images that are not copies)"),
+                         "held_out": {key: v for key, v in held_mem.items() if key != "per_class_near_copy_share"}},
         "results": results,
+        "grids": grids,
         "timing": walk,
         "environment": {"device": str(model.device), "torch": torch.__version__, "python": platform.python_version(),
                         "torch_threads": torch.get_num_threads(), "machine": platform.machine()},
