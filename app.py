@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 import torch
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.middleware import Middleware
 
 from explainer.views import arch as va
+from explainer.views import client as vc
+from explainer.views import guard
 from explainer.views import forward as vf
 from explainer.views import histogram as vh
 from explainer.views import equations as vm
@@ -22,7 +27,8 @@ from explainer.views import step as vs
 from explainer.views import model_slot as views
 from explainer.render.images import MAX_FILE_BYTES
 from explainer.paths import ASSETS
-from explainer.views.inputs import GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, digit_choices
+from explainer.views.inputs import (DIGIT_EXAMPLES, EMOJI_EXAMPLES, GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, class_word,
+                                    default_class, default_example, digit_choices, example_images, image_word)
 from explainer.views.model_slot import ModelUnavailable
 
 PHOTOS = [str(ASSETS / n) for n in ("astronaut.jpg", "camera.png", "coffee.jpg", "chelsea.jpg")]
@@ -61,96 +67,130 @@ def clear_errors(fn):
 
 @dataclass
 class AppContext:
-    """What every tab builder needs: the model slot and the class choices it offers."""
+    """What the model tabs need: the models on offer, the session's chosen model, and what follows a switch.
 
-    slot: views.ModelSlot
-    classes: list
-    default_class: str
+    ``model_name`` holds the session's model (a gr.State: the endpoints keep their inputs, and API users pick a
+    model with /select_model). Each tab registers with ``follow`` the components that change with the model.
+    """
+
+    registry: views.ModelRegistry
+    model_name: gr.State | None = None  # set by build_app inside the Blocks
+    followers: list = field(default_factory=list)  # (component, update(slot) -> its new props)
+
+    @property
+    def slot(self) -> views.ModelSlot:
+        """The default model's slot (what a new session starts with)."""
+        return self.registry.slot()
 
     @property
     def model(self):
         return self.slot.model
 
     @property
-    def T(self) -> int:
-        return self.model.schedule.T if self.model is not None else vf.T
+    def classes(self) -> list:
+        return digit_choices(self.model)
 
-    def need_model(self):
-        return self.slot.require()
+    @property
+    def default_class(self) -> str:
+        return default_class(self.model)
+
+    @property
+    def T(self) -> int:
+        return model_T(self.model)
+
+    def need_model(self, name: str | None = None):
+        """The session's model (default: the default model), or ModelUnavailable with the reason."""
+        return self.registry.require(name)
+
+    def follow(self, component, update) -> None:
+        """Let ``component`` change with the model: ``update(slot)`` returns its new props (a gr component)."""
+        self.followers.append((component, update))
+
+
+def model_T(model) -> int:
+    return model.schedule.T if model is not None else vf.T
+
+
+def page_view(elem_id: str, props: dict, t_slider: str, t0: int, schedule_radio: str | None = None) -> gr.HTML:
+    """A view the browser paints itself (explainer/views/static/forward.js): a t move sends nothing to the server.
+
+    Its value is the pixels payload (``client.pixels_payload``), sent when the image or the seed changes.
+    """
+    js, css = vc.page_code()
+    gr.set_static_paths([vc.PIXELS_DIR])  # the pixels files: served from there, not copied into Gradio's cache
+    ids = {"prefix": elem_id.split("-")[0], "t": t_slider, "t0": t0, "schedule": schedule_radio}
+    return gr.HTML(None, html_template=vc.VIEW_TEMPLATE, css_template=css, js_on_load=js, elem_id=elem_id,
+                   ids=ids, **props)
+
+
+def api_outputs(*kinds: str) -> list:
+    """Hidden outputs of the API-only endpoints: "jpeg" / "png" pictures or "md" text, never shown."""
+    return [gr.Markdown(visible=False) if k == "md" else gr.Image(visible=False, format=k) for k in kinds]
 
 
 def forward_tab(demo: gr.Blocks) -> None:
-    """Forward diffusion: x_t from the closed form, numbers, curves, histogram and strips."""
+    """Forward diffusion: x_t from the closed form, numbers, curves and histogram painted in the page; strips."""
     with gr.Tab("Forward diffusion", id="forward"):
         with gr.Row():
             with gr.Column():
                 f_image = UploadImage(PHOTOS[0], type="filepath", label="x_0 (pick an example or upload)",
                                       sources=["upload", "clipboard"], height=300, elem_id="fwd-image")
-                gr.Examples(PHOTOS + DIGITS[:3], inputs=f_image, examples_per_page=8)
+            with gr.Column():
                 f_t = gr.Slider(0, vf.T, value=500, step=1, label="t", elem_id="fwd-t")
                 f_schedule = gr.Radio(list(vf.SCHEDULE_NAMES), value="linear", label="schedule",
                                       elem_id="fwd-schedule")
-                f_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed (noise eps)")
-            with gr.Column():
-                f_xt = gr.Image(label="x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε", height=300, interactive=False,
-                                elem_id="fwd-xt", format="jpeg")
-                f_numbers = gr.Markdown(elem_id="fwd-numbers")
-        with gr.Row():
-            f_curves = gr.Image(label="mean and variance of q(x_t | x_0), both schedules, cursor at t",
-                                interactive=False, elem_id="fwd-curves", height=330, format="png")
-            with gr.Column():
-                f_hist = gr.Image(label="pixel values of x_t against pure noise N(0, 1)", interactive=False,
-                                  elem_id="fwd-hist", height=330, format="png")
-                f_hist_text = gr.Markdown(elem_id="fwd-hist-text")
+                f_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed (noise eps)",
+                                   elem_id="fwd-seed")
+                gr.Examples(PHOTOS + DIGITS[:3], inputs=f_image, examples_per_page=8)
+        f_view = page_view("fwd-view", vc.forward_props(), "fwd-t", 500, "fwd-schedule")
         f_strip10 = gr.Image(label="10 frames from the closed form (one ε)", interactive=False,
                              elem_id="fwd-strip10", format="jpeg")
         f_strip1000 = gr.Image(label="the 1000-step Markov chain (fresh noise each step), every 100th step",
                                interactive=False, elem_id="fwd-strip1000", format="jpeg")
+        xt, numbers, curves, hist, hist_text = api_outputs("jpeg", "md", "png", "png", "md")
 
-    # picture, numbers and curves follow the slider; strips when image/schedule/seed change
-    f_inputs = [f_image, f_t, f_schedule, f_seed]
-    gr.on([demo.load, f_t.change, f_schedule.change, f_seed.change, f_image.change], clear_errors(vf.forward_noise),
-          f_inputs, [f_xt, f_numbers], api_name="forward_noise", trigger_mode="always_last", **CHEAP)
-    gr.on([demo.load, f_t.change, f_schedule.change], clear_errors(vf.schedule_curves_image), [f_t, f_schedule],
-          f_curves, api_name="forward_curves", trigger_mode="always_last", **CHEAP)
-    gr.on([demo.load, f_t.change, f_schedule.change, f_seed.change, f_image.change],
-          clear_errors(vh.pixel_histogram_view), f_inputs, [f_hist, f_hist_text], api_name="forward_histogram",
-          trigger_mode="always_last", **CHEAP)
+    # the page repaints on every t or schedule move; the server sends x_0 and eps when the image or seed changes
+    gr.on([demo.load, f_image.change, f_seed.change], clear_errors(vc.pixels_payload), [f_image, f_seed], f_view,
+          api_name="forward_pixels", api_visibility="undocumented", trigger_mode="always_last", **CHEAP)
     gr.on([demo.load, f_image.change, f_schedule.change, f_seed.change], clear_errors(vf.forward_strips),
           [f_image, f_schedule, f_seed], [f_strip10, f_strip1000], api_name="forward_strips",
-          concurrency_id="plots", concurrency_limit=2)
+          trigger_mode="always_last", concurrency_id="strips", concurrency_limit=1)  # (one at a time: walks first)
+    # the same views computed on the server, for API users (no trigger in the page)
+    f_inputs = [f_image, f_t, f_schedule, f_seed]
+    gr.on([], clear_errors(vf.forward_noise), f_inputs, [xt, numbers], api_name="forward_noise", **CHEAP)
+    gr.on([], clear_errors(vf.schedule_curves_image), [f_t, f_schedule], curves, api_name="forward_curves", **CHEAP)
+    gr.on([], clear_errors(vh.pixel_histogram_view), f_inputs, [hist, hist_text], api_name="forward_histogram",
+          **CHEAP)
 
 
 def compare_tab(demo: gr.Blocks) -> None:
-    """Compare schedules: the same x_0 and eps under linear and cosine at one t."""
+    """Compare schedules: the same x_0 and eps under linear and cosine at one t, painted in the page."""
     with gr.Tab("Compare schedules", id="compare"):
         with gr.Row():
             c_image = UploadImage(PHOTOS[0], type="filepath", label="x_0", sources=["upload", "clipboard"],
-                                  height=220)
+                                  height=220, elem_id="cmp-image")
             with gr.Column():
                 gr.Examples(PHOTOS + DIGITS[:3], inputs=c_image, examples_per_page=8)
                 c_t = gr.Slider(0, vf.T, value=300, step=1, label="t (same for both)", elem_id="cmp-t")
-                c_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed (same noise)")
-        with gr.Row():
-            c_linear = gr.Image(label="linear", height=280, interactive=False, elem_id="cmp-linear", format="jpeg")
-            c_cosine = gr.Image(label="cosine", height=280, interactive=False, elem_id="cmp-cosine", format="jpeg")
-        c_text = gr.Markdown()
-        c_curves = gr.Image(label="ᾱ_t and log SNR of both schedules (shaded: steps near pure noise)",
-                            interactive=False, elem_id="cmp-curves", height=290, format="png")
+                c_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed (same noise)",
+                                   elem_id="cmp-seed")
+        c_view = page_view("cmp-view", vc.compare_props(), "cmp-t", 300)
+        linear, cosine, text, curves = api_outputs("jpeg", "jpeg", "md", "png")
 
-    gr.on([demo.load, c_t.change, c_seed.change, c_image.change], clear_errors(vf.compare_schedules),
-          [c_image, c_t, c_seed], [c_linear, c_cosine, c_text], api_name="compare_schedules",
-          trigger_mode="always_last", **CHEAP)
-    gr.on([demo.load, c_t.change], clear_errors(vf.compare_curves_image), [c_t], c_curves, api_name="compare_curves",
-          trigger_mode="always_last", **CHEAP)
+    gr.on([demo.load, c_image.change, c_seed.change], clear_errors(vc.pixels_payload), [c_image, c_seed], c_view,
+          api_name="compare_pixels", api_visibility="undocumented", trigger_mode="always_last", **CHEAP)
+    gr.on([], clear_errors(vf.compare_schedules), [c_image, c_t, c_seed], [linear, cosine, text],
+          api_name="compare_schedules", **CHEAP)
+    gr.on([], clear_errors(vf.compare_curves_image), [c_t], curves, api_name="compare_curves", **CHEAP)
 
 
 def stream_walk(ctx: AppContext, gifs: vr.GifStore):
     """The reverse walk handler: streams each walk's panel, then the recorded walks, scrubber, strip and GIF."""
-    def reverse_walk(digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b, progress=gr.Progress()):
+    def reverse_walk(digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b, model_name=None,
+                     progress=gr.Progress()):
         try:
-            for u in vr.reverse_walk(ctx.need_model(), digit, guidance, sampler, steps, schedule, seed, compare_mode,
-                                     steps_b):
+            for u in vr.reverse_walk(ctx.need_model(model_name), digit, guidance, sampler, steps, schedule, seed,
+                                     compare_mode, steps_b):
                 progress((u.step, u.total), desc="sampling")
                 panels = [p if p is not None else gr.skip() for p in u.panels]
                 if len(panels) == 1:  # one walk: hide the second picture
@@ -161,20 +201,55 @@ def stream_walk(ctx: AppContext, gifs: vr.GifStore):
                     yield *panels, u.status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
                     continue
                 last = u.walks[0].done
-                yield (*panels, u.status, u.walks, gr.Slider(maximum=last, value=last, interactive=True),
-                       vr.walk_strip(u.walks), gifs.save(u.walks))
+                done = (*panels, u.status, u.walks, gr.Slider(maximum=last, value=last, interactive=True),
+                        vr.walk_strip(u.walks))
+                yield *done, gr.skip()  # the finished walk at once,
+                yield *done, gifs.save(u.walks)  # then its GIF
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from None
     return reverse_walk
 
 
+def class_dropdown(label: str, value=None):
+    """A follower update: the class dropdown with the model's own classes and a label in its words."""
+    def update(slot: views.ModelSlot):
+        model = slot.model
+        return gr.Dropdown(choices=digit_choices(model), value=value if value is not None else default_class(model),
+                           label=label.format(cls=class_word(model)))
+    return update
+
+
+def model_examples(ctx: AppContext, image, label: str, tab: str):
+    """Held-out digits and held-out emoji for ``image``; the chosen model's set is the one shown."""
+    shown = example_images(ctx.model)
+    sets = {}
+    for name, paths in (("digits", DIGIT_EXAMPLES), ("emoji", EMOJI_EXAMPLES)):
+        if paths:
+            sets[name] = (paths, gr.Examples(paths, inputs=image, label=f"held-out {name}",
+                                             examples_per_page=len(paths), visible=paths is shown,
+                                             api_name=f"{tab}_{name}_example"))
+    for paths, examples in sets.values():
+        ctx.follow(examples.dataset, lambda slot, paths=paths: gr.Dataset(visible=example_images(slot.model) is paths))
+    ctx.follow(image, lambda slot: gr.Image(value=default_example(slot.model),
+                                            label=label.format(what=image_word(slot.model),
+                                                               size=image_size_words(slot.model))))
+
+
+def image_size_words(model) -> str:
+    """"28x28" or "32x32 colour": what an upload becomes for the model."""
+    if model is None:
+        return "28x28"
+    return f"{model.image_size}x{model.image_size}" + (" colour" if model.channels == 3 else "")
+
+
 def reverse_tab(ctx: AppContext) -> None:
     """Reverse diffusion: streamed walks, side by side, a scrubber and the step taken apart."""
     with gr.Tab("Reverse diffusion", id="reverse"):
-        gr.Markdown(ctx.slot.notice(), elem_id="reverse-notice")
+        r_notice = gr.Markdown(ctx.slot.notice(), elem_id="reverse-notice")
         with gr.Row():
             with gr.Column(scale=1):
-                r_digit = gr.Dropdown(ctx.classes, value=ctx.default_class, label="digit class")
+                r_digit = gr.Dropdown(ctx.classes, value=ctx.default_class, label=class_word(ctx.model),
+                                      elem_id="rev-class")
                 r_guidance = gr.Slider(0, GUIDANCE_MAX, value=3.0, step=0.5,
                                        label="guidance scale w (1 = plain conditional, 0 = unconditional)")
                 r_sampler = gr.Radio(list(vr.SAMPLERS), value="DDPM", label="sampler")
@@ -205,11 +280,16 @@ def reverse_tab(ctx: AppContext) -> None:
                 r_gif = gr.File(label="the walk as a GIF", interactive=False)
         r_walks = gr.State(None)
 
+    ctx.follow(r_notice, lambda slot: slot.notice())
+    ctx.follow(r_digit, class_dropdown("{cls}"))
+    ctx.follow(r_steps, lambda slot: gr.Slider(maximum=model_T(slot.model)))
+    ctx.follow(r_steps_b, lambda slot: gr.Slider(maximum=model_T(slot.model)))
     walk = r_run.click(stream_walk(ctx, vr.GifStore()),
-                       [r_digit, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare, r_steps_b],
+                       [r_digit, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare, r_steps_b,
+                        ctx.model_name],
                        [r_panel_a, r_panel_b, r_status, r_walks, r_scrub, r_strip, r_gif],
                        api_name="reverse_walk", **HEAVY)
-    r_stop.click(None, None, None, cancels=[walk])
+    r_stop.click(None, None, None, cancels=[walk], api_name="reverse_stop", api_visibility="private")
     # endpoints that read a session's recorded result: callable, but not in the API docs
     r_scrub.change(clear_errors(vr.walk_frame), [r_walks, r_scrub], r_frame, api_name="reverse_scrub",
                    api_visibility="undocumented", **CHEAP)
@@ -224,24 +304,34 @@ def computed(result):
     return result
 
 
+def source_choices(model) -> list[tuple[str, str]]:
+    """The noise tab's sources as (label, value): the value "real digit" stays the same for every model."""
+    return [("reverse walk", "reverse walk"), (f"real {image_word(model)}", "real digit")]
+
+
 def noise_tab(ctx: AppContext) -> None:
     """Subtract all predicted noise: x0_hat | x_t | eps_hat at every timestep."""
     @clear_errors
-    def noise_removal(source, image, digit, guidance, num_t, seed):
-        res = vn.noise_removal(ctx.need_model(), source, image, digit, guidance, num_t, seed)
+    def noise_removal(source, image, digit, guidance, num_t, seed, model_name=None):
+        res = vn.noise_removal(ctx.need_model(model_name), source, image, digit, guidance, num_t, seed)
         triplet, text = vn.noise_triplet(res, 0)
         return (vn.noise_grid(res), res, gr.Slider(maximum=len(res) - 1, value=0, interactive=True), triplet, text,
                 vn.noise_error_curve(res, 0))
 
+    image_label = "real {what} ({size} after conversion)"
     with gr.Tab("Subtract all predicted noise", id="noise"):
-        gr.Markdown(ctx.slot.notice())
+        n_notice = gr.Markdown(ctx.slot.notice(), elem_id="noise-notice")
         with gr.Row():
             with gr.Column(scale=1):
-                n_source = gr.Radio(list(vn.SOURCES), value="real digit", label="source")
-                n_image = UploadImage(DIGITS[3], type="filepath", label="real digit (28x28 after conversion)",
-                                      sources=["upload", "clipboard"], height=160)
-                gr.Examples(DIGITS, inputs=n_image, label="held-out digits", examples_per_page=10)
-                n_digit = gr.Dropdown(ctx.classes, value=UNCONDITIONAL, label="condition on class")
+                n_source = gr.Radio(source_choices(ctx.model), value="real digit", label="source",
+                                    elem_id="noise-source")
+                n_image = UploadImage(default_example(ctx.model), type="filepath",
+                                      label=image_label.format(what=image_word(ctx.model),
+                                                               size=image_size_words(ctx.model)),
+                                      sources=["upload", "clipboard"], height=160, elem_id="noise-image")
+                model_examples(ctx, n_image, image_label, "noise")
+                n_digit = gr.Dropdown(ctx.classes, value=UNCONDITIONAL, label="condition on class",
+                                      elem_id="noise-class")
                 n_guidance = gr.Slider(0, GUIDANCE_MAX, value=1.0, step=0.5, label="guidance scale")
                 n_num_t = gr.Slider(vn.MIN_T, min(vn.MAX_T, ctx.T), value=50, step=1, label="timesteps")
                 n_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed")
@@ -251,13 +341,17 @@ def noise_tab(ctx: AppContext) -> None:
                                     interactive=False, elem_id="noise-index")
                 n_triplet = gr.Image(label="x0_hat | x_t | eps_hat", interactive=False, elem_id="noise-triplet",
                                      format="png")
-                n_text = gr.Markdown()
+                n_text = gr.Markdown(elem_id="noise-text")
                 n_curve = gr.Plot(label="error per t")
-        n_grid = gr.Image(label="every timestep: x0_hat | x_t | eps_hat", interactive=False, elem_id="noise-grid",
-                          format="png")
+        n_grid = gr.Image(label="every timestep: x0_hat | x_t | eps_hat (every eps_hat on one scale, see the text "
+                          "above)", interactive=False, elem_id="noise-grid", format="png")
         n_result = gr.State(None)
 
-    n_run.click(noise_removal, [n_source, n_image, n_digit, n_guidance, n_num_t, n_seed],
+    ctx.follow(n_notice, lambda slot: slot.notice())
+    ctx.follow(n_source, lambda slot: gr.Radio(choices=source_choices(slot.model)))
+    ctx.follow(n_digit, class_dropdown("condition on class", UNCONDITIONAL))
+    ctx.follow(n_num_t, lambda slot: gr.Slider(maximum=min(vn.MAX_T, model_T(slot.model))))
+    n_run.click(noise_removal, [n_source, n_image, n_digit, n_guidance, n_num_t, n_seed, ctx.model_name],
                 [n_grid, n_result, n_index, n_triplet, n_text, n_curve], api_name="noise_removal", **HEAVY)
     n_index.change(clear_errors(lambda result, index: vn.noise_triplet(computed(result), index)), [n_result, n_index],
                    [n_triplet, n_text], api_name="noise_removal_at", api_visibility="undocumented", **CHEAP)
@@ -266,21 +360,31 @@ def noise_tab(ctx: AppContext) -> None:
                     concurrency_id="plots", concurrency_limit=2, show_progress="hidden")
 
 
+def architecture_views(model) -> tuple:
+    """The architecture table and the conditioning text of a model (empty where it is not an explainer U-Net)."""
+    if model is None or not isinstance(model.net, va.UNet):
+        return None, ""
+    return va.architecture_table(model), va.conditioning_markdown(model)
+
+
 def architecture_tab(ctx: AppContext) -> None:
     """Architecture: the U-Net's stages, how t and the class enter, and feature maps of an x_t."""
+    image_label = "{what} ({size} after conversion)"
     with gr.Tab("Architecture", id="architecture"):
-        gr.Markdown(ctx.slot.notice())
-        arch_ok = ctx.model is not None and isinstance(ctx.model.net, va.UNet)
-        gr.Dataframe(va.architecture_table(ctx.model) if arch_ok else None, label="the U-Net's stages",
-                     interactive=False)
-        gr.Markdown(va.conditioning_markdown(ctx.model) if arch_ok else "", elem_id="arch-cond")
+        a_notice = gr.Markdown(ctx.slot.notice(), elem_id="arch-notice")
+        table, cond = architecture_views(ctx.model)
+        a_table = gr.Dataframe(table, label="the U-Net's stages", interactive=False, elem_id="arch-table")
+        a_cond = gr.Markdown(cond, elem_id="arch-cond")
         with gr.Row():
             with gr.Column(scale=1):
-                a_image = UploadImage(DIGITS[3], type="filepath", label="digit", height=160,
-                                      sources=["upload", "clipboard"])
-                gr.Examples(DIGITS, inputs=a_image, examples_per_page=10)
-                a_t = gr.Slider(1, ctx.T, value=300, step=1, label="t")
-                a_digit = gr.Dropdown(ctx.classes, value=ctx.default_class, label="class given to the network")
+                a_image = UploadImage(default_example(ctx.model), type="filepath", height=160,
+                                      label=image_label.format(what=image_word(ctx.model),
+                                                               size=image_size_words(ctx.model)),
+                                      sources=["upload", "clipboard"], elem_id="arch-image")
+                model_examples(ctx, a_image, image_label, "architecture")
+                a_t = gr.Slider(1, ctx.T, value=300, step=1, label="t", elem_id="arch-t")
+                a_digit = gr.Dropdown(ctx.classes, value=ctx.default_class, label="class given to the network",
+                                      elem_id="arch-class")
                 a_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed")
                 a_run = gr.Button("Show feature maps", variant="primary", elem_id="arch-run")
             with gr.Column(scale=2):
@@ -288,8 +392,145 @@ def architecture_tab(ctx: AppContext) -> None:
                 a_maps = gr.Image(label="feature maps after each stage (first 8 channels, each scaled to "
                                   "its own range)", interactive=False, elem_id="arch-maps", format="png")
 
-    a_run.click(clear_errors(lambda image, t, digit, seed: va.feature_maps(ctx.need_model(), image, t, digit, seed)),
-                [a_image, a_t, a_digit, a_seed], [a_xt, a_maps], api_name="feature_maps", **HEAVY)
+    ctx.follow(a_notice, lambda slot: slot.notice())
+    ctx.follow(a_table, lambda slot: architecture_views(slot.model)[0])
+    ctx.follow(a_cond, lambda slot: architecture_views(slot.model)[1])
+    ctx.follow(a_t, lambda slot: gr.Slider(maximum=model_T(slot.model)))
+    ctx.follow(a_digit, class_dropdown("class given to the network"))
+    a_run.click(clear_errors(lambda image, t, digit, seed, model_name=None:
+                             va.feature_maps(ctx.need_model(model_name), image, t, digit, seed)),
+                [a_image, a_t, a_digit, a_seed, ctx.model_name], [a_xt, a_maps], api_name="feature_maps", **HEAVY)
+
+
+def lab_tab(demo: gr.Blocks) -> None:
+    """2D lab: a whole data distribution, its particles and the learned field on one screen, and the exact denoiser."""
+    from explainer.views import lab as vl
+
+    def lab_walk(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, model=None, sketch=None,
+                 progress=gr.Progress()):
+        try:
+            for u in vl.walk(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, model, sketch):
+                progress((u.step, u.total), desc="walking")
+                pic = u.picture if u.picture is not None else gr.skip()
+                if not u.finished:
+                    yield pic, u.status, gr.skip(), gr.skip(), gr.skip()
+                    continue
+                yield (pic, u.status, u.walk, gr.Slider(maximum=u.walk.done, value=u.walk.done, interactive=True),
+                       u.walk.metrics)
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from None
+
+    def lab_train(dataset, steps, seed, sketch=None, progress=gr.Progress()):
+        try:
+            for u in vl.train(dataset, steps, seed, sketch):
+                progress((u.step, u.total), desc="training")
+                yield u.status, (u.model if u.model is not None else gr.skip())
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from None
+
+    def lab_classes(dataset, sketch=None):
+        names = vl.class_choices(vl.lab_data(dataset, sketch)) if dataset != vl.DRAWN else [UNCONDITIONAL]
+        return gr.Dropdown(choices=names, value=UNCONDITIONAL, interactive=len(names) > 1)
+
+    with gr.Tab("2D lab", id="lab"):
+        gr.Markdown("In two dimensions the whole data distribution fits on one screen. The same schedules, "
+                    "respacing and samplers as the digit tabs drive two denoisers: a small MLP trained on the "
+                    "points, and the **exact** denoiser of those points, E[x_0 | x_t] in closed form, which takes "
+                    "every particle back onto a training point (it memorises). Pick a data set or draw your own.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                l_data = gr.Dropdown(list(vl.DATASETS), value="two moons", label="data set", elem_id="lab-data")
+                l_sketch = gr.Sketchpad(label="draw your own (drawing picks 'draw your own'; then press Train)",
+                                        type="numpy", image_mode="RGBA", canvas_size=(400, 400), height=330,
+                                        layers=False, transforms=(), elem_id="lab-sketch",
+                                        brush=gr.Brush(default_size=6, colors=["#000000"], color_mode="fixed"))
+                l_train_steps = gr.Slider(vl.MIN_TRAIN_STEPS, 10_000, value=vl.LIVE_TRAIN.train_steps, step=50,
+                                          label="training steps", elem_id="lab-train-steps")
+                l_train = gr.Button("Train the network on this data set", elem_id="lab-train")
+                l_train_status = gr.Markdown(elem_id="lab-train-status")
+                l_t = gr.Slider(0, vl.T, value=100, step=1, label="t", elem_id="lab-t")
+                l_schedule = gr.Radio(list(vl.SCHEDULES), value="linear", label="schedule of the forward view "
+                                      "and the field", elem_id="lab-schedule")
+                l_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed", elem_id="lab-seed")
+            with gr.Column(scale=2):
+                l_forward = gr.Image(label="forward: the noised points x_t, the exact density q(x_t) and four "
+                                     "forward paths", interactive=False, format="png", elem_id="lab-forward")
+                l_forward_text = gr.Markdown(elem_id="lab-forward-text")
+                l_field = gr.Image(label="−ε̂ at t as arrows: the network | the exact denoiser", interactive=False,
+                                   format="png", elem_id="lab-field")
+                l_field_text = gr.Markdown(elem_id="lab-field-text")
+        with gr.Row():
+            with gr.Column(scale=1):
+                l_sampler = gr.Radio(list(vl.SAMPLERS), value="DDPM", label="sampler", elem_id="lab-sampler")
+                l_steps = gr.Slider(vl.MIN_STEPS, vl.T, value=vl.DEFAULT_STEPS, step=1, label="steps (respaced)",
+                                    elem_id="lab-steps")
+                l_eta = gr.Slider(0, 1, value=0, step=0.1, label="eta (DDIM)")
+                l_inference = gr.Radio(list(vl.INFERENCE_SCHEDULES), value="training",
+                                       label="inference schedule (the training one, linear, or the other one)")
+                l_particles = gr.Slider(vl.MIN_PARTICLES, vl.MAX_PARTICLES, value=vl.DEFAULT_PARTICLES, step=100,
+                                        label="particles", elem_id="lab-particles")
+                l_class = gr.Dropdown(vl.ALL_CLASSES, value=UNCONDITIONAL, label="class (8 Gaussians only)",
+                                      interactive=False, elem_id="lab-class")
+                l_guidance = gr.Slider(0, vl.GUIDANCE_MAX, value=1.0, step=0.5,
+                                       label="guidance w (1 = plain conditional)", elem_id="lab-guidance")
+                with gr.Row():
+                    l_run = gr.Button("Run", variant="primary", elem_id="lab-run")
+                    l_stop = gr.Button("Stop", variant="stop", elem_id="lab-stop")
+            with gr.Column(scale=2):
+                l_walk = gr.Image(label="reverse: particles from N(0, I), the network | the exact denoiser (same "
+                                  "noise)", interactive=False, format="png", elem_id="lab-walk")
+                gr.Markdown(vl.WALK_CAPTION, elem_id="lab-walk-caption")
+                l_status = gr.Markdown(elem_id="lab-status")
+                l_scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the recorded walk (moves t too)",
+                                    interactive=False, elem_id="lab-scrub")
+                l_frame_text = gr.Markdown(elem_id="lab-frame-text")
+                l_metrics = gr.Markdown(elem_id="lab-metrics")
+        l_model = gr.State(None)
+        l_record = gr.State(None)
+
+    gr.on([demo.load, l_t.change, l_schedule.change, l_seed.change, l_data.change, l_sketch.change],
+          clear_errors(vl.forward_view), [l_data, l_t, l_schedule, l_seed, l_sketch], [l_forward, l_forward_text],
+          api_name="lab_forward", trigger_mode="always_last", **CHEAP)
+    gr.on([demo.load, l_t.change, l_schedule.change, l_data.change, l_sketch.change, l_class.change,
+           l_guidance.change, l_model.change], clear_errors(vl.field_view),
+          [l_data, l_t, l_schedule, l_class, l_guidance, l_model, l_sketch, l_seed], [l_field, l_field_text],
+          api_name="lab_field", trigger_mode="always_last", **CHEAP)
+    l_data.change(clear_errors(lab_classes), [l_data, l_sketch], l_class, api_name="lab_classes",
+                  api_visibility="undocumented", **CHEAP)
+    train = l_train.click(lab_train, [l_data, l_train_steps, l_seed, l_sketch], [l_train_status, l_model],
+                          api_name="lab_train", **HEAVY)
+    walk = l_run.click(lab_walk, [l_data, l_sampler, l_steps, l_eta, l_inference, l_particles, l_class, l_guidance,
+                                  l_seed, l_model, l_sketch], [l_walk, l_status, l_record, l_scrub, l_metrics],
+                       api_name="lab_walk", **HEAVY)
+    l_stop.click(None, None, None, cancels=[walk, train], api_name="lab_stop", api_visibility="private")
+    l_sketch.input(lambda: vl.DRAWN, None, l_data, api_name="lab_use_drawing", api_visibility="undocumented",
+                   **CHEAP)  # drawing picks 'draw your own'
+    # reads the session's recorded walk: callable, but not in the API docs
+    l_scrub.input(clear_errors(vl.walk_frame), [l_record, l_scrub], [l_walk, l_frame_text, l_t, l_schedule],
+                  api_name="lab_scrub", api_visibility="undocumented", trigger_mode="always_last", **CHEAP)
+
+
+def model_picker(ctx: AppContext) -> gr.Dropdown:
+    """The header's model menu and the session's model: every diffusion checkpoint found, each loaded once."""
+    names = ctx.registry.names
+    picker = gr.Dropdown(names, value=ctx.registry.default, label="model of the reverse, noise-removal and "
+                         "architecture tabs", interactive=len(names) > 1, elem_id="model-picker")
+    ctx.model_name = gr.State(ctx.registry.default)
+    return picker
+
+
+def wire_model_picker(ctx: AppContext, picker: gr.Dropdown) -> None:
+    """Switching models: load the chosen one (once; kept afterwards), then update every follower."""
+    @clear_errors
+    def select_model(model):
+        name = ctx.registry.check_name(model)
+        slot = ctx.registry.slot(name)
+        if not slot.ok:
+            gr.Warning(f"The model {name} is unavailable: {slot.error}")
+        return name, *(update(slot) for _, update in ctx.followers)
+
+    picker.change(select_model, [picker], [ctx.model_name] + [c for c, _ in ctx.followers], api_name="select_model",
+                  concurrency_limit=None, show_progress="minimal")
 
 
 def math_tab() -> None:
@@ -298,27 +539,119 @@ def math_tab() -> None:
         gr.Markdown(vm.ALL, latex_delimiters=vm.LATEX_DELIMITERS, elem_id="math")
 
 
-def build_app(slot: views.ModelSlot | None = None) -> gr.Blocks:
-    """The whole UI. ``slot``: the model (default: load $DDPM_EXPLAINER_CHECKPOINT or the shipped one)."""
-    slot = slot if slot is not None else views.load_slot()
-    classes = digit_choices(slot.model)
-    ctx = AppContext(slot, classes, "3" if "3" in classes else classes[0])
+def build_app(models: views.ModelSlot | views.ModelRegistry | None = None) -> gr.Blocks:
+    """The whole UI. ``models``: one model slot, a ``ModelRegistry``, or None for every diffusion checkpoint under
+    checkpoints/, with $DDPM_EXPLAINER_CHECKPOINT (or the shipped one) as the default."""
+    if models is None:
+        registry = views.ModelRegistry.discover()
+    elif isinstance(models, views.ModelSlot):
+        registry = views.ModelRegistry.of(models)
+    else:
+        registry = models
+    registry.slot()  # the default model is loaded now (and its fast path started); the others on first use
+    ctx = AppContext(registry)
     with gr.Blocks(title="DDPM explainer", delete_cache=(900, 3600)) as demo:
         gr.Markdown("# Denoising diffusion, step by step\nThe article's figures, live: the forward process in closed "
                     "form, the reverse process with a real trained U-Net, and what the network sees.")
+        picker = model_picker(ctx)
         with gr.Tabs():
             forward_tab(demo)
             compare_tab(demo)
             reverse_tab(ctx)
             noise_tab(ctx)
             architecture_tab(ctx)
+            lab_tab(demo)
             math_tab()
+        wire_model_picker(ctx, picker)
     return demo
 
 
+def argument_of(block, name: str) -> guard.Argument:
+    """What an input component accepts, for ``guard.check_arguments``."""
+    if isinstance(block, (gr.Slider, gr.Number)):
+        return guard.Argument(name, "number", block.minimum, block.maximum)
+    if isinstance(block, (gr.Radio, gr.Dropdown)) and not (getattr(block, "multiselect", False)
+                                                           or getattr(block, "allow_custom_value", False)):
+        return guard.Argument(name, "choice", choices=tuple(value for _, value in block.choices))
+    if isinstance(block, (gr.Image, gr.File)):
+        return guard.Argument(name, "file")
+    if isinstance(block, gr.Dataset):  # an Examples table: the index of a row
+        return guard.Argument(name, "int", 0, max(len(block.samples) - 1, 0))
+    if isinstance(block, gr.Checkbox):
+        return guard.Argument(name, "bool")
+    if isinstance(block, gr.Textbox):
+        return guard.Argument(name, "text")
+    return guard.Argument(name)  # gr.State and the like: nothing to check
+
+
+def check_arguments_first(demo: gr.Blocks) -> None:
+    """Check every event's arguments before Gradio reads them: a wrong value gets a message that names it.
+
+    (Gradio's own message for a wrong type names only the component's index and echoes the value whole.)
+    """
+    read = demo.preprocess_data
+    if getattr(read, "checks_arguments", False):
+        return
+
+    async def preprocess_data(block_fn, inputs, state, *args, **kwargs):
+        names = block_fn.input_parameter_names or []
+        blocks = [state[b._id] if state is not None and b._id in state else b for b in block_fn.inputs]
+        spec = [argument_of(b, names[i] if i < len(names) and names[i] else f"argument {i + 1}")
+                for i, b in enumerate(blocks)]
+        try:
+            guard.check_arguments(block_fn.api_name or "this event", spec, inputs)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        try:
+            return await read(block_fn, inputs, state, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:  # Gradio could not fetch a file argument (a path never uploaded, a dead URL ...)
+            if not any(a.kind == "file" for a in spec):
+                raise
+            raise gr.Error(guard.unreadable_file(spec)) from e
+
+    preprocess_data.checks_arguments = True
+    demo.preprocess_data = preprocess_data
+
+
+def known_event(demo: gr.Blocks, event_id: str) -> bool:
+    """Whether a call's result stream (GET /gradio_api/call/NAME/EVENT_ID) can still be read."""
+    queue = demo._queue
+    return event_id in queue.event_ids_to_events or any(event_id in ids
+                                                        for ids in queue.pending_event_ids_session.values())
+
+
+def named_arguments(demo: gr.Blocks):
+    """For the guard: {api_name: (its argument names, those without a default)} as /gradio_api/call/v2 takes them."""
+    @functools.cache
+    def named() -> dict:
+        endpoints = demo.get_api_info()["named_endpoints"]
+        return {name.lstrip("/"): ({p["parameter_name"] for p in e["parameters"] if "parameter_name" in p},
+                                   {p["parameter_name"] for p in e["parameters"]
+                                    if "parameter_name" in p and not p.get("parameter_has_default")})
+                for name, e in endpoints.items()}
+    return named
+
+
+def short_validation_error(request, exc):
+    """FastAPI's 422 for a malformed body, without echoing the body back."""
+    where = "; ".join(" > ".join(map(str, e.get("loc", ()))) + ": " + str(e.get("msg", ""))[:80]
+                      for e in exc.errors()[:3])
+    return JSONResponse({"detail": f"malformed request ({where})"}, status_code=422)
+
+
 def launch(demo: gr.Blocks, **kwargs):
-    """Serve ``demo`` as ``python app.py`` does (tests pass host, port and prevent_thread_lock in ``kwargs``)."""
-    kwargs = dict(show_error=True, max_file_size=MAX_FILE_BYTES, css=CSS) | kwargs
+    """Serve ``demo`` as ``python app.py`` does (tests pass host, port and prevent_thread_lock in ``kwargs``).
+
+    Every request passes ``explainer.views.guard``: size limits, unknown endpoints, nosniff, checked arguments.
+    """
+    check_arguments_first(demo)
+    endpoints = lambda: ({fn.api_name for fn in demo.fns.values() if fn.api_name}, set(demo.fns))  # noqa: E731
+    app_kwargs = {"middleware": [Middleware(guard.RequestGuard, endpoints=endpoints, named=named_arguments(demo),
+                                            known_event=functools.partial(known_event, demo))],
+                  "exception_handlers": {RequestValidationError: short_validation_error}}
+    kwargs = dict(show_error=True, max_file_size=MAX_FILE_BYTES, css=CSS, app_kwargs=app_kwargs) | kwargs
     return demo.queue(default_concurrency_limit=1).launch(**kwargs)
 
 

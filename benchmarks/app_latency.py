@@ -1,9 +1,13 @@
 """Latency of the app's handlers (the backend views, without Gradio's own ~5 ms per event), in ms.
 
-    OMP_NUM_THREADS=1 python benchmarks/app_latency.py [--checkpoint PATH] [--repeat 30] [--http]
+    OMP_NUM_THREADS=1 python benchmarks/app_latency.py [--checkpoint PATH] [--repeat 30] [--http] [--switch-to PATH]
 
 Uses $DDPM_EXPLAINER_CHECKPOINT or checkpoints/mnist-ddpm when it loads, else a randomly initialised
 U-Net with the default architecture (explainer.model.unet.UNetConfig, num_classes=10): the same cost per call.
+Any model works (``--checkpoint checkpoints/emoji-ddpm`` for the colour one): walks are conditioned on the
+model's default class and the noise grid starts from its default bundled picture. With ``--http`` the whole
+app is also timed over HTTP: a streamed 100-step guided walk (first frame and last), and with ``--switch-to``
+switching the model picker between the two models (the first switch loads the second model).
 Torch threads are set as app.py sets them (half the cores, at least one). The reverse-walk numbers are
 measured on both network paths the app uses: eager ``model.eps`` (until the fast path is ready), and the
 fast path built in the background (``explainer.views.model_slot.start_fast_path``: ONNX Runtime on CPU),
@@ -31,6 +35,7 @@ from explainer.views import histogram as vh  # noqa: E402
 from explainer.views import noise as vn  # noqa: E402
 from explainer.views import reverse as vr  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
+from explainer.views.inputs import default_class, default_example  # noqa: E402
 from explainer.model.checkpoint import save_checkpoint  # noqa: E402
 from explainer.model.unet import UNet, UNetConfig  # noqa: E402
 from explainer.paths import ASSETS  # noqa: E402
@@ -66,6 +71,11 @@ def load(path: str | None):
             "random U-Net with the default UNetConfig (no checkpoint found)")
 
 
+def walk_args(model, **kw) -> dict:
+    """A guided 100-step DDPM walk of the model's default class (what the reverse tab starts with)."""
+    return dict(digit=default_class(model), guidance=3.0, sampler="DDPM", steps=100) | kw
+
+
 def first_frame(model, **kw) -> tuple[float, float]:
     """Seconds to the first yield (x_T shown) and to the first update after a network step."""
     t0 = time.perf_counter()
@@ -81,7 +91,7 @@ def first_frame(model, **kw) -> tuple[float, float]:
 
 def whole_walk(model) -> float:
     t0 = time.perf_counter()
-    for _ in vr.reverse_walk(model, digit="3", steps=100):
+    for _ in vr.reverse_walk(model, **walk_args(model)):
         pass
     return time.perf_counter() - t0
 
@@ -89,8 +99,8 @@ def whole_walk(model) -> float:
 def reverse_numbers(model, label: str, repeat: int, grid):
     """First frames, a whole walk, two walks at once and the noise grid, on the path eps_fn_for gives now."""
     print(f"[{label}] network: {views.network_path(model)}")
-    first_frame(model, digit="3", steps=100)  # warm-up
-    runs = [first_frame(model, digit="3", guidance=3.0, sampler="DDPM", steps=100) for _ in range(max(3, repeat // 5))]
+    first_frame(model, **walk_args(model))  # warm-up
+    runs = [first_frame(model, **walk_args(model)) for _ in range(max(3, repeat // 5))]
     print(f"[{label}] reverse_walk: first frame (x_T)           median {ms(statistics.median(r[0] for r in runs))}")
     print(f"[{label}] reverse_walk: first denoised step         median {ms(statistics.median(r[1] for r in runs))}"
           "   (guided: one batched call of 2)")
@@ -120,6 +130,8 @@ def main():
     ap.add_argument("--http", action="store_true", help="also time forward_noise through a launched Gradio server")
     ap.add_argument("--walkers", type=int, default=0,
                     help="with --http: also time forward_noise while this many clients run reverse walks nonstop")
+    ap.add_argument("--switch-to", default=None,
+                    help="with --http: a second checkpoint; times switching the app's model picker between the two")
     args = ap.parse_args()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     model, what = load(args.checkpoint)
@@ -143,14 +155,14 @@ def main():
     print(f"(for comparison: a matplotlib re-render  median {ms(med)}   min {ms(lo)})")
 
     def grid():
-        vn.noise_grid(vn.noise_removal(model, "real digit", DIGIT, "unconditional", 1.0, 50, 0))
+        vn.noise_grid(vn.noise_removal(model, "real digit", default_example(model), "unconditional", 1.0, 50, 0))
 
     os.environ["DDPM_EXPLAINER_CACHE"] = tempfile.mkdtemp(prefix="bench-onnx-")  # a cold export, timed below
     reverse_numbers(model, "eager", args.repeat, grid)
     state = views.start_fast_path(model)
-    t_start, t_step = first_frame(model, digit="3", guidance=3.0, sampler="DDPM", steps=100)
+    t_start, t_step = first_frame(model, **walk_args(model))
     t0 = time.perf_counter()
-    sum(1 for _ in vr.reverse_walk(model, digit="3", steps=100))
+    sum(1 for _ in vr.reverse_walk(model, **walk_args(model)))
     during = time.perf_counter() - t0
     state.wait()
     print(f"fast path built in the background in {state.seconds:.2f} s (cold ONNX export): "
@@ -163,7 +175,7 @@ def main():
     if state.ready:
         reverse_numbers(model, "fast", args.repeat, grid)
     if args.http:
-        http_round_trip(model, args.repeat, args.walkers)
+        http_round_trip(model, args.repeat, args.walkers, args.switch_to)
 
 
 def _event(url: str, api_name: str, data: list) -> str:
@@ -179,18 +191,87 @@ def _event(url: str, api_name: str, data: list) -> str:
     return out
 
 
-def http_round_trip(model, repeat: int, walkers: int = 0):
+def _queue_event(url: str, fn_index: int, data: list, session: str, done_text: str | None = None):
+    """One event as the browser sends it (the queue, within one session).
+
+    Returns the seconds to its first output, to the first output holding ``done_text`` (default: the end), and to its end.
+    """
+    import json
+    import urllib.request
+
+    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
+    t0 = time.perf_counter()
+    urllib.request.urlopen(urllib.request.Request(url + "gradio_api/queue/join", data=json.dumps(body).encode(),
+                                                  headers={"Content-Type": "application/json"})).read()
+    first = done = None
+    with urllib.request.urlopen(url + f"gradio_api/queue/data?session_hash={session}") as stream:
+        for line in stream:
+            if not line.startswith(b"data:"):
+                continue
+            msg = json.loads(line[5:])
+            if msg.get("msg") == "process_generating":
+                first = first if first is not None else time.perf_counter() - t0
+                if done is None and done_text is not None and done_text in line.decode():
+                    done = time.perf_counter() - t0
+            if msg.get("msg") == "process_completed":
+                assert msg.get("success"), msg
+                end = time.perf_counter() - t0
+                return (first if first is not None else end), (done if done is not None else end), end
+    raise AssertionError("the event stream ended without a result")
+
+
+def _fn_index(demo, api_name: str) -> int:
+    return next(i for i, fn in demo.fns.items() if fn.api_name == api_name)
+
+
+def http_app_numbers(demo, url: str, model, repeat: int, registry):
+    """A streamed 100-step guided walk through the app (as the browser runs it), and model switches."""
+    import uuid
+
+    walk = _fn_index(demo, "reverse_walk")
+    data = [default_class(model), 3.0, "DDPM", 100, "training", 0, "off", 20, None]
+    session = uuid.uuid4().hex
+    _queue_event(url, walk, data, session, "Done")  # warm-up
+    runs = [_queue_event(url, walk, data, session, "Done") for _ in range(max(3, repeat // 5))]
+    print(f"reverse_walk 100 guided DDPM steps through the app (queue + SSE), medians: first frame "
+          f"{ms(statistics.median(r[0] for r in runs))}, last frame {ms(statistics.median(r[1] for r in runs))}, "
+          f"with its GIF {ms(statistics.median(r[2] for r in runs))}")
+    names = registry.names
+    if len(names) < 2:
+        return
+    pick = _fn_index(demo, "select_model")
+    first = _queue_event(url, pick, [names[1]], session)[2]
+    print(f"select_model: first switch to {names[1]} (loads it) {ms(first)}")
+    back = [_queue_event(url, pick, [names[k % 2]], session)[2] for k in range(max(4, repeat // 3))]
+    print(f"select_model: switching between two loaded models  median {ms(statistics.median(back))}   "
+          f"max {ms(max(back))}")
+    other = registry.require(names[1])
+    _queue_event(url, pick, [names[1]], session)
+    views.fast_path(other).wait() if views.fast_path(other) else None
+    data[0] = default_class(other)
+    _queue_event(url, walk, data, session, "Done")  # warm-up
+    runs = [_queue_event(url, walk, data, session, "Done") for _ in range(max(3, repeat // 5))]
+    print(f"  after switching to {names[1]} ({views.network_path(other)}), medians: first frame "
+          f"{ms(statistics.median(r[0] for r in runs))}, last frame {ms(statistics.median(r[1] for r in runs))}, "
+          f"with its GIF {ms(statistics.median(r[2] for r in runs))}")
+
+
+def http_round_trip(model, repeat: int, walkers: int = 0, switch_to: str | None = None):
     """The whole event through the Gradio server (queue, handler, encoding, SSE), over raw HTTP.
 
     walkers > 0: the same forward_noise timing again while that many clients each run 100-step guided
     reverse walks back to back (more users than the app's two model slots: the rest wait in the queue).
+    switch_to: a second checkpoint for the model picker (switch timings).
     """
     import json
     import urllib.request
 
     import app
 
-    demo = app.build_app(views.ModelSlot(model, "benchmark"))
+    registry = views.ModelRegistry.of(views.ModelSlot(model, model.path or "benchmark"))  # the model timed above
+    if switch_to:
+        registry.add(Path(switch_to).name, switch_to)
+    demo = app.build_app(registry)
     _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     photo = {"path": PHOTO, "meta": {"_type": "gradio.FileData"}}
     upload = json.loads(urllib.request.urlopen(urllib.request.Request(
@@ -205,6 +286,7 @@ def http_round_trip(model, repeat: int, walkers: int = 0):
     ts = iter(range(10 ** 9))
     med, lo = timed(lambda: call(1 + next(ts) % 1000), repeat)
     print(f"forward_noise 256 px through Gradio (raw HTTP, 2 requests)  median {ms(med)}   min {ms(lo)}")
+    http_app_numbers(demo, url, model, repeat, registry)
     if walkers > 0:
         stop, walks, errors = threading.Event(), [], []
 

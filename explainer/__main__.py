@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw images with the reverse process and save a grid / npz",
                        description="Sample images: start from pure noise and run the reverse process.")
     _add_model_args(s)
-    s.add_argument("--label", type=int, default=None, help="class to generate (omit for unconditional)")
+    s.add_argument("--label", default=None,
+                   help="class to generate, by index or by name (e.g. 7, or \"Animals & Nature\" for the emoji model); "
+                        "omit for unconditional")
     s.add_argument("--num", type=int, default=16, help="how many images (default 16)")
     s.add_argument("--steps", type=int, default=None, help="inference steps (respaced; default: all T)")
     s.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which timesteps to keep (default linspace)")
@@ -98,11 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh even where --out holds a finished model (refused otherwise)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    e = sub.add_parser("evaluate", help="measure sample quality: classifier accuracy and Frechet distance",
-                       description="Write a JSON report on samples of a class-conditional digit model.")
+    e = sub.add_parser("evaluate", help="measure sample quality: judge accuracy, Frechet distance, near-copies",
+                       description="Write a JSON report on samples of a class-conditional model: accuracy by an "
+                       "independent judge (overall and per class), Frechet distance on its features against held-out "
+                       "images with the real-vs-real floor, and the share of samples that are near-copies of "
+                       "training images.")
     _add_model_args(e)
     e.add_argument("--out", default=None, help="JSON report path (default: <checkpoint>/eval.json)")
-    e.add_argument("--num-per-class", type=int, default=50, help="samples per digit for each setting (default 50)")
+    e.add_argument("--num-per-class", type=int, default=50, help="samples per class for each setting (default 50)")
     e.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="guidance scales to test")
     e.add_argument("--steps", type=int, default=100, help="respaced DDPM steps (default 100)")
     e.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta_tilde",
@@ -110,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--clip", action="store_true", help="clip x0_hat to [-1, 1] at every step")
     e.add_argument("--full-steps", action="store_true", help="also sample with all T steps (slow on CPU)")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--data", default=None, help="the model's data set, 'mnist' or an .npz with a held_out key "
+                   "(default: the checkpoint's data.source)")
+    e.add_argument("--classifier", default=None, help="judge folder (default: the checkpoint's config key 'judge', "
+                   "else checkpoints/digit-classifier for MNIST, else checkpoints/NAME-classifier for NAME-ddpm)")
+    e.add_argument("--near-copy-percentile", type=float, default=1.0,
+                   help="a sample is a near-copy when its distance to the nearest training image is at most this "
+                        "percentile of the held-out images' distances (default 1)")
+    e.add_argument("--grid-dir", default=None,
+                   help="also save one PNG per setting, a row of samples per class (grid_<steps>steps_g<w>.png)")
     e.add_argument("--update-checkpoint", action="store_true",
                    help="store the headline metrics in the checkpoint's config.json")
     return parser
@@ -126,10 +140,7 @@ def cmd_sample(args) -> int:
     from .diffusion.schedules import make_schedule
 
     model = load_model(args.checkpoint, args.device)
-    if args.label is not None and not model.num_classes:
-        raise SystemExit("error: this model is unconditional; omit --label")
-    if args.label is not None and not 0 <= args.label < model.num_classes:
-        raise SystemExit(f"error: --label must be in 0..{model.num_classes - 1}")
+    label = resolve_label(model, args.label)
     if args.num < 1 or args.num > 4096:
         raise SystemExit("error: --num must be in 1..4096")
     inference = make_schedule(args.schedule, model.schedule.T) if args.schedule else model.schedule
@@ -139,23 +150,45 @@ def cmd_sample(args) -> int:
         raise SystemExit(f"error: {exc}")
     guidance = args.guidance
     if guidance is None:
-        guidance = float(model.config.get("recommended_guidance", 1.0)) if args.label is not None else 1.0
-    labels = None if args.label is None else torch.full((args.num,), args.label)
+        guidance = float(model.config.get("recommended_guidance", 1.0)) if label is not None else 1.0
+    labels = None if label is None else torch.full((args.num,), label)
     shape = (args.num, model.channels, model.image_size, model.image_size)
     sampler = dict(method=args.sampler, variance=args.variance, eta=args.eta, clip_x0=args.clip)
     start = time.perf_counter()
     x0, how = _final_images(model, chain, shape, sampler, args, labels, guidance)
     secs = time.perf_counter() - start
     save_grid(x0, args.out, nrow=int(np.ceil(np.sqrt(args.num))))
-    what = describe_walk(**sampler, chain=chain, labels=None if args.label is None else [args.label],
+    what = describe_walk(**sampler, chain=chain, labels=None if label is None else [model.class_names[label]],
                          guidance=guidance, seed=args.seed)
     print(f"wrote {args.out}: {args.num} images; {what}; {secs:.1f} s on {model.device} ({how})")
     if args.npz:
         from .render.display import to_uint8
-        lab = np.full(args.num, -1 if args.label is None else args.label, dtype=np.int64)
+        lab = np.full(args.num, -1 if label is None else label, dtype=np.int64)
         np.savez_compressed(args.npz, images=to_uint8(x0), labels=lab)
         print(f"wrote {args.npz}")
     return 0
+
+
+def resolve_label(model, label: str | None) -> int | None:
+    """``--label`` as a class index: an index, or a class name (exact, else ignoring case); exits with the classes."""
+    if label is None:
+        return None
+    if not model.num_classes:
+        raise SystemExit("error: this model is unconditional; omit --label")
+    names = model.class_names
+    listing = ", ".join(f"{i} = {n}" for i, n in enumerate(names))
+    if label in names:
+        return names.index(label)
+    folded = [n.casefold() for n in names]
+    if label.strip().casefold() in folded:
+        return folded.index(label.strip().casefold())
+    try:
+        index = int(label)
+    except ValueError:
+        raise SystemExit(f"error: unknown --label {label!r}; this model's classes are: {listing}") from None
+    if not 0 <= index < model.num_classes:
+        raise SystemExit(f"error: --label must be in 0..{model.num_classes - 1} or a class name ({listing})")
+    return index
 
 
 def _final_images(model, chain, shape, sampler: dict, args, labels, guidance):
@@ -236,8 +269,9 @@ def cmd_evaluate(args) -> int:
     try:
         report = evaluate(model, num_per_class=args.num_per_class, guidance_scales=args.guidance,
                           full_steps=args.full_steps, seed=args.seed, steps=args.steps, variance=args.variance,
-                          clip_x0=args.clip, progress=True)
-    except (ValueError, ClassifierError) as exc:
+                          clip_x0=args.clip, data=args.data, classifier_dir=args.classifier,
+                          near_copy_percentile=args.near_copy_percentile, grid_dir=args.grid_dir, progress=True)
+    except (ValueError, FileNotFoundError, ClassifierError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from explainer.paths import ROOT  # noqa: E402
 from explainer.paths import ASSETS  # noqa: E402
 PHOTO = str(ASSETS / "camera.png")
 ENDPOINTS = ["/forward_noise", "/forward_curves", "/forward_histogram", "/forward_strips", "/compare_schedules",
-             "/compare_curves", "/reverse_walk", "/noise_removal", "/feature_maps"]
+             "/compare_curves", "/reverse_walk", "/noise_removal", "/feature_maps", "/select_model"]
 
 
 def free_port() -> int:
@@ -86,6 +86,7 @@ def read(path) -> np.ndarray:
 
 def test_every_documented_endpoint_is_tested(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    names = {n for n in names if not n.startswith("/lab_")}  # the 2D lab's endpoints: tests/test_lab_app.py
     assert names == set(ENDPOINTS)  # the session-state helpers (scrubber, timestep slider) are undocumented
 
 
@@ -116,6 +117,8 @@ def test_every_endpoint_works_with_its_defaults(client, name):
     elif name == "/feature_maps":
         x_t, sheet = out
         assert read(x_t).ndim == 3 and read(sheet).shape[0] > 5 * 84
+    elif name == "/select_model":  # the default model (tests/test_app_models.py switches between several)
+        assert out[0].startswith("Model: `tiny`")
 
 
 def test_session_state_scrubber(server):

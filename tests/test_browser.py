@@ -1,6 +1,7 @@
 """End to end in a real browser: Playwright (the Python package) driving Debian's /usr/bin/chromium.
 
-Moves the t slider, flips the schedule, runs a short reverse walk, and checks that the pictures change.
+Moves the t slider, flips the schedule, runs a short reverse walk, and checks that the pictures change (the
+forward views are painted by the page itself; tests/test_browser_forward.py checks their pixels).
 Takes a screenshot of every tab. Uses the checkpoint in $DDPM_EXPLAINER_CHECKPOINT when it loads (the
 real model makes the screenshots meaningful). With DDPM_EXPLAINER_SCREENSHOTS=1 and the real model they refresh
 docs/screenshots/<tab>.png (for the README); otherwise they go to a temporary folder, so a test run never
@@ -126,27 +127,47 @@ def shoot(page, name: str):
     page.screenshot(path=str(SHOTS["dir"] / f"{name}.png"), full_page=True)
 
 
+def view_state(page, mode: str) -> dict:
+    """The data attributes of a view the page paints itself (explainer/views/static/forward.js)."""
+    return page.evaluate(f"() => {{ const v = document.querySelector('[data-ddpm-view={mode}]'); "
+                         "return v ? {...v.dataset} : {}; }")
+
+
+def wait_for_view(page, mode: str, **data):
+    """Wait until the painted view's data attributes (t, schedule, seed) hold ``data``."""
+    cond = " && ".join(f"v.dataset.{k} === {str(v)!r}" for k, v in data.items()) or "true"
+    page.wait_for_function(f"() => {{ const v = document.querySelector('[data-ddpm-view={mode}]'); "
+                           f"return v && {cond}; }}")
+
+
+def canvas_url(page, elem_id: str) -> str:
+    return page.evaluate("id => document.getElementById(id).toDataURL('image/png')", elem_id)
+
+
 def test_forward_tab_slider_and_schedule(page):
-    first = wait_for_new_src(page, "fwd-xt", None)
+    wait_for_view(page, "forward", seed="0", t="500")  # x_0 and eps arrived; the page paints every t itself
+    first = canvas_url(page, "fwd-xt")
     page.locator("#fwd-t input[type=range]").fill("900")
-    after_slider = wait_for_new_src(page, "fwd-xt", first)
-    assert image_bytes(page, after_slider) != image_bytes(page, first)
-    page.get_by_text("at t = 900").first.wait_for()
+    wait_for_view(page, "forward", t="900")
+    after_slider = canvas_url(page, "fwd-xt")
+    assert after_slider != first
+    page.locator("#fwd-numbers").get_by_text("at t = 900").wait_for()
     page.locator("#fwd-schedule").get_by_text("cosine").click()
-    after_flip = wait_for_new_src(page, "fwd-xt", after_slider)
-    assert image_bytes(page, after_flip) != image_bytes(page, after_slider)
+    wait_for_view(page, "forward", schedule="cosine")
+    assert canvas_url(page, "fwd-xt") != after_slider
     page.get_by_text("cosine (shown)").first.wait_for()
-    hist = wait_for_new_src(page, "fwd-hist", None)  # the pixel histogram follows the slider too
+    hist = canvas_url(page, "fwd-hist")  # the pixel histogram follows the slider too
     page.locator("#fwd-t input[type=range]").fill("1000")
-    assert wait_for_new_src(page, "fwd-hist", hist) != hist
+    wait_for_view(page, "forward", t="1000")
+    assert canvas_url(page, "fwd-hist") != hist
     page.locator("#fwd-hist-text").get_by_text("at t = 1000").wait_for()
     wait_for_new_src(page, "fwd-strip10", None)
-    curves = wait_for_new_src(page, "fwd-curves", None)
+    curves = canvas_url(page, "fwd-curves")
     drag_slider(page, "fwd-t", 0.3)  # a real drag: picture, numbers and curves follow
-    wait_for_new_src(page, "fwd-xt", after_flip)
-    assert wait_for_new_src(page, "fwd-curves", curves) != curves
     value = int(page.locator("#fwd-t input[type=number]").input_value())
     assert 200 < value < 400
+    wait_for_view(page, "forward", t=str(value))
+    assert canvas_url(page, "fwd-curves") != curves
     page.get_by_text(f"at t = {value}").first.wait_for()
     wait_for_new_src(page, "fwd-strip1000", None)
     assert_labels_clear(page)
@@ -155,11 +176,11 @@ def test_forward_tab_slider_and_schedule(page):
 
 def test_compare_tab(page):
     open_tab(page, "Compare schedules")
-    lin = wait_for_new_src(page, "cmp-linear", None)
-    cos = wait_for_new_src(page, "cmp-cosine", None)
+    wait_for_view(page, "compare", seed="0", t="300")
+    lin, cos = canvas_url(page, "cmp-linear"), canvas_url(page, "cmp-cosine")
     page.locator("#cmp-t input[type=range]").fill("600")
-    assert wait_for_new_src(page, "cmp-linear", lin) != lin
-    assert wait_for_new_src(page, "cmp-cosine", cos) != cos
+    wait_for_view(page, "compare", t="600")
+    assert canvas_url(page, "cmp-linear") != lin and canvas_url(page, "cmp-cosine") != cos
     shoot(page, "compare")
 
 

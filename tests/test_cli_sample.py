@@ -95,3 +95,61 @@ def test_the_printed_sampler_follows_the_flags(two_runs, tiny_ckpt, tmp_path):
 def test_unknown_backend_is_refused(tiny_ckpt, tmp_path):
     r = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--backend", "tpu", "--out", tmp_path / "x.png")
     assert r.returncode == 2 and "invalid choice" in r.stderr and not (tmp_path / "x.png").exists()
+
+
+# ---- a colour model: classes by name ----
+
+@pytest.fixture(scope="module")
+def colour_ckpt(tmp_path_factory):
+    from test_views_colour import make_colour_checkpoint
+    return make_colour_checkpoint(tmp_path_factory.mktemp("cli-colour") / "tiny-emoji")
+
+
+def test_label_by_name_on_a_colour_model(colour_ckpt, tmp_path):
+    r = cli("--checkpoint", colour_ckpt, "--device", "cpu", "--label", "Animals & Nature", "--num", 3, "--steps", 3,
+            "--seed", 2, "--out", tmp_path / "g.png", "--npz", tmp_path / "g.npz")
+    assert r.returncode == 0, r.stderr
+    assert "label Animals & Nature" in r.stdout
+    data = np.load(tmp_path / "g.npz")
+    assert data["images"].shape == (3, 32, 32, 3) and data["labels"].tolist() == [2] * 3
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.mode == "RGB" and im.size[0] >= 2 * 32
+    by_index = cli("--checkpoint", colour_ckpt, "--device", "cpu", "--label", 2, "--num", 3, "--steps", 3, "--seed", 2,
+                   "--out", tmp_path / "i.png", "--npz", tmp_path / "i.npz")
+    folded = cli("--checkpoint", colour_ckpt, "--device", "cpu", "--label", "animals & nature", "--num", 3, "--steps",
+                 3, "--seed", 2, "--out", tmp_path / "f.png", "--npz", tmp_path / "f.npz")
+    for other in (by_index, folded):
+        assert other.returncode == 0, other.stderr
+    assert np.array_equal(np.load(tmp_path / "i.npz")["images"], data["images"])
+    assert np.array_equal(np.load(tmp_path / "f.npz")["images"], data["images"])
+
+
+@pytest.mark.parametrize("label,words", [("Dogs", "unknown --label 'Dogs'; this model's classes are: 0 = Smileys & "
+                                                   "Emotion, 1 = People & Body, 2 = Animals & Nature"),
+                                         ("9", "--label must be in 0..8 or a class name")])
+def test_unknown_class_names_list_the_classes(colour_ckpt, tmp_path, label, words):
+    r = cli("--checkpoint", colour_ckpt, "--device", "cpu", "--label", label, "--steps", 2, "--out", tmp_path / "x.png")
+    assert r.returncode != 0 and words in r.stderr and "8 = Flags" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_digit_names_are_their_indices(tiny_ckpt, tmp_path):
+    r = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--label", "seven", "--steps", 2, "--out", tmp_path / "x.png")
+    assert r.returncode != 0 and "unknown --label 'seven'" in r.stderr and "7 = 7" in r.stderr
+
+
+@pytest.mark.slow
+def test_figures_with_a_colour_model(colour_ckpt, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "explainer", "figures", "--checkpoint", str(colour_ckpt), "--device",
+                        "cpu", "--out", str(tmp_path / "fig")], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    from test_views_colour import is_colour
+    for name in ("reverse_10_steps.png", "full_noise_removal.png"):
+        with Image.open(tmp_path / "fig" / name) as im:
+            assert is_colour(np.asarray(im.convert("RGB")))
+    with Image.open(tmp_path / "fig" / "reverse_walk.gif") as gif:
+        assert gif.n_frames > 50 and gif.size[0] >= 5 * 64  # 9 emoji, 5 to a row, 2x
+    captions = (tmp_path / "fig" / "captions.json").read_text()
+    assert "labels Smileys & Emotion, People & Body" in captions and "Flags" in captions

@@ -356,7 +356,7 @@ def _model_figures(model, out: Path, seed: int, captions: dict, eps_fn=None, **s
     captions[p.name] = f"Reverse process from pure noise x_T to a sample x_0, shown every {T // 10} steps: {what}."
 
     # (d) the whole walk as an animation
-    gif_factor = _display_factor(model.image_size, 56)  # smaller than the PNGs: ~100 frames of noise add up
+    gif_factor = _display_factor(model.image_size, 64)  # smaller than the PNGs: ~100 frames of noise add up
     gif_frames = [upscale(grid(to_uint8(x, keep_gray_channel=True), nrow=5, pad=2), gif_factor) for x in walk["gif"]]
     p = save_gif(gif_frames, out / "reverse_walk.gif")
     written.append(p)

@@ -69,11 +69,9 @@ def _to_8bit(im: Image.Image) -> Image.Image:
         im.seek(0)
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-        if im.mode.startswith("I;16"):
-            lo, hi = 0.0, 65535.0
-        elif not np.isfinite([lo, hi]).all():
+        if not np.isfinite(a).all():  # a float TIFF with one NaN or inf pixel
             raise ImageError("the image holds NaN or infinite values")
+        lo, hi = (0.0, 65535.0) if im.mode.startswith("I;16") else (float(a.min()), float(a.max()))
         scaled = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
         return Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8), "L")
     if im.mode == "P":

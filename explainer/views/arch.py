@@ -4,6 +4,8 @@ The article stops where the U-Net begins; these views continue with the real mod
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 import torch
@@ -15,7 +17,8 @@ from ..render.display import captioned, eps_to_uint8, hstack, to_uint8, upscale,
 from .inputs import SEED_MAX, UNCONDITIONAL, check_int, class_labels, digit_tensor, seeded_normal
 
 MAX_CHANNELS_SHOWN = 8
-FEATURE_TILE = 84  # pixels per feature map, whatever its resolution
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network -> its table (a model switch reuses it)
+FEATURE_TILE = 84  # pixels per feature map (at least), whatever its resolution
 
 
 def _require_unet(model: DiffusionModel) -> UNet:
@@ -26,8 +29,17 @@ def _require_unet(model: DiffusionModel) -> UNet:
 
 
 def architecture_table(model: DiffusionModel) -> pd.DataFrame:
-    """One row per stage (explainer.model.unet.describe): blocks, input and output [C,H,W], parameters; plus a total."""
+    """One row per stage (explainer.model.unet.describe): blocks, input and output [C,H,W], parameters; plus a total.
+
+    Built once per network (describe runs it on a dummy input) and handed out as a copy.
+    """
     net = _require_unet(model)
+    if net not in _TABLES:
+        _TABLES[net] = _table(net)
+    return _TABLES[net].copy()
+
+
+def _table(net: UNet) -> pd.DataFrame:
     rows = describe(net)
     df = pd.DataFrame({
         "stage": [r["name"] for r in rows],
@@ -68,6 +80,11 @@ def conditioning_markdown(model: DiffusionModel) -> str:
     ])
 
 
+def tile_factor(size: int) -> int:
+    """The enlargement that makes a size x size map at least FEATURE_TILE pixels wide."""
+    return max(1, -(-FEATURE_TILE // size))
+
+
 def _tiles(fmap: torch.Tensor, k: int) -> np.ndarray:
     """The first k channels of one feature map [C,H,W], each normalised to its own range, in a row."""
     tiles = []
@@ -76,7 +93,7 @@ def _tiles(fmap: torch.Tensor, k: int) -> np.ndarray:
         lo, hi = f.min(), f.max()
         g = ((f - lo) / (hi - lo) * 2 - 1) if hi > lo else torch.zeros_like(f)
         img = to_uint8(g[None])
-        tiles.append(upscale(img, max(1, FEATURE_TILE // img.shape[0])))
+        tiles.append(upscale(img, tile_factor(img.shape[0])))
     return hstack(tiles, pad=2)
 
 
@@ -103,8 +120,7 @@ def feature_rows(model: DiffusionModel, image=None, t: int = 300, digit: str = U
         c, hh, ww = h.shape[1:]
         rows.append((captioned(_tiles(h[0].cpu(), channels), f"{i}: {where}, {c} channels at {hh}x{ww}"),
                      f"{where} stage {i}: {c} channels at {hh}x{ww}"))
-    scale = max(1, FEATURE_TILE // model.image_size)
-    rows.append((captioned(upscale(eps_to_uint8(eps_hat[0].cpu()), scale), "output: eps_hat"),
+    rows.append((captioned(upscale(eps_to_uint8(eps_hat[0].cpu()), tile_factor(model.image_size)), "output: eps_hat"),
                  "output: the predicted noise eps_hat"))
     x_img = captioned(upscale(to_uint8(x_t[0].cpu()), 6), f"x_t, t = {t}")
     return x_img, rows

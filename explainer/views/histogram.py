@@ -10,7 +10,8 @@ with p(v) the share of x_0's pixels at level v (an 8-bit image has 256 levels), 
 Phi the standard normal CDF (the line). The pooled mean is sqrt(alpha_bar_t) mean(x_0) and the variance
 alpha_bar_t var(x_0) + 1 - alpha_bar_t: both reach N(0, 1)'s 0 and 1 as alpha_bar_t -> 0, which is what
 "the image became pure noise" means. Drawn like the curves (``CursorPlot``): the axes are rendered once,
-the bars and the line in numpy per slider move.
+the bars and the line in numpy per call. In the app the page draws the same picture itself on every t move
+(``client.histogram_spec`` and ``static/forward.js``); this is the server's version and the page's reference.
 """
 from __future__ import annotations
 

@@ -1,12 +1,14 @@
-"""The model behind the model tabs, and the one entry point through which every view calls the network.
+"""The models behind the model tabs, and the one entry point through which every view calls the network.
 
-``load_slot`` loads the checkpoint once (a missing or damaged one leaves an empty slot whose message
-says how to get one); ``start_fast_path`` builds the fastest agreeing eps path (accel/fast.py) in a
+``load_slot`` loads one checkpoint (a missing or damaged one leaves an empty slot whose message says how
+to get one); ``ModelRegistry`` offers every diffusion checkpoint under ``checkpoints/``, loads each on
+first use and keeps it; ``start_fast_path`` builds the fastest agreeing eps path (accel/fast.py) in a
 background thread; ``eps_fn_for`` hands a view eager ``model.eps`` until that path is ready.
 """
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import threading
 import time
@@ -16,8 +18,8 @@ from pathlib import Path
 import torch
 
 from ..accel.fast import FastEps, best_eps_fn, export_onnx
-from ..model.checkpoint import CheckpointError, DiffusionModel, load_model
-from ..paths import DEFAULT_CHECKPOINT
+from ..model.checkpoint import CONFIG, FORMAT, WEIGHTS, CheckpointError, DiffusionModel, load_model
+from ..paths import CHECKPOINTS, DEFAULT_CHECKPOINT
 
 CHECKPOINT_ENV = "DDPM_EXPLAINER_CHECKPOINT"
 FAST_ENV = "DDPM_EXPLAINER_FAST"  # "0" (or false/no/off): keep the app on eager model.eps
@@ -52,7 +54,7 @@ class ModelSlot:
             classes = f"{m.num_classes} classes" if m.num_classes else "unconditional"
             return (f"Model: `{Path(self.path).name}` ({m.image_size}x{m.image_size}x{m.channels}, {classes}, "
                     f"{m.schedule.name} schedule with T = {m.schedule.T}, on {m.device}).")
-        return f"**The model tabs are unavailable.** {self.error}"
+        return f"**The model tabs are unavailable with `{Path(self.path).name}`.** {self.error}"
 
 
 def checkpoint_path() -> str:
@@ -60,22 +62,172 @@ def checkpoint_path() -> str:
     return os.environ.get(CHECKPOINT_ENV) or str(DEFAULT_CHECKPOINT)
 
 
-def load_slot(path: str | None = None, device: str | None = None, fast: bool | None = None) -> ModelSlot:
+def load_slot(path: str | None = None, device: str | None = None, fast: bool | None = None,
+              default: bool = True) -> ModelSlot:
     """Load the model for the app; a missing or damaged checkpoint gives an empty slot with a clear message.
 
     fast: build the fast eps path in the background (``start_fast_path``); default: unless $DDPM_EXPLAINER_FAST=0.
+    default: the message is for the app's default model (else: for one more model of the picker).
     """
     path = path or checkpoint_path()
     try:
         slot = ModelSlot(load_model(path, device=device), path)
     except CheckpointError as e:
-        how = (f"To use the model tabs, restore the shipped checkpoint folder `checkpoints/mnist-ddpm`, train one "
-               f"with `python -m explainer train`, or set the environment variable `{CHECKPOINT_ENV}` to a "
-               "checkpoint folder, then restart the app. The forward-process tabs work without a model.")
+        if default:
+            how = (f"To use the model tabs, restore the shipped checkpoint folder `checkpoints/mnist-ddpm`, train one "
+                   f"with `python -m explainer train`, or set the environment variable `{CHECKPOINT_ENV}` to a "
+                   "checkpoint folder, then restart the app. The forward-process tabs work without a model.")
+        else:
+            how = ("Pick another model in the model menu; this one loads again once its checkpoint folder is "
+                   "complete (restore or re-train it).")
         return ModelSlot(None, path, f"{e} {how}")
     if fast_path_enabled() if fast is None else fast:
         start_fast_path(slot.model)
     return slot
+
+
+# ---- every diffusion checkpoint under checkpoints/, each loaded on first use and kept ----
+
+
+def is_diffusion_checkpoint(folder) -> bool:
+    """True for a folder holding a diffusion model: this package's config.json format, or a diffusers UNet2DModel.
+
+    Reads config.json only (no weights); judges (classifiers) and empty folders give False.
+    """
+    folder = Path(folder)
+    for cfg in (folder / CONFIG, folder / "unet" / CONFIG):
+        try:
+            data = json.loads(cfg.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and (data.get("format") == FORMAT or data.get("_class_name") == "UNet2DModel"):
+            return True
+    return False
+
+
+def find_checkpoints(root=CHECKPOINTS) -> list[Path]:
+    """The diffusion checkpoint folders directly under ``root``, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and is_diffusion_checkpoint(p)), key=lambda p: p.name)
+
+
+def config_class_names(path) -> list[str]:
+    """The class names a checkpoint's config.json declares, without loading it ([] when unknown)."""
+    try:
+        data = json.loads((Path(path) / CONFIG).read_text())
+        return [str(c) for c in data.get("class_names", [])] if isinstance(data, dict) else []
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _files_stamp(path) -> tuple:
+    """What changes when a checkpoint's files are written again (to retry a failed load only then)."""
+    stamp = []
+    for name in (CONFIG, WEIGHTS):
+        try:
+            st = (Path(path) / name).stat()
+            stamp.append((name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamp.append((name, None, None))
+    return tuple(stamp)
+
+
+class ModelRegistry:
+    """The models the app offers, by name: each loaded on first use (with its background fast path) and kept.
+
+    A model that fails to load gives an empty ``ModelSlot`` whose message says why; the others keep working.
+    A failed load is tried again when the checkpoint's files change.
+    """
+
+    def __init__(self, paths: dict[str, str], default: str | None = None, device: str | None = None,
+                 fast: bool | None = None):
+        if not paths:
+            raise ValueError("a model registry needs at least one checkpoint")
+        self.paths = dict(paths)
+        self.default = default if default is not None else next(iter(self.paths))
+        if self.default not in self.paths:
+            raise ValueError(f"default model {self.default!r} is not one of {', '.join(self.paths)}")
+        self.device, self.fast = device, fast
+        self._slots: dict[str, ModelSlot] = {}
+        self._failed: dict[str, tuple] = {}  # name -> files stamp of the failed load
+        self._locks = {name: threading.Lock() for name in self.paths}
+
+    @classmethod
+    def discover(cls, root=CHECKPOINTS, default: str | None = None, device: str | None = None,
+                 fast: bool | None = None) -> "ModelRegistry":
+        """Every diffusion checkpoint under ``root``; the default ($DDPM_EXPLAINER_CHECKPOINT or the shipped
+        model) comes first, offered even when it is missing (its slot then says how to get one)."""
+        default_path = Path(default or checkpoint_path())
+        paths = {_name(default_path): str(default_path)}
+        for folder in find_checkpoints(root):
+            if folder.resolve() != default_path.resolve():
+                paths.setdefault(folder.name, str(folder))
+        return cls(paths, _name(default_path), device, fast)
+
+    @classmethod
+    def of(cls, slot: ModelSlot) -> "ModelRegistry":
+        """A registry of one model slot that is already loaded (or failed)."""
+        reg = cls({_name(Path(slot.path)): slot.path})
+        reg._slots[reg.default] = slot
+        if not slot.ok:
+            reg._failed[reg.default] = _files_stamp(slot.path)
+        return reg
+
+    def add(self, name: str, path: str) -> None:
+        """Offer one more checkpoint (loaded on first use)."""
+        self.paths[name] = str(path)
+        self._locks.setdefault(name, threading.Lock())
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.paths)
+
+    def check_name(self, name: str | None) -> str:
+        """``name`` (default: the default model) if offered, else a ValueError listing the models."""
+        name = self.default if name in (None, "") else str(name)
+        if name not in self.paths:
+            raise ValueError(f"model must be one of {', '.join(self.paths)}; got {name!r}")
+        return name
+
+    def loaded(self, name: str) -> bool:
+        slot = self._slots.get(name)
+        return slot is not None and slot.ok
+
+    def slot(self, name: str | None = None) -> ModelSlot:
+        """The named model's slot, loading it on first use (thread-safe: one load per model)."""
+        name = self.check_name(name)
+        slot = self._slots.get(name)
+        if slot is not None and (slot.ok or self._failed.get(name) == _files_stamp(self.paths[name])):
+            return slot
+        with self._locks[name]:
+            slot = self._slots.get(name)
+            if slot is not None and (slot.ok or self._failed.get(name) == _files_stamp(self.paths[name])):
+                return slot
+            stamp = _files_stamp(self.paths[name])
+            slot = load_slot(self.paths[name], self.device, self.fast, default=name == self.default)
+            if not slot.ok:
+                self._failed[name] = stamp
+            self._slots[name] = slot
+            return slot
+
+    def require(self, name: str | None = None) -> DiffusionModel:
+        """The named model, or ModelUnavailable with the reason."""
+        return self.slot(name).require()
+
+    def class_names(self, name: str | None = None) -> list[str]:
+        """The model's class names: from the loaded model, else from its config.json (nothing is loaded)."""
+        name = self.check_name(name)
+        slot = self._slots.get(name)
+        if slot is not None and slot.ok:
+            return list(slot.model.class_names)
+        return config_class_names(self.paths[name])
+
+
+def _name(path: Path) -> str:
+    """A model's name in the picker: its folder name."""
+    return path.name or str(path)
 
 
 # ---- the network entry point: eager model.eps until the fast path is ready ----

@@ -5,9 +5,12 @@ eq. 15 gives x0_hat). Two sources:
 
 - a reverse walk from pure noise (DDPM on the training schedule, respaced to ``num_t`` steps): x_t is
   the walk's state, and x0_hat is never fed back (it is what a one-shot denoiser would give);
-- a real digit x_0 noised with one known eps to ``num_t`` timesteps t (closed form, eq. 4): all of them
-  go through the network in one batched call, and the true eps and x_0 stand beside the predictions
-  with the error per t.
+- a real image x_0 (a digit, or an emoji for a colour model) noised with one known eps to ``num_t``
+  timesteps t (closed form, eq. 4): all of them go through the network in one batched call, and the true
+  eps and x_0 stand beside the predictions with the error per t.
+
+The predicted and the true noise are shown on one shared scale (``NoiseRemoval.eps_scale``), named in
+the captions.
 """
 from __future__ import annotations
 
@@ -21,12 +24,14 @@ from ..model.checkpoint import DiffusionModel
 from ..diffusion.forward import q_sample, x0_from_eps
 from ..diffusion.respacing import make_chain, spaced_timesteps
 from ..diffusion.samplers import guided_eps, sample
-from ..render.display import captioned, eps_to_uint8, hstack, to_uint8, upscale, vstack
+from ..render.display import captioned, hstack, to_uint8, upscale, vstack
 from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
-                     digit_tensor, seeded_normal)
+                     digit_tensor, image_word, seeded_normal)
 from .model_slot import eps_fn_for
 
-SOURCES = ("reverse walk", "real digit")
+SOURCES = ("reverse walk", "real digit")  # API values; "real digit" means a real image for any model
+SOURCE_ALIASES = {"real image": "real digit"}
+EPS_QUANTILE = 0.999  # the shared noise scale covers this fraction of the noise values shown
 MIN_T, MAX_T = 2, 200  # how many timesteps the grid may hold
 GRID_COLUMNS = 5
 TRIPLET_SCALE = 6
@@ -36,7 +41,8 @@ TRIPLET_SCALE = 6
 class NoiseRemoval:
     """Per timestep (noisiest first): x_t, eps_hat, x0_hat as float tensors [N,C,H,W] on the CPU.
 
-    For the real-digit source also the truth: x0 [1,C,H,W] and eps [1,C,H,W] (the same eps at every t).
+    For the real-image source also the truth: x0 [1,C,H,W] and eps [1,C,H,W] (the same eps at every t).
+    eps_scale: the one scale s that every noise picture of the result is shown with ([-s, s] -> 0..255).
     """
 
     source: str
@@ -48,6 +54,7 @@ class NoiseRemoval:
     eps: torch.Tensor | None = None
     label: str = UNCONDITIONAL
     errors: dict = field(default_factory=dict)
+    eps_scale: float = 3.0
 
     def __len__(self):
         return len(self.ts)
@@ -56,7 +63,7 @@ class NoiseRemoval:
 def noise_removal(model: DiffusionModel, source: str = "real digit", image=None, digit: str = UNCONDITIONAL,
                   guidance: float = 1.0, num_t: int = 50, seed: int = 0) -> NoiseRemoval:
     """Compute x_t, eps_hat and x0_hat at ``num_t`` timesteps spread evenly over 1..T (see module doc)."""
-    source = check_choice("source", source, SOURCES)
+    source = check_choice("source", SOURCE_ALIASES.get(source, source), SOURCES)
     digit = str(digit)
     class_labels(model, digit, 1)  # validates the class
     guidance = check_float("guidance scale", guidance, 0.0, GUIDANCE_MAX)
@@ -71,7 +78,8 @@ def noise_removal(model: DiffusionModel, source: str = "real digit", image=None,
         x_t = torch.cat([r.x_t for r in recs]).cpu()
         eps_hat = torch.cat([r.eps for r in recs]).cpu()
         x0_hat = torch.cat([r.x0_hat for r in recs]).cpu()
-        result = NoiseRemoval(source, [r.t for r in recs], x_t, eps_hat, x0_hat, label=digit)
+        result = NoiseRemoval(source, [r.t for r in recs], x_t, eps_hat, x0_hat, label=digit,
+                              eps_scale=shared_scale(eps_hat))
         final = recs[-1].x_prev.cpu()
         result.errors["x0_hat vs the final sample"] = ((x0_hat - final) ** 2).mean(dim=(1, 2, 3)).numpy()
         return result
@@ -85,19 +93,46 @@ def noise_removal(model: DiffusionModel, source: str = "real digit", image=None,
         eps_hat = guided_eps(eps_fn, x_t.to(model.device), t.to(model.device), class_labels(model, digit, n), guidance,
                              model.null_label).float().cpu()
     x0_hat = x0_from_eps(x_t, t, eps_hat, model.schedule)
-    result = NoiseRemoval(source, ts.tolist(), x_t, eps_hat, x0_hat, x0, eps, label=digit)
+    result = NoiseRemoval(f"real {image_word(model)}", ts.tolist(), x_t, eps_hat, x0_hat, x0, eps, label=digit,
+                          eps_scale=shared_scale(eps_hat, eps))
     result.errors["eps_hat vs true eps"] = ((eps_hat - eps) ** 2).mean(dim=(1, 2, 3)).numpy()
     result.errors["x0_hat vs true x0"] = ((x0_hat - x0) ** 2).mean(dim=(1, 2, 3)).numpy()
     return result
 
 
+def shared_scale(*noises: torch.Tensor) -> float:
+    """One display scale s for all the given noise tensors: the EPS_QUANTILE quantile of |eps| over all of them,
+    rounded up to 0.1 (so predicted and true noise are compared on the same grey or colour levels)."""
+    values = torch.cat([n.detach().float().abs().flatten() for n in noises])
+    if len(values) > 1_000_000:  # a large result: a fixed random sample of its values is enough
+        values = values[torch.randperm(len(values), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+    q = float(torch.quantile(values, EPS_QUANTILE)) if len(values) else 1.0
+    return max(0.1, float(np.ceil(q * 10) / 10))
+
+
+def eps_image(eps: torch.Tensor, scale: float) -> np.ndarray:
+    """Noise [C,H,W] as a picture on the scale ``scale``: -scale -> 0, 0 -> mid grey, +scale -> 255 (per channel)."""
+    return to_uint8(eps / scale)
+
+
 def _cell(result: NoiseRemoval, i: int, scale: int) -> list[np.ndarray]:
     return [upscale(to_uint8(result.x0_hat[i]), scale), upscale(to_uint8(result.x_t[i]), scale),
-            upscale(eps_to_uint8(result.eps_hat[i]), scale)]
+            upscale(eps_image(result.eps_hat[i], result.eps_scale), scale)]
+
+
+def scale_note(result: NoiseRemoval) -> str:
+    """The noise scale in words, for captions."""
+    s = result.eps_scale
+    both = "eps_hat and the true eps are" if result.eps is not None else "every eps_hat is"
+    where = " (in each colour channel)" if result.eps_hat.shape[1] == 3 else ""
+    return f"{both} shown on one scale: -{s:.1f} -> black, 0 -> grey, +{s:.1f} -> white{where}"
 
 
 def noise_grid(result: NoiseRemoval, scale: int = 2) -> np.ndarray:
-    """Every timestep's triplet x0_hat | x_t | eps_hat, captioned with t, in rows of GRID_COLUMNS."""
+    """Every timestep's triplet x0_hat | x_t | eps_hat, captioned with t, in rows of GRID_COLUMNS.
+
+    Every eps_hat is shown on the result's one scale (``scale_note``).
+    """
     cells = [captioned(hstack(_cell(result, i, scale), pad=1), f"t={t}") for i, t in enumerate(result.ts)]
     rows = [hstack(cells[k:k + GRID_COLUMNS], pad=10) for k in range(0, len(cells), GRID_COLUMNS)]
     return vstack(rows, pad=6)
@@ -107,15 +142,17 @@ def noise_triplet(result: NoiseRemoval, index: int = 0) -> tuple[np.ndarray, str
     """One timestep large: x0_hat | x_t | eps_hat (| true x_0 | true eps), and its numbers as Markdown."""
     index = check_int("timestep index", index, 0, len(result) - 1)
     s = TRIPLET_SCALE
-    names = ["x0_hat (all noise removed)", "x_t", "eps_hat (predicted)"]
+    sc = f"±{result.eps_scale:.1f}"
+    names = ["x0_hat (all noise removed)", "x_t", f"eps_hat (predicted, {sc})"]
     tiles = [captioned(im, n) for im, n in zip(_cell(result, index, s), names)]
     t = result.ts[index]
     lines = [f"**t = {t}** (timestep {index + 1} of {len(result)}, source: {result.source})"]
     if result.x0 is not None:
         tiles += [captioned(upscale(to_uint8(result.x0[0]), s), "true x_0"),
-                  captioned(upscale(eps_to_uint8(result.eps[0]), s), "true eps")]
+                  captioned(upscale(eps_image(result.eps[0], result.eps_scale), s), f"true eps ({sc})")]
     for name, err in result.errors.items():
         lines.append(f"- mean squared error, {name}: {float(err[index]):.4f}")
+    lines.append(f"- {scale_note(result)}")
     lines.append(f"- x0_hat before display clipping spans [{float(result.x0_hat[index].min()):.2f}, "
                  f"{float(result.x0_hat[index].max()):.2f}] (shown clipped to [-1, 1])")
     return hstack(tiles, pad=6), "\n".join(lines)

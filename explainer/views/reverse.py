@@ -28,7 +28,7 @@ from ..diffusion.schedules import make_schedule
 from .step import record_step
 from ..render.display import captioned, hstack, strip, to_uint8, upscale, vstack
 from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
-                     digit_choices, even_indices, seeded_normal)
+                     class_word, digit_choices, even_indices, is_digit_model, seeded_normal)
 from .model_slot import eps_fn_for, network_path
 
 SAMPLERS = ("DDPM", "DDIM")
@@ -37,7 +37,9 @@ COMPARE_MODES = ("off", "DDPM vs DDIM", "two step counts", "training vs other sc
 MIN_STEPS = 10
 SHOWN_FRAMES = 40  # pictures streamed per walk (every step still yields, for progress and stopping)
 YIELD_EVERY_S = 0.1  # never compute longer than this without yielding
-MIN_FRAME_S = 0.05  # and send at most about 20 new pictures a second per walk
+MIN_FRAME_S = 0.05  # and send at most about 20 new pictures per second of computing, per walk
+# (both clocks restart when the consumer hands control back: the time a UI spends encoding and sending an
+# update never makes the next one come sooner)
 PANEL_SCALE = 6
 
 _steps_lock = threading.Lock()
@@ -57,7 +59,7 @@ def _count_step():
 
 @dataclass
 class Walk:
-    """One recorded reverse walk: frames[k] is x after k steps (frames[0] = x_T), uint8 [H,W] or [H,W,C]."""
+    """One recorded reverse walk: frames[k] is x after k steps (frames[0] = x_T), uint8 [H,W] or [H,W,3]."""
 
     name: str
     total: int
@@ -124,7 +126,7 @@ def _panel(x_t: np.ndarray, x0_hat: np.ndarray, t: int, name: str) -> np.ndarray
 
 
 def validate_walk_args(model: DiffusionModel, digit, guidance, sampler, steps, schedule, seed, compare, steps_b):
-    digit = check_choice("digit class", str(digit), digit_choices(model))
+    digit = check_choice(class_word(model), str(digit), digit_choices(model))
     guidance = check_float("guidance scale", guidance, 0.0, GUIDANCE_MAX)
     sampler = check_choice("sampler", sampler, SAMPLERS)
     steps = check_int("number of inference steps", steps, MIN_STEPS, model.schedule.T)
@@ -161,7 +163,8 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
         runs.append(it)
     total = sum(w.total for w in walks)
     show_every = [max(1, w.total // SHOWN_FRAMES) for w in walks]
-    cond = "unconditional" if labels is None else f"digit {digit}, guidance w = {guidance:g}"
+    what = "digit" if is_digit_model(model) else "class"
+    cond = "unconditional" if labels is None else f"{what} {digit}, guidance w = {guidance:g}"
     panels = [_panel(w.frames[0], w.x0_hats[0], w.ts[0], w.name) for w in walks]
     path = network_path(model, eps_fn)
     yield WalkUpdate(panels, f"Starting from pure noise x_T (seed {seed}); {cond}. Network: {path}.", 0, total, walks)
@@ -187,10 +190,11 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
         panels = [None] * len(walks)
         if show:
             panels[i] = _panel(to_uint8(rec.x_t[0]), w.x0_hats[-1], rec.t, w.name)
-            last_picture[i] = now
         status = "; ".join(f"{v.name}: step {v.done}/{v.total}" for v in walks)
         yield WalkUpdate(panels, status, done, total, walks)
-        last_yield = now
+        last_yield = time.perf_counter()
+        if show:
+            last_picture[i] = last_yield
     panels = [_panel(w.frames[-1], w.x0_hats[-1], 0, w.name) for w in walks]
     seconds = time.perf_counter() - started
     yield WalkUpdate(panels, "Done: " + "; ".join(f"{w.name} ({w.total} network steps)" for w in walks)
@@ -232,12 +236,18 @@ class GifStore:
         atexit.register(shutil.rmtree, self.folder, True)
         self.lock = threading.Lock()
 
-    def save(self, walks: list[Walk], max_frames: int = 60) -> str:
-        """An animated GIF of the walk(s) (at most ``max_frames`` frames, the last one held); returns its path."""
+    def save(self, walks: list[Walk], max_frames: int = SHOWN_FRAMES) -> str:
+        """An animated GIF of the walk(s) (at most ``max_frames`` frames, the last one held); returns its path.
+
+        All frames share one palette, taken from a few of them (colour walks included), without dithering.
+        """
         if not walks:
             raise ValueError("no walk recorded yet: run a reverse walk first")
         idx = even_indices(walks[0].done + 1, max_frames)
-        frames = [Image.fromarray(walk_frame(walks, k)) for k in idx]
+        arrays = [walk_frame(walks, k) for k in idx]
+        sample = np.concatenate(arrays[::max(1, len(arrays) // 6)] + arrays[-1:], axis=0)
+        palette = Image.fromarray(sample).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        frames = [Image.fromarray(a).quantize(palette=palette, dither=Image.Dither.NONE) for a in arrays]
         path = self.folder / f"reverse-walk-{uuid.uuid4().hex[:10]}.gif"
         durations = [80] * (len(frames) - 1) + [1500]
         frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)

@@ -25,6 +25,7 @@ from ..diffusion.samplers import StepRecord
 from .inputs import check_int
 
 TILE_SCALE = 4
+NOISE_SCALE = 3  # eps_hat and z are shown as noise / 3 (render.display.eps_to_uint8): one scale for both
 
 
 @dataclass
@@ -34,9 +35,9 @@ class StepParts:
     method: str  # "ddpm" or "ddim"
     t: int
     t_prev: int
-    eps: np.ndarray  # eps_hat (after guidance), shown as eps / 3
+    eps: np.ndarray  # eps_hat (after guidance), shown as eps / 3 (NOISE_SCALE)
     deterministic: np.ndarray  # x_t' - sigma z
-    z: np.ndarray | None  # the fresh noise (None: none added), shown as z / 3
+    z: np.ndarray | None  # the fresh noise (None: none added), shown as z / 3, the same scale as eps
     coefs: StepCoefficients  # the step's row of the chain's table (sigma = 0 where no noise was added)
 
 
@@ -69,7 +70,8 @@ def _row(frames: list, parts: StepParts, s: int, total: int, name: str, scale: i
              (parts.deterministic, "without noise"), (parts.z if parts.z is not None else blank, z_caption),
              (frames[s + 1], f"x_t', t' = {parts.t_prev}")]
     row = hstack([captioned(upscale(img, scale), text) for img, text in tiles], pad=6)
-    return captioned(row, f"{name}: step {s + 1} of {total}", height=16)
+    return captioned(row, f"{name}: step {s + 1} of {total}; eps_hat and z shown on one scale, ±{NOISE_SCALE:g}",
+                     height=16)
 
 
 def step_anatomy(walks: list, index: int = 0, scale: int = TILE_SCALE) -> tuple[np.ndarray, str]:

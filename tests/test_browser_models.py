@@ -1,0 +1,124 @@
+"""The model picker in a real browser: switch to a colour model, see colour pictures on every model tab.
+
+Playwright (the Python package) drives Debian's /usr/bin/chromium with the launch arguments of
+tests/test_browser.py. The app offers a tiny digit model (the default), a tiny colour model with the emoji
+classes, and a damaged checkpoint.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_browser import CHROMIUM, LAUNCH_ARGS, _unavailable, img_src, open_tab, wait_for_new_src
+from test_views_colour import is_colour, make_colour_checkpoint
+
+pytestmark = pytest.mark.browser
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="module")
+def page(tiny_ckpt, tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright Python package is missing (pip install playwright)")
+    import torch
+
+    import app
+    from explainer.views import model_slot as views
+    from test_app_client import free_port
+
+    root = tmp_path_factory.mktemp("browser-models")
+    colour = make_colour_checkpoint(root / "tiny-emoji")
+    damaged = root / "damaged"
+    shutil.copytree(colour, damaged)
+    (damaged / "model.safetensors").write_bytes(b"not safetensors")
+    registry = views.ModelRegistry({"tiny": str(tiny_ckpt), "tiny-emoji": str(colour), "damaged": str(damaged)},
+                                   device="cpu", fast=False)
+    threads = torch.get_num_threads()
+    app.configure_threads()
+    demo = app.build_app(registry)
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                           quiet=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        pg.set_default_timeout(60_000)
+        pg.goto(url)
+        yield pg
+        browser.close()
+    demo.close()
+    torch.set_num_threads(threads)
+
+
+def picture(page, src: str) -> np.ndarray:
+    with Image.open(io.BytesIO(page.request.get(src).body())) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def choose(page, elem_id: str, option: str):
+    """Pick ``option`` in a Gradio dropdown."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_switch_to_the_colour_model_and_walk(page):
+    open_tab(page, "Reverse diffusion")
+    page.locator("#reverse-notice").get_by_text("28x28x1").wait_for()
+    choose(page, "model-picker", "tiny-emoji")
+    page.locator("#reverse-notice").get_by_text("32x32x3").wait_for()
+    page.locator("#rev-class").get_by_text("class", exact=True).wait_for()  # the label no longer says "digit"
+    assert page.locator("#rev-class input").input_value() == "Smileys & Emotion"
+    choose(page, "rev-class", "Animals & Nature")
+    steps = page.locator("#rev-steps input[type=number]")
+    steps.fill("20")
+    steps.press("Enter")
+    old = img_src(page, "rev-a")
+    page.locator("#rev-run").click()
+    page.locator("#rev-status").get_by_text("Done").wait_for(timeout=120_000)
+    src = wait_for_new_src(page, "rev-a", old)
+    assert is_colour(picture(page, src)), "the walk of the colour model is not in colour"
+    assert is_colour(picture(page, wait_for_new_src(page, "rev-frame", None)))
+    assert is_colour(picture(page, wait_for_new_src(page, "rev-step", None)))
+
+
+def test_noise_removal_offers_held_out_emoji(page):
+    open_tab(page, "Subtract all predicted noise")
+    page.locator("#noise-source").get_by_text("real image").wait_for()
+    page.get_by_text("held-out emoji").first.wait_for()
+    assert not page.get_by_text("held-out digits").first.is_visible()
+    page.locator("#noise-run").click()
+    triplet = wait_for_new_src(page, "noise-triplet", None)
+    assert is_colour(picture(page, triplet))
+    page.locator("#noise-text").get_by_text("one scale").wait_for()
+
+
+def test_architecture_shows_a_colour_x_t(page):
+    open_tab(page, "Architecture")
+    page.locator("#arch-cond").get_by_text("0..8").wait_for()  # the colour model's nine classes
+    page.locator("#arch-run").click()
+    assert is_colour(picture(page, wait_for_new_src(page, "arch-xt", None)))
+    wait_for_new_src(page, "arch-maps", None)
+
+
+def test_a_damaged_model_says_so_and_the_first_still_works(page):
+    open_tab(page, "Reverse diffusion")
+    choose(page, "model-picker", "damaged")
+    page.locator("#reverse-notice").get_by_text("The model tabs are unavailable with").wait_for()
+    page.locator("#rev-run").click()
+    page.get_by_text("cannot be read").first.wait_for()
+    choose(page, "model-picker", "tiny")
+    page.locator("#reverse-notice").get_by_text("28x28x1").wait_for()
+    assert page.locator("#rev-class input").input_value() == "3"
+    old = img_src(page, "rev-frame")
+    page.locator("#rev-run").click()
+    last = wait_for_new_src(page, "rev-frame", old, timeout=120)  # the scrubber shows the finished walk's last frame
+    assert picture(page, last).shape[0] == 28 * 6 + 14 + 16 and not is_colour(picture(page, last))
