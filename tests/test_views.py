@@ -452,6 +452,15 @@ def test_reverse_walk_streams_every_step(tiny_model, monkeypatch):
     assert [u.step for u in vr.reverse_walk(tiny_model, "unconditional", 1.0, "DDIM", 30)] == shown
 
 
+def test_a_slow_consumer_does_not_get_more_updates(tiny_model):
+    """The throttle counts computing time only: time a UI spends on an update never brings the next one sooner."""
+    updates = []
+    for u in vr.reverse_walk(tiny_model, "unconditional", 1.0, "DDIM", 40):
+        updates.append(u)
+        time.sleep(0.12)  # longer than YIELD_EVERY_S: a consumer that paused the walk would get an update per step
+    assert updates[-1].finished and len(updates) < 20
+
+
 @pytest.mark.parametrize("mode,names,lengths", [
     ("DDPM vs DDIM", ("DDPM, 20", "DDIM, 20"), (21, 21)),
     ("two step counts", ("DDPM, 20", "DDPM, 10"), (21, 11)),
