@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from test_browser import img_src, wait_for_new_src  # noqa: E402  the same waiting helpers
+
 pytestmark = pytest.mark.browser
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -58,21 +60,6 @@ def page(tiny_ckpt):
         browser.close()
     demo.close()
     torch.set_num_threads(threads)
-
-
-def img_src(page, elem_id: str) -> str | None:
-    loc = page.locator(f"#{elem_id} img")
-    return loc.first.get_attribute("src") if loc.count() else None
-
-
-def wait_for_new_src(page, elem_id: str, old: str | None, timeout: float = 60.0) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        src = img_src(page, elem_id)
-        if src and src != old:
-            return src
-        time.sleep(0.05)
-    raise AssertionError(f"#{elem_id} never showed a new image (still {old!r})")
 
 
 def set_number(page, elem_id: str, value) -> None:
