@@ -154,6 +154,30 @@ def test_classifier_cli(tiny_npz, tmp_path, capsys):
     assert "--out is required" in capsys.readouterr().err
 
 
+def test_shipped_emoji_judge_reproduces_its_accuracy():
+    folder = CHECKPOINTS / "emoji-classifier"
+    if not (folder / "config.json").is_file():
+        pytest.skip("no emoji judge in checkpoints/")
+    model, cfg = cl.load_classifier(folder)
+    x, y = cl.load_data(cfg["data"]["path"], "test").tensors()
+    pred, _ = cl.predict(model, x)
+    assert cfg["test_accuracy"] == pytest.approx(float((pred == y).double().mean()), abs=1e-9)
+    assert cfg["class_names"][1] == "People & Body" and cfg["train"]["balance"] is True
+    assert str(ROOT) not in (folder / "config.json").read_text()
+
+
+def test_shipped_emoji_report_holds_no_absolute_paths():
+    path = CHECKPOINTS / "emoji-ddpm" / "eval.json"
+    if not path.is_file():
+        pytest.skip("no emoji evaluation in checkpoints/")
+    text = path.read_text()
+    rep = json.loads(text)
+    assert rep["model"]["path"] == "checkpoints/emoji-ddpm"
+    assert rep["classifier"]["source"] == "checkpoints/emoji-classifier"
+    assert rep["data"]["source"] == "data/emoji32.npz"
+    assert str(ROOT) not in text and all(not g.startswith("/") for g in rep["grids"])
+
+
 # ---------------------------------------------------------------- memorisation
 def test_nearest_neighbours_match_brute_force():
     rng = np.random.default_rng(0)
