@@ -295,6 +295,10 @@ def reverse_tab(ctx: AppContext) -> None:
                    api_visibility="undocumented", **CHEAP)
     r_scrub.change(clear_errors(vs.step_anatomy), [r_walks, r_scrub], [r_step, r_step_text], api_name="reverse_step",
                    api_visibility="undocumented", **CHEAP)
+    # a finished walk shows its last frame and step even where the scrubber's value stays the same (same step count)
+    walk.success(clear_errors(lambda walks, index: (vr.walk_frame(walks, index), *vs.step_anatomy(walks, index))),
+                 [r_walks, r_scrub], [r_frame, r_step, r_step_text], api_name="reverse_walk_finished",
+                 api_visibility="private", **CHEAP)
 
 
 def computed(result):

@@ -1,13 +1,15 @@
 """Latency of the app's handlers (the backend views, without Gradio's own ~5 ms per event), in ms.
 
     OMP_NUM_THREADS=1 python benchmarks/app_latency.py [--checkpoint PATH] [--repeat 30] [--http] [--switch-to PATH]
+    OMP_NUM_THREADS=1 python benchmarks/app_latency.py --url http://127.0.0.1:7860/ [--repeat 30]
 
 Uses $DDPM_EXPLAINER_CHECKPOINT or checkpoints/mnist-ddpm when it loads, else a randomly initialised
 U-Net with the default architecture (explainer.model.unet.UNetConfig, num_classes=10): the same cost per call.
 Any model works (``--checkpoint checkpoints/emoji-ddpm`` for the colour one): walks are conditioned on the
 model's default class and the noise grid starts from its default bundled picture. With ``--http`` the whole
 app is also timed over HTTP: a streamed 100-step guided walk (first frame and last), and with ``--switch-to``
-switching the model picker between the two models (the first switch loads the second model).
+switching the model picker between the two models (the first switch loads the second model). ``--url`` times
+the same against an app running in its own process, as a browser sees it.
 Torch threads are set as app.py sets them (half the cores, at least one). The reverse-walk numbers are
 measured on both network paths the app uses: eager ``model.eps`` (until the fast path is ready), and the
 fast path built in the background (``explainer.views.model_slot.start_fast_path``: ONNX Runtime on CPU),
@@ -132,7 +134,16 @@ def main():
                     help="with --http: also time forward_noise while this many clients run reverse walks nonstop")
     ap.add_argument("--switch-to", default=None,
                     help="with --http: a second checkpoint; times switching the app's model picker between the two")
+    ap.add_argument("--url", default=None,
+                    help="time only the walks and model switches of an app already running in its own process "
+                         "(`python app.py`), e.g. http://127.0.0.1:7860/; its first two models are used")
     args = ap.parse_args()
+    if args.url:
+        from explainer.paths import CHECKPOINTS
+        url = args.url if args.url.endswith("/") else args.url + "/"
+        names = _endpoints(url)[1]
+        http_app_numbers(url, args.repeat, {n: views.config_class_names(CHECKPOINTS / n) for n in names})
+        return
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     model, what = load(args.checkpoint)
     print(f"model: {what}; torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {model.device}")
@@ -220,40 +231,61 @@ def _queue_event(url: str, fn_index: int, data: list, session: str, done_text: s
     raise AssertionError("the event stream ended without a result")
 
 
-def _fn_index(demo, api_name: str) -> int:
-    return next(i for i, fn in demo.fns.items() if fn.api_name == api_name)
+def _walk_line(runs) -> str:
+    """Medians (and minimums) of first frame, last frame and the GIF of streamed walks."""
+    parts = [f"{what} {ms(statistics.median(r[k] for r in runs))} ({ms(min(r[k] for r in runs)).strip()} min)"
+             for k, what in enumerate(("first frame", "last frame", "with its GIF"))]
+    return "medians: " + ", ".join(parts)
 
 
-def http_app_numbers(demo, url: str, model, repeat: int, registry):
-    """A streamed 100-step guided walk through the app (as the browser runs it), and model switches."""
+def _endpoints(url: str) -> tuple[dict, list]:
+    """{api_name: (fn_index, number of inputs)} of a running app, and the model picker's choices."""
+    import json
+    import urllib.request
+
+    cfg = json.loads(urllib.request.urlopen(url + "config").read())
+    fns = {d["api_name"]: (d["id"], len(d["inputs"])) for d in cfg["dependencies"] if d.get("api_name")}
+    picker = next(c for c in cfg["components"] if c.get("props", {}).get("elem_id") == "model-picker")
+    return fns, [value for _, value in picker["props"]["choices"]]
+
+
+def _class_for(name: str, classes: list[str]) -> str:
+    """What the reverse tab starts with for a model of these classes (views.inputs.default_class)."""
+    return "3" if "3" in classes else (classes[0] if classes else "unconditional")
+
+
+def http_app_numbers(url: str, repeat: int, classes: dict, wait_fast=None):
+    """Streamed 100-step guided walks through a running app (as the browser runs them) and model switches.
+
+    classes: {model name: its class names}; the first is the app's default model. wait_fast(name): called
+    after the first switch to a model, to wait for its background fast path (in-process apps only).
+    """
     import uuid
 
-    walk = _fn_index(demo, "reverse_walk")
-    data = [default_class(model), 3.0, "DDPM", 100, "training", 0, "off", 20, None]
+    fns, names = _endpoints(url)
+    (walk, n_walk), (pick, _) = fns["reverse_walk"], fns["select_model"]
     session = uuid.uuid4().hex
-    _queue_event(url, walk, data, session, "Done")  # warm-up
-    runs = [_queue_event(url, walk, data, session, "Done") for _ in range(max(3, repeat // 5))]
-    print(f"reverse_walk 100 guided DDPM steps through the app (queue + SSE), medians: first frame "
-          f"{ms(statistics.median(r[0] for r in runs))}, last frame {ms(statistics.median(r[1] for r in runs))}, "
-          f"with its GIF {ms(statistics.median(r[2] for r in runs))}")
-    names = registry.names
+
+    def walks(name):
+        data = [_class_for(name, classes[name]), 3.0, "DDPM", 100, "training", 0, "off", 20]
+        data += [None] * (n_walk - len(data))  # the session's model (gr.State)
+        _queue_event(url, walk, data, session, "Done")  # warm-up
+        return [_queue_event(url, walk, data, session, "Done") for _ in range(max(3, repeat // 5))]
+
+    print(f"reverse_walk 100 guided DDPM steps through the app (queue + SSE), {names[0]}, {_walk_line(walks(names[0]))}")
     if len(names) < 2:
         return
-    pick = _fn_index(demo, "select_model")
     first = _queue_event(url, pick, [names[1]], session)[2]
     print(f"select_model: first switch to {names[1]} (loads it) {ms(first)}")
+    if wait_fast is not None:
+        wait_fast(names[1])
+    else:
+        time.sleep(5)  # a separate app process: give its background fast-path build time to finish
     back = [_queue_event(url, pick, [names[k % 2]], session)[2] for k in range(max(4, repeat // 3))]
     print(f"select_model: switching between two loaded models  median {ms(statistics.median(back))}   "
-          f"max {ms(max(back))}")
-    other = registry.require(names[1])
+          f"min {ms(min(back))}   max {ms(max(back))}")
     _queue_event(url, pick, [names[1]], session)
-    views.fast_path(other).wait() if views.fast_path(other) else None
-    data[0] = default_class(other)
-    _queue_event(url, walk, data, session, "Done")  # warm-up
-    runs = [_queue_event(url, walk, data, session, "Done") for _ in range(max(3, repeat // 5))]
-    print(f"  after switching to {names[1]} ({views.network_path(other)}), medians: first frame "
-          f"{ms(statistics.median(r[0] for r in runs))}, last frame {ms(statistics.median(r[1] for r in runs))}, "
-          f"with its GIF {ms(statistics.median(r[2] for r in runs))}")
+    print(f"  after switching to {names[1]}: {_walk_line(walks(names[1]))}")
 
 
 def http_round_trip(model, repeat: int, walkers: int = 0, switch_to: str | None = None):
@@ -286,7 +318,12 @@ def http_round_trip(model, repeat: int, walkers: int = 0, switch_to: str | None 
     ts = iter(range(10 ** 9))
     med, lo = timed(lambda: call(1 + next(ts) % 1000), repeat)
     print(f"forward_noise 256 px through Gradio (raw HTTP, 2 requests)  median {ms(med)}   min {ms(lo)}")
-    http_app_numbers(demo, url, model, repeat, registry)
+    def wait_fast(name):
+        state = views.fast_path(registry.require(name))
+        if state is not None:
+            state.wait()
+
+    http_app_numbers(url, repeat, {n: registry.class_names(n) for n in registry.names}, wait_fast)
     if walkers > 0:
         stop, walks, errors = threading.Event(), [], []
 

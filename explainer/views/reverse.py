@@ -35,9 +35,9 @@ SAMPLERS = ("DDPM", "DDIM")
 INFERENCE_SCHEDULES = ("training", "other")
 COMPARE_MODES = ("off", "DDPM vs DDIM", "two step counts", "training vs other schedule")
 MIN_STEPS = 10
-SHOWN_FRAMES = 40  # pictures streamed per walk (every step still yields, for progress and stopping)
+SHOWN_FRAMES = 40  # at most this many pictures streamed per walk (updates without one keep progress and Stop going)
 YIELD_EVERY_S = 0.1  # never compute longer than this without yielding
-MIN_FRAME_S = 0.05  # and send at most about 20 new pictures per second of computing, per walk
+MIN_FRAME_S = 0.08  # and send at most about 12 new pictures per second of computing, per walk
 # (both clocks restart when the consumer hands control back: the time a UI spends encoding and sending an
 # update never makes the next one come sooner)
 PANEL_SCALE = 6
@@ -183,7 +183,8 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
         w.ts.append(rec.t_prev)
         w.steps.append(record_step(rec, specs[i].sampler.lower()))
         now = time.perf_counter()
-        show = (w.done in (1, w.total)  # the first denoised frame at once, and the last
+        show = (w.done == 1  # the first denoised frame at once, a walk's last one when another walk goes on
+                or (w.done == w.total and done < total)  # (the final update shows every walk's last frame)
                 or (w.done % show_every[i] == 0 and now - last_picture[i] >= MIN_FRAME_S))
         if not show and now - last_yield < YIELD_EVERY_S:
             continue
