@@ -50,7 +50,7 @@ def call(url: str, name: str, data=None, body: bytes | None = None, client: http
          ) -> tuple[int, str, httpx.Response]:
     """POST a call and read its result stream: (status, the error message or "" when it completed, the POST's response).
 
-    Every call is its own session (no session_hash): calls that share one can wait on each other.
+    Every call gets a fresh Gradio session: concurrent calls that share a session_hash can wait on each other.
     """
     if body is None:
         body = json.dumps({"data": data}, allow_nan=True).encode()

@@ -88,9 +88,14 @@ def save_checkpoint(folder: str | os.PathLike, net: UNet, schedule_spec: dict, c
     config = {"format": FORMAT, "unet": cfg.to_dict(), "schedule": schedule_spec,
               "image": {"size": cfg.image_size, "channels": cfg.in_channels}, "class_names": list(class_names)}
     config.update(extra or {})
+    return write_checkpoint(folder, net, config, FORMAT)
+
+
+def write_checkpoint(folder: Path, net: torch.nn.Module, config: dict, fmt: str) -> Path:
+    """Write ``net``'s weights (float32 safetensors, replaced atomically) and ``config`` as JSON into ``folder``."""
     state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
     tmp = folder / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT})
+    save_file(state, str(tmp), metadata={"format": fmt})
     os.replace(tmp, folder / WEIGHTS)
     (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return folder

@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..diffusion.schedules import Schedule, make_schedule
+from .checkpoint import CONFIG, WEIGHTS, write_checkpoint
 from .unet import count_parameters, timestep_embedding
 
 FORMAT = "ddpm-explainer-lab/1"  # not the U-Net format: the app's model menu never lists these
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 
 
 class LabCheckpointError(RuntimeError):
@@ -151,12 +149,7 @@ def save_lab_model(folder, model: LabModel) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = {"format": FORMAT, "mlp": model.net.config.to_dict(), "schedule": schedule_spec(model.schedule),
               "class_names": list(model.class_names), "data_key": model.data_key, **model.info}
-    state = {k: v.detach().float().cpu().contiguous() for k, v in model.net.state_dict().items()}
-    tmp = folder / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT})
-    os.replace(tmp, folder / WEIGHTS)
-    (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    return folder
+    return write_checkpoint(folder, model.net, config, FORMAT)
 
 
 def load_lab_model(folder) -> LabModel:
