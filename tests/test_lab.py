@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from explainer.diffusion.exact import ExactDenoiser, eps_from_x0, marginal_density, posterior_mean
+from explainer.diffusion.exact import (ExactDenoiser, effective_points, eps_from_x0, marginal_density, posterior_mean,
+                                      posterior_weights)
 from explainer.diffusion.forward import q_sample
 from explainer.diffusion.respacing import make_chain
 from explainer.diffusion.samplers import ddpm_step, run, sample
@@ -51,6 +52,20 @@ def test_exact_posterior_mean_matches_a_brute_force_sum(t):
     den = ExactDenoiser(data, LINEAR)
     eps = den(torch.as_tensor(x_t, dtype=torch.float64), t).numpy()
     np.testing.assert_allclose(eps, (x_t - np.sqrt(ab) * want) / np.sqrt(1 - ab), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("t", [1, 40, 1000])
+def test_posterior_weights_average_to_the_posterior_mean(t):
+    data = small_data()
+    ab = float(LINEAR.alpha_bars[t - 1])
+    x_t = torch.as_tensor(np.random.default_rng(2).normal(size=(5, 2)))
+    w = posterior_weights(x_t, ab, data)
+    assert w.shape == (5, 60) and torch.allclose(w.sum(1), torch.ones(5, dtype=torch.float64))
+    np.testing.assert_allclose((w @ torch.as_tensor(data)).numpy(), brute_posterior_mean(x_t.numpy(), ab, data),
+                               rtol=1e-9, atol=1e-12)
+    n = effective_points(w)
+    assert torch.all((n >= 1 - 1e-9) & (n <= 60 + 1e-9))
+    assert effective_points(torch.full((1, 8), 1 / 8, dtype=torch.float64)).item() == pytest.approx(8)
 
 
 def test_exact_denoiser_of_one_point_is_that_point():

@@ -10,10 +10,11 @@ import pytest
 from explainer.views import tour
 
 T = 1000
-TABS = {"forward", "compare", "reverse", "noise", "architecture", "math"}
+TABS = {"forward", "compare", "reverse", "noise", "architecture", "lab", "math"}
 WIDGETS = {"forward": {"t", "schedule", "seed"}, "compare": {"t", "seed"},
            "reverse": {"digit", "guidance", "sampler", "steps", "schedule", "seed", "compare", "steps_b"},
-           "noise": {"source", "digit", "guidance", "num_t", "seed"}, "architecture": {"t", "digit", "seed"}}
+           "noise": {"source", "digit", "guidance", "num_t", "seed"}, "architecture": {"t", "digit", "seed"},
+           "lab": {"data", "t", "sampler", "seed"}}
 
 
 def linear_abar() -> np.ndarray:
@@ -119,3 +120,32 @@ def test_steps_that_need_a_model_say_so_without_one():
 def test_bad_step_index(bad):
     with pytest.raises(ValueError, match="tour step"):
         tour.step_markdown(bad)
+
+
+def test_show_me_names_the_tab_the_settings_and_the_run():
+    keys = tour.setting_keys()
+    assert keys == sorted(set(keys))
+    for i, s in enumerate(tour.STEPS):
+        tab, settings, run = tour.show_me(i)
+        assert tab == s.tab and settings == s.settings and set(settings) <= set(keys)
+        assert run == (tab in {"reverse", "noise", "architecture", "lab"})  # the tabs whose picture needs a press
+    assert set(tour.TAB_INTROS) >= {"tour"} | TABS
+
+
+def test_exact_average_size_written_out():
+    """1 / sum w_i^2 of the posterior over the two moons points, with the softmax written out in numpy."""
+    from explainer.views.lab import lab_data
+    import torch
+
+    pts = lab_data("two moons").points.astype(np.float64)
+    eps = torch.randn(1, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
+    abar = linear_abar()
+    got = tour.exact_average_size()
+    for t in (1000, 100, 10):
+        x_t = math.sqrt(abar[t - 1]) * pts[0] + math.sqrt(1 - abar[t - 1]) * eps[0]
+        logits = -((x_t - math.sqrt(abar[t - 1]) * pts) ** 2).sum(1) / (2 * (1 - abar[t - 1]))
+        w = np.exp(logits - logits.max())
+        w /= w.sum()
+        assert got[t] == pytest.approx(1 / (w ** 2).sum(), rel=1e-9)
+    assert got[1000] > 1900 > got[100] > got[10]  # the whole data set at t = T, a neighbourhood at small t
+    assert bold_numbers(tour.reveal(12, None)) == [round(got[1000]), round(got[100]), round(got[10])]

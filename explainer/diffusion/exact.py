@@ -70,6 +70,23 @@ def posterior_mean(x_t: torch.Tensor, alpha_bar: float, data: torch.Tensor,
     return out + centre
 
 
+def posterior_weights(x_t: torch.Tensor, alpha_bar: float, data) -> torch.Tensor:
+    """The posterior q(x_0 = x_i | x_t) of every point: w = softmax_i(-||x_t - sqrt(abar) x_i||^2 / (2 (1 - abar))),
+    [B, N] in float64 (the weights ``posterior_mean`` averages with; for a few rows, not chunked)."""
+    alpha_bar = float(alpha_bar)
+    if not 0.0 < alpha_bar < 1.0:
+        raise ValueError(f"alpha_bar must lie in (0, 1) for the posterior weights, got {alpha_bar}")
+    data = _as_data(data)
+    x = x_t.detach().to(torch.float64).reshape(-1, data.shape[1])
+    d2 = torch.cdist(x, alpha_bar ** 0.5 * data) ** 2
+    return torch.softmax(-d2 / (2.0 * (1.0 - alpha_bar)), dim=1)
+
+
+def effective_points(weights: torch.Tensor) -> torch.Tensor:
+    """How many points a weighted mean really averages over: 1 / sum_i w_i^2 (Kish's effective sample size), [B]."""
+    return 1.0 / (weights * weights).sum(-1)
+
+
 def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: float) -> torch.Tensor:
     """eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)   (Ho et al. 2020, eq. 4 solved for eps), in float64."""
     return (x_t.to(torch.float64) - alpha_bar ** 0.5 * x0.to(torch.float64)) / (1.0 - alpha_bar) ** 0.5

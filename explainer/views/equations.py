@@ -7,7 +7,7 @@ from __future__ import annotations
 LATEX_DELIMITERS = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 FORWARD = r"""
-### Forward diffusion (tabs 1 and 2)
+### Forward diffusion (tabs *Forward diffusion* and *Compare schedules*)
 One step adds a little Gaussian noise (Ho et al. 2020, eq. 2):
 $$q(x_t \mid x_{t-1}) = \mathcal{N}\big(x_t;\ \sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big), \qquad \alpha_t = 1-\beta_t,\quad \bar\alpha_t = \prod_{s=1}^{t}\alpha_s$$
 and any step in closed form (eq. 4), used for the slider:
@@ -17,9 +17,9 @@ $\mathrm{SNR}(t) = \bar\alpha_t / (1-\bar\alpha_t)$.
 
 Schedules: linear $\beta_t$ from $10^{-4}$ to $0.02$ (Ho et al.); cosine (Nichol & Dhariwal 2021, eq. 17)
 $$\bar\alpha_t = \frac{f(t)}{f(0)}, \qquad f(t) = \cos^2\!\Big(\frac{t/T + s}{1+s}\cdot\frac{\pi}{2}\Big),\quad s = 0.008,\qquad \beta_t = \min\Big(1-\frac{\bar\alpha_t}{\bar\alpha_{t-1}},\ 0.999\Big).$$
-"Near pure noise" in tab 2 counts the steps with $\bar\alpha_t < 0.01$.
+"Near pure noise" in *Compare schedules* counts the steps with $\bar\alpha_t < 0.01$.
 
-The pixel histogram of tab 1: pooled over the image's $D$ values, $x_t$'s values follow the mixture
+The pixel histogram of *Forward diffusion*: pooled over the image's $D$ values, $x_t$'s values follow the mixture
 $\frac{1}{D}\sum_i \mathcal{N}\big(\sqrt{\bar\alpha_t}\,x_{0,i},\ 1-\bar\alpha_t\big)$, so a bar over $[a, b)$ has the expected
 height (the line; $\Phi$ is the standard normal CDF)
 $$\frac{1}{D\,(b-a)}\sum_{i=1}^{D} \Big[\Phi\Big(\frac{b-\sqrt{\bar\alpha_t}\,x_{0,i}}{\sqrt{1-\bar\alpha_t}}\Big)-\Phi\Big(\frac{a-\sqrt{\bar\alpha_t}\,x_{0,i}}{\sqrt{1-\bar\alpha_t}}\Big)\Big]$$
@@ -29,7 +29,7 @@ which reach $0$ and $1$ as $\bar\alpha_t \to 0$: the image's values become those
 """
 
 REVERSE = r"""
-### Reverse diffusion (tab 3)
+### Reverse diffusion (tab *Reverse diffusion*)
 The network predicts the noise $\epsilon_\theta(x_t, t, y)$. DDPM (Ho et al. 2020, Algorithm 2):
 $$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big) + \sigma_t z, \qquad z \sim \mathcal{N}(0, I)\ (z = 0 \text{ at the last step})$$
 with $\sigma_t^2 = \tilde\beta_t = \beta_t \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}$ (the posterior variance, eq. 7; used here: it gave
@@ -46,7 +46,7 @@ $$\tilde\epsilon = \epsilon_\theta(x_t, t, \varnothing) + w\,\big(\epsilon_\thet
 """
 
 NOISE_REMOVAL = r"""
-### Subtract all the predicted noise (tab 4)
+### Subtract all the predicted noise (tab *Subtract all predicted noise*)
 Solving the closed form for $x_0$ with the predicted noise (Ho et al. 2020, eq. 15):
 $$\hat x_0 = \frac{x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta(x_t, t)}{\sqrt{\bar\alpha_t}}$$
 At large $t$, $1/\sqrt{\bar\alpha_t}$ is huge (about 157 at $t = T$ for the linear schedule), so small errors in
@@ -56,11 +56,29 @@ The training loss is the first one: $L_\text{simple} = \mathbb{E}_{t, x_0, \epsi
 """
 
 ARCHITECTURE = r"""
-### The U-Net (tab 5)
+### The U-Net (tab *Architecture*)
 Time embedding (Transformer sinusoids, $d$ = base channels, $k = 0..d/2-1$):
 $$e(t) = \big[\cos(t\,\omega_k),\ \sin(t\,\omega_k)\big], \qquad \omega_k = 10000^{-2k/d}$$
 then $\mathrm{emb} = \mathrm{MLP}(e(t)) + E[y]$, and in each residual block
 $$h = \mathrm{Conv}(\mathrm{SiLU}(\mathrm{GN}(x))) + W\,\mathrm{emb}, \qquad \mathrm{out} = \mathrm{skip}(x) + \mathrm{Conv}(\mathrm{SiLU}(\mathrm{GN}(h)))$$
 """
 
-ALL = "\n".join([FORWARD, REVERSE, NOISE_REMOVAL, ARCHITECTURE])
+LAB = r"""
+### The exact denoiser (tab *2D lab*)
+For a finite data set $\{x_i\}_{i=1}^N$ the forward marginal is a Gaussian mixture (Ho et al. 2020, eq. 4 for each point)
+$$q(x_t) = \frac{1}{N}\sum_{i=1}^N \mathcal{N}\big(x_t;\ \sqrt{\bar\alpha_t}\,x_i,\ (1-\bar\alpha_t) I\big),$$
+the heat map of the forward view. By Bayes' rule the best possible denoiser (the minimiser of $L_\text{simple}$) is the
+posterior mean, a weighted average of the training points:
+$$\mathbb{E}[x_0 \mid x_t] = \sum_{i=1}^N w_i\,x_i, \qquad w_i = \frac{\exp\!\big(-\lVert x_t - \sqrt{\bar\alpha_t}\,x_i\rVert^2 / 2(1-\bar\alpha_t)\big)}{\sum_j \exp\!\big(-\lVert x_t - \sqrt{\bar\alpha_t}\,x_j\rVert^2 / 2(1-\bar\alpha_t)\big)},$$
+and its noise prediction follows from the closed form:
+$$\epsilon^*(x_t, t) = \frac{x_t - \sqrt{\bar\alpha_t}\,\mathbb{E}[x_0 \mid x_t]}{\sqrt{1-\bar\alpha_t}}.$$
+It averages over $N_\text{eff} = 1 / \sum_i w_i^2$ points (the tour's last question): all of them at large $t$, the
+nearest one at small $t$, so its reverse walk returns training points (memorisation). With a class $y$, the sums
+run over that class's points only. The arrows show $-\hat\epsilon$, which points towards the data: the score is
+$\nabla_{x_t} \log q(x_t) = -\epsilon^*(x_t, t) / \sqrt{1-\bar\alpha_t}$.
+The distance numbers are sliced Wasserstein distances: the average over random unit directions $\theta$ of the
+1D Wasserstein-1 distance (the mean absolute difference of the sorted values) between the projections
+$\theta^\top x$ of the particles and of fresh data; the floor is the same distance between two fresh data sets.
+"""
+
+ALL = "\n".join([FORWARD, REVERSE, NOISE_REMOVAL, ARCHITECTURE, LAB])

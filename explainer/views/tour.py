@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import torch
 
+from ..diffusion import exact
 from ..diffusion.respacing import make_chain, map_to_training_steps
 from ..diffusion.schedules import make_schedule
 from ..model.checkpoint import DiffusionModel
@@ -28,11 +30,12 @@ class TourStep:
 
     title: str
     text: str
-    tab: str  # the tab to open: forward, compare, reverse, noise, architecture or math
+    tab: str  # the tab to open: forward, compare, reverse, noise, architecture, lab or math
     question: str
     answer: Callable[[DiffusionModel | None], str]
     settings: dict = field(default_factory=dict)  # "<tab>.<widget>" -> value set by "Show me"
     needs_model: bool = False  # the answer needs the loaded network
+    run: bool = False  # "Show me" also presses the tab's run button (the picture needs the network)
 
 
 def _fmt(x: float) -> str:
@@ -187,6 +190,30 @@ def _answer_inputs(model) -> str:
             f"embedding) and the class ({classes}); **{params:,}** parameters in all.")
 
 
+def exact_average_size(ts=(1000, 100, 10), dataset: str = "two moons", seed: int = 0) -> dict[int, float]:
+    """Over how many training points the exact denoiser's x0_hat effectively averages (1 / sum w_i^2) at each t,
+    for the first training point noised with one seeded eps (the 2D lab's data and training schedule)."""
+    from .lab import TRAINING_SCHEDULE, lab_data
+
+    points = lab_data(dataset).points
+    sch = make_schedule(TRAINING_SCHEDULE, T)
+    x0 = torch.as_tensor(points[:1], dtype=torch.float64)
+    eps = torch.randn(1, points.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    out = {}
+    for t in ts:
+        ab = float(sch.alpha_bar_at(t))
+        w = exact.posterior_weights(math.sqrt(ab) * x0 + math.sqrt(1 - ab) * eps, ab, points)
+        out[int(t)] = float(exact.effective_points(w)[0])
+    return out
+
+
+def _answer_lab(_model) -> str:
+    n = exact_average_size()
+    return (f"About **{n[1000]:.0f}** of the 2,000 points at t = 1000 (x̂_0 is the data's mean), **{n[100]:.0f}** at "
+            f"t = 100 and **{n[10]:.0f}** at t = 10: the exact denoiser narrows down to the nearest training points "
+            "and copies them, while the network's smoother field also lands between them.")
+
+
 # ---------------------------------------------------------------- the story
 
 
@@ -224,7 +251,7 @@ STEPS: tuple[TourStep, ...] = (
         "closed form added, not the difference between x_t and x_{t−1}. This is the point learners most often get "
         "wrong. Here a real digit is noised with a known ε, and the prediction stands beside the truth.",
         "noise", "At t = 500, is the predicted noise's standard deviation close to 1 or close to √β_500?",
-        _answer_predicts_noise, {"noise.source": "real digit", "noise.num_t": 20, "noise.seed": 0}, True),
+        _answer_predicts_noise, {"noise.source": "real digit", "noise.num_t": 20, "noise.seed": 0}, True, run=True),
     TourStep(
         "6. One reverse step, taken apart",
         "Sampling runs the process backwards: from x_t, take away the scaled predicted noise, rescale, and add a "
@@ -232,14 +259,14 @@ STEPS: tuple[TourStep, ...] = (
         "its coefficients.",
         "reverse", "At the first step of a 100-step DDPM walk, how large is σ, the scale of the fresh noise?",
         _answer_step, {"reverse.sampler": "DDPM", "reverse.steps": 100, "reverse.compare": "off",
-                       "reverse.schedule": "training", "reverse.seed": 0}),
+                       "reverse.schedule": "training", "reverse.seed": 0}, run=True),
     TourStep(
         "7. Subtract all the predicted noise",
         "What if we removed all of ε̂ at once? x̂_0 = (x_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t is the network's one-shot guess of "
         "the clean picture. At large t it is a blur; it sharpens as t falls. That is why sampling takes many small "
         "steps instead of one.",
         "noise", "By what factor does x̂_0 magnify an error in ε̂ at t = 1000, and at t = 100?",
-        _answer_blurry, {"noise.source": "reverse walk", "noise.num_t": 50, "noise.seed": 0}),
+        _answer_blurry, {"noise.source": "reverse walk", "noise.num_t": 50, "noise.seed": 0}, run=True),
     TourStep(
         "8. Fewer steps at inference",
         "The network was trained on 1000 steps, but it can sample in far fewer: keep a subset of the timesteps "
@@ -247,7 +274,7 @@ STEPS: tuple[TourStep, ...] = (
         "starting noise.",
         "reverse", "With 10 steps, how large are the steps' β' compared with the original 0.0001 to 0.02?",
         _answer_respacing, {"reverse.compare": "two step counts", "reverse.steps": 100, "reverse.steps_b": 10,
-                            "reverse.sampler": "DDPM", "reverse.schedule": "training", "reverse.seed": 0}),
+                            "reverse.sampler": "DDPM", "reverse.schedule": "training", "reverse.seed": 0}, run=True),
     TourStep(
         "9. Another schedule at inference",
         "The update can use another schedule than the one the network was trained on; the network is then called "
@@ -255,14 +282,14 @@ STEPS: tuple[TourStep, ...] = (
         "the same noise.",
         "reverse", "At the other schedule's t = 500, which training step is the network called with?",
         _answer_other_schedule, {"reverse.compare": "training vs other schedule", "reverse.steps": 100,
-                                 "reverse.sampler": "DDPM", "reverse.seed": 0}),
+                                 "reverse.sampler": "DDPM", "reverse.seed": 0}, run=True),
     TourStep(
         "10. DDPM and DDIM",
         "DDIM takes the same network and the same x̂_0 but moves along a different path: with η = 0 it adds no "
         "fresh noise, so a starting noise always gives the same picture, and it works well with few steps. Run "
         "both side by side from one x_T.",
         "reverse", "How much fresh noise does DDIM with η = 0 add per step?",
-        _answer_ddim, {"reverse.compare": "DDPM vs DDIM", "reverse.steps": 50, "reverse.seed": 0}),
+        _answer_ddim, {"reverse.compare": "DDPM vs DDIM", "reverse.steps": 50, "reverse.seed": 0}, run=True),
     TourStep(
         "11. Guidance",
         "The network was also trained without labels (a null class), so it can predict noise with and without the "
@@ -270,15 +297,44 @@ STEPS: tuple[TourStep, ...] = (
         "w = 0, 1 and 3 for one class.",
         "reverse", "With w = 3, what weights do the conditional and unconditional predictions get?",
         _answer_guidance, {"reverse.guidance": 3.0, "reverse.compare": "off", "reverse.steps": 100,
-                           "reverse.sampler": "DDPM", "reverse.seed": 0}),
+                           "reverse.sampler": "DDPM", "reverse.seed": 0}, run=True),
     TourStep(
         "12. What goes into the U-Net",
         "The network sees x_t at full size, the timestep as a sinusoidal embedding and the class as a learned "
         "vector; both are added inside every residual block. The feature maps show what each stage computes from "
         "an x_t.",
         "architecture", "What are the network's inputs, and how many parameters does it have?",
-        _answer_inputs, {"architecture.t": 300, "architecture.seed": 0}, True),
+        _answer_inputs, {"architecture.t": 300, "architecture.seed": 0}, True, run=True),
+    TourStep(
+        "13. What the network has learned about the distribution",
+        "In two dimensions the whole data set fits on screen. The exact denoiser of the training points, "
+        "E[x_0 | x_t] in closed form, is a weighted average of those points; the network only approximates it. "
+        "Run both from the same noise and compare where the particles land and the arrows at t.",
+        "lab", "Over how many of the 2,000 training points does the exact x̂_0 effectively average at t = 1000, "
+        "t = 100 and t = 10?",
+        _answer_lab, {"lab.data": "two moons", "lab.t": 100, "lab.sampler": "DDPM", "lab.seed": 0}, run=True),
 )
+
+# One or two sentences at the top of every tab: what it shows and what to try first.
+TAB_INTROS = {
+    "tour": "Thirteen short steps through the ideas behind a diffusion model. Read a step, press **Show me** to "
+            "open the tab that makes its point with the right settings, guess the answer to its question, then "
+            "press **Reveal** to check your guess against the live numbers.",
+    "forward": "The forward process q(x_t | x_0) turns a picture into noise. Drag **t** from 0 to 1000 and flip "
+               "the schedule: the picture, the numbers and the histogram follow at once, computed in your browser.",
+    "compare": "The same picture and the same noise ε under the linear and the cosine schedule at one t. Move "
+               "**t** to around 500 and see which schedule keeps more of the picture.",
+    "reverse": "A trained network turns pure noise x_T into a picture, one step at a time. Press **Sample**, "
+               "then drag the scrubber to see any step taken apart; try fewer steps, DDIM or another schedule.",
+    "noise": "At every t the network's predicted noise ε̂ gives a one-shot guess of the clean picture, x̂_0. "
+             "Press **Compute** and move the timestep slider: x̂_0 is blurry at large t and sharp at small t.",
+    "architecture": "What the U-Net is made of and what it computes: its stages, how t and the class enter, and "
+                    "the feature maps of one x_t. Press **Show feature maps**, then try a small and a large t.",
+    "lab": "",  # the lab tab has its own longer introduction
+    "math": "Every formula the tabs use, with the paper and equation it comes from. Symbols: x_0 the clean "
+            "picture, x_t the noised one, ε the noise, ε̂ = ε_θ(x_t, t) the network's prediction, β_t, α_t = 1 − β_t "
+            "and ᾱ_t their products.",
+}
 
 
 def step(index) -> TourStep:
@@ -290,6 +346,17 @@ def step_markdown(index) -> str:
     """The step's title, text and question, as Markdown (the answer stays hidden until revealed)."""
     s = step(index)
     return f"### {s.title}\n\n{s.text}\n\n**Before you look:** {s.question}"
+
+
+def show_me(index) -> tuple[str, dict, bool]:
+    """What "Show me" does: the tab to open, the widget values to set and whether to press the tab's run button."""
+    s = step(index)
+    return s.tab, dict(s.settings), s.run
+
+
+def setting_keys() -> list[str]:
+    """Every "<tab>.<widget>" some step sets, in a fixed order (the app's outputs of "Show me")."""
+    return sorted({k for s in STEPS for k in s.settings})
 
 
 def reveal(index, model: DiffusionModel | None) -> str:

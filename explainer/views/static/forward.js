@@ -117,7 +117,7 @@ function ndtr(z) {
 }
 
 // ---- pixels ----
-const S = {t: null, schedule: null, px: null, paints: 0, last: null, version: 0, wanted: 0};
+const S = {t: null, schedule: null, px: null, paints: 0, last: null, version: 0, wanted: 0, retries: 0};
 // the payload's file: x_0's 8-bit levels (n bytes), then eps as little-endian int16 (n values)
 function setPixels(p, buffer) {
   const n = p.width * p.height * 3;
@@ -344,13 +344,16 @@ ROOT.innerHTML = P.mode === "forward"
 ROOT.dataset.ddpmView = P.mode;  // (tests and the load benchmark find the view by it)
 const canvas = role => ROOT.querySelector(`canvas[data-role="${role}"]`);
 
+// t and the schedule as the page shows them; null while the slider or the radio is not in the page yet (a tab that
+// is opened for the first time may build this view before them: paint then shows t0 and reads them again soon)
 function readT() {
   const input = document.querySelector(`#${P.ids.t} input[type=range]`);
   const v = input ? Number(input.value) : NaN;
-  return Number.isFinite(v) ? Math.min(Math.max(Math.round(v), 0), T) : P.ids.t0;
+  return Number.isFinite(v) ? Math.min(Math.max(Math.round(v), 0), T) : null;
 }
 function readSchedule() {
   const box = P.ids.schedule && document.getElementById(P.ids.schedule);
+  if (!box) return null;
   const on = box && (box.querySelector("input[type=radio]:checked") || box.querySelector("input[aria-checked=true]"));
   return on && NAMES.includes(on.value) ? on.value : NAMES[0];
 }
@@ -360,7 +363,8 @@ function paint(force) {
   const t0 = performance.now();
   if (S.t === null) S.t = readT();
   if (S.schedule === null) S.schedule = P.mode === "forward" ? readSchedule() : "";
-  const t = S.t, schedule = S.schedule, key = `${t}|${schedule}|${S.version}`;
+  if ((S.t === null || S.schedule === null) && S.retries++ < 200) setTimeout(() => paint(true), 50);
+  const t = S.t ?? P.ids.t0, schedule = S.schedule ?? NAMES[0], key = `${t}|${schedule}|${S.version}`;
   if (!force && key === S.last) return;
   let done = true;
   if (P.mode === "forward") {
@@ -410,10 +414,18 @@ function onInput(e) {
 }
 document.addEventListener("input", onInput, true);
 document.addEventListener("change", onInput, true);
-hub[P.mode] = {detach: () => {
-  document.removeEventListener("input", onInput, true);
-  document.removeEventListener("change", onInput, true);
-}};
+hub[P.mode] = {
+  detach: () => {
+    document.removeEventListener("input", onInput, true);
+    document.removeEventListener("change", onInput, true);
+  },
+  // t or the schedule set from the server (the tour's "Show me") fires no input event: read them again and repaint
+  sync: () => {
+    S.t = null;
+    if (P.mode === "forward") S.schedule = null;
+    paint(true);
+  },
+};
 ROOT.__ddpm = {state: S, paint, hist: null, ms: 0};
 
 watch("value", () => loadPixels(P.value));
