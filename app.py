@@ -5,8 +5,14 @@ checkpoint in checkpoints/mnist-ddpm, or the folder named by $DDPM_EXPLAINER_CHE
 """
 from __future__ import annotations
 
+import atexit
 import functools
+import json
 import os
+import signal
+import sys
+import threading
+import weakref
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -23,7 +29,9 @@ from explainer.views import histogram as vh
 from explainer.views import equations as vm
 from explainer.views import noise as vn
 from explainer.views import reverse as vr
+from explainer.views import sessions as vsess
 from explainer.views import step as vs
+from explainer.views import tour as vt
 from explainer.views import model_slot as views
 from explainer.render.images import MAX_FILE_BYTES
 from explainer.paths import ASSETS
@@ -76,6 +84,8 @@ class AppContext:
     registry: views.ModelRegistry
     model_name: gr.State | None = None  # set by build_app inside the Blocks
     followers: list = field(default_factory=list)  # (component, update(slot) -> its new props)
+    widgets: dict = field(default_factory=dict)  # "<tab>.<widget>" -> component, for the tour's "Show me"
+    work: vsess.SessionWork = field(default_factory=vsess.SessionWork)  # one walk at a time per session
 
     @property
     def slot(self) -> views.ModelSlot:
@@ -128,9 +138,15 @@ def api_outputs(*kinds: str) -> list:
     return [gr.Markdown(visible=False) if k == "md" else gr.Image(visible=False, format=k) for k in kinds]
 
 
-def forward_tab(demo: gr.Blocks) -> None:
+def tab_intro(tab: str) -> gr.Markdown:
+    """The tab's opening sentences: what it shows and what to try first."""
+    return gr.Markdown(vt.TAB_INTROS[tab], elem_id=f"{tab}-intro", elem_classes=["tab-intro"])
+
+
+def forward_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     """Forward diffusion: x_t from the closed form, numbers, curves and histogram painted in the page; strips."""
     with gr.Tab("Forward diffusion", id="forward"):
+        tab_intro("forward")
         with gr.Row():
             with gr.Column():
                 f_image = UploadImage(PHOTOS[0], type="filepath", label="x_0 (pick an example or upload)",
@@ -148,6 +164,7 @@ def forward_tab(demo: gr.Blocks) -> None:
         f_strip1000 = gr.Image(label="the 1000-step Markov chain (fresh noise each step), every 100th step",
                                interactive=False, elem_id="fwd-strip1000", format="jpeg")
         xt, numbers, curves, hist, hist_text = api_outputs("jpeg", "md", "png", "png", "md")
+    ctx.widgets.update({"forward.t": f_t, "forward.schedule": f_schedule, "forward.seed": f_seed})
 
     # the page repaints on every t or schedule move; the server sends x_0 and eps when the image or seed changes
     gr.on([demo.load, f_image.change, f_seed.change], clear_errors(vc.pixels_payload), [f_image, f_seed], f_view,
@@ -163,9 +180,10 @@ def forward_tab(demo: gr.Blocks) -> None:
           **CHEAP)
 
 
-def compare_tab(demo: gr.Blocks) -> None:
+def compare_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     """Compare schedules: the same x_0 and eps under linear and cosine at one t, painted in the page."""
     with gr.Tab("Compare schedules", id="compare"):
+        tab_intro("compare")
         with gr.Row():
             c_image = UploadImage(PHOTOS[0], type="filepath", label="x_0", sources=["upload", "clipboard"],
                                   height=220, elem_id="cmp-image")
@@ -176,6 +194,7 @@ def compare_tab(demo: gr.Blocks) -> None:
                                    elem_id="cmp-seed")
         c_view = page_view("cmp-view", vc.compare_props(), "cmp-t", 300)
         linear, cosine, text, curves = api_outputs("jpeg", "jpeg", "md", "png")
+    ctx.widgets.update({"compare.t": c_t, "compare.seed": c_seed})
 
     gr.on([demo.load, c_image.change, c_seed.change], clear_errors(vc.pixels_payload), [c_image, c_seed], c_view,
           api_name="compare_pixels", api_visibility="undocumented", trigger_mode="always_last", **CHEAP)
@@ -187,10 +206,14 @@ def compare_tab(demo: gr.Blocks) -> None:
 def stream_walk(ctx: AppContext, gifs: vr.GifStore):
     """The reverse walk handler: streams each walk's panel, then the recorded walks, scrubber, strip and GIF."""
     def reverse_walk(digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b, model_name=None,
-                     progress=gr.Progress()):
+                     request: gr.Request = None, progress=gr.Progress()):
+        session = request.session_hash if request is not None else None
+        token = ctx.work.begin(session)  # (a walk this session started before stops at its next step)
         try:
             for u in vr.reverse_walk(ctx.need_model(model_name), digit, guidance, sampler, steps, schedule, seed,
                                      compare_mode, steps_b):
+                if not ctx.work.current(session, token):
+                    return
                 progress((u.step, u.total), desc="sampling")
                 panels = [p if p is not None else gr.skip() for p in u.panels]
                 if len(panels) == 1:  # one walk: hide the second picture
@@ -207,6 +230,8 @@ def stream_walk(ctx: AppContext, gifs: vr.GifStore):
                 yield *done, gifs.save(u.walks)  # then its GIF
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from None
+        finally:
+            ctx.work.end(session, token)
     return reverse_walk
 
 
@@ -245,22 +270,26 @@ def image_size_words(model) -> str:
 def reverse_tab(ctx: AppContext) -> None:
     """Reverse diffusion: streamed walks, side by side, a scrubber and the step taken apart."""
     with gr.Tab("Reverse diffusion", id="reverse"):
+        tab_intro("reverse")
         r_notice = gr.Markdown(ctx.slot.notice(), elem_id="reverse-notice")
         with gr.Row():
             with gr.Column(scale=1):
                 r_digit = gr.Dropdown(ctx.classes, value=ctx.default_class, label=class_word(ctx.model),
                                       elem_id="rev-class")
                 r_guidance = gr.Slider(0, GUIDANCE_MAX, value=3.0, step=0.5,
-                                       label="guidance scale w (1 = plain conditional, 0 = unconditional)")
-                r_sampler = gr.Radio(list(vr.SAMPLERS), value="DDPM", label="sampler")
+                                       label="guidance scale w (1 = plain conditional, 0 = unconditional)",
+                                       elem_id="rev-guidance")
+                r_sampler = gr.Radio(list(vr.SAMPLERS), value="DDPM", label="sampler", elem_id="rev-sampler")
                 r_steps = gr.Slider(vr.MIN_STEPS, ctx.T, value=100, step=1, label="inference steps",
                                     elem_id="rev-steps")
                 r_schedule = gr.Radio(list(vr.INFERENCE_SCHEDULES), value="training",
-                                      label="inference schedule (the training one or the other one)")
-                r_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed")
-                r_compare = gr.Dropdown(list(vr.COMPARE_MODES), value="off", label="side by side (same starting noise)")
+                                      label="inference schedule (the training one or the other one)",
+                                      elem_id="rev-schedule")
+                r_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed", elem_id="rev-seed")
+                r_compare = gr.Dropdown(list(vr.COMPARE_MODES), value="off", label="side by side (same starting noise)",
+                                        elem_id="rev-compare")
                 r_steps_b = gr.Slider(vr.MIN_STEPS, ctx.T, value=20, step=1,
-                                      label="second walk's steps ('two step counts')")
+                                      label="second walk's steps ('two step counts')", elem_id="rev-steps-b")
                 with gr.Row():
                     r_run = gr.Button("Sample", variant="primary", elem_id="rev-run")
                     r_stop = gr.Button("Stop", variant="stop", elem_id="rev-stop")
@@ -278,7 +307,10 @@ def reverse_tab(ctx: AppContext) -> None:
                 r_strip = gr.Image(label="10 frames of the walk (the article's figure 9)", interactive=False,
                                    format="png")
                 r_gif = gr.File(label="the walk as a GIF", interactive=False)
-        r_walks = gr.State(None)
+        r_walks = gr.State(None, time_to_live=vsess.RESULT_TTL_S)
+    ctx.widgets.update({"reverse.digit": r_digit, "reverse.guidance": r_guidance, "reverse.sampler": r_sampler,
+                        "reverse.steps": r_steps, "reverse.schedule": r_schedule, "reverse.seed": r_seed,
+                        "reverse.compare": r_compare, "reverse.steps_b": r_steps_b})
 
     ctx.follow(r_notice, lambda slot: slot.notice())
     ctx.follow(r_digit, class_dropdown("{cls}"))
@@ -324,6 +356,7 @@ def noise_tab(ctx: AppContext) -> None:
 
     image_label = "real {what} ({size} after conversion)"
     with gr.Tab("Subtract all predicted noise", id="noise"):
+        tab_intro("noise")
         n_notice = gr.Markdown(ctx.slot.notice(), elem_id="noise-notice")
         with gr.Row():
             with gr.Column(scale=1):
@@ -336,9 +369,11 @@ def noise_tab(ctx: AppContext) -> None:
                 model_examples(ctx, n_image, image_label, "noise")
                 n_digit = gr.Dropdown(ctx.classes, value=UNCONDITIONAL, label="condition on class",
                                       elem_id="noise-class")
-                n_guidance = gr.Slider(0, GUIDANCE_MAX, value=1.0, step=0.5, label="guidance scale")
-                n_num_t = gr.Slider(vn.MIN_T, min(vn.MAX_T, ctx.T), value=50, step=1, label="timesteps")
-                n_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed")
+                n_guidance = gr.Slider(0, GUIDANCE_MAX, value=1.0, step=0.5, label="guidance scale",
+                                       elem_id="noise-guidance")
+                n_num_t = gr.Slider(vn.MIN_T, min(vn.MAX_T, ctx.T), value=50, step=1, label="timesteps",
+                                    elem_id="noise-num-t")
+                n_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed", elem_id="noise-seed")
                 n_run = gr.Button("Compute", variant="primary", elem_id="noise-run")
             with gr.Column(scale=2):
                 n_index = gr.Slider(0, 1, value=0, step=1, label="timestep (index, noisiest first)",
@@ -349,7 +384,9 @@ def noise_tab(ctx: AppContext) -> None:
                 n_curve = gr.Plot(label="error per t")
         n_grid = gr.Image(label="every timestep: x0_hat | x_t | eps_hat (every eps_hat on one scale, see the text "
                           "above)", interactive=False, elem_id="noise-grid", format="png")
-        n_result = gr.State(None)
+        n_result = gr.State(None, time_to_live=vsess.RESULT_TTL_S)
+    ctx.widgets.update({"noise.source": n_source, "noise.digit": n_digit, "noise.guidance": n_guidance,
+                        "noise.num_t": n_num_t, "noise.seed": n_seed})
 
     ctx.follow(n_notice, lambda slot: slot.notice())
     ctx.follow(n_source, lambda slot: gr.Radio(choices=source_choices(slot.model)))
@@ -375,6 +412,7 @@ def architecture_tab(ctx: AppContext) -> None:
     """Architecture: the U-Net's stages, how t and the class enter, and feature maps of an x_t."""
     image_label = "{what} ({size} after conversion)"
     with gr.Tab("Architecture", id="architecture"):
+        tab_intro("architecture")
         a_notice = gr.Markdown(ctx.slot.notice(), elem_id="arch-notice")
         table, cond = architecture_views(ctx.model)
         a_table = gr.Dataframe(table, label="the U-Net's stages", interactive=False, elem_id="arch-table")
@@ -389,12 +427,13 @@ def architecture_tab(ctx: AppContext) -> None:
                 a_t = gr.Slider(1, ctx.T, value=300, step=1, label="t", elem_id="arch-t")
                 a_digit = gr.Dropdown(ctx.classes, value=ctx.default_class, label="class given to the network",
                                       elem_id="arch-class")
-                a_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed")
+                a_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed", elem_id="arch-seed")
                 a_run = gr.Button("Show feature maps", variant="primary", elem_id="arch-run")
             with gr.Column(scale=2):
                 a_xt = gr.Image(label="x_t", interactive=False, height=200, elem_id="arch-xt", format="png")
                 a_maps = gr.Image(label="feature maps after each stage (first 8 channels, each scaled to "
                                   "its own range)", interactive=False, elem_id="arch-maps", format="png")
+    ctx.widgets.update({"architecture.t": a_t, "architecture.digit": a_digit, "architecture.seed": a_seed})
 
     ctx.follow(a_notice, lambda slot: slot.notice())
     ctx.follow(a_table, lambda slot: architecture_views(slot.model)[0])
@@ -406,14 +445,18 @@ def architecture_tab(ctx: AppContext) -> None:
                 [a_image, a_t, a_digit, a_seed, ctx.model_name], [a_xt, a_maps], api_name="feature_maps", **HEAVY)
 
 
-def lab_tab(demo: gr.Blocks) -> None:
+def lab_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     """2D lab: a whole data distribution, its particles and the learned field on one screen, and the exact denoiser."""
     from explainer.views import lab as vl
 
     def lab_walk(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, model=None, sketch=None,
-                 progress=gr.Progress()):
+                 request: gr.Request = None, progress=gr.Progress()):
+        session = request.session_hash if request is not None else None
+        token = ctx.work.begin(session)  # (one walk per session: the reverse tab's and this one share the rule)
         try:
             for u in vl.walk(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, model, sketch):
+                if not ctx.work.current(session, token):
+                    return
                 progress((u.step, u.total), desc="walking")
                 pic = u.picture if u.picture is not None else gr.skip()
                 if not u.finished:
@@ -423,6 +466,8 @@ def lab_tab(demo: gr.Blocks) -> None:
                        u.walk.metrics)
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from None
+        finally:
+            ctx.work.end(session, token)
 
     def lab_train(dataset, steps, seed, sketch=None, progress=gr.Progress()):
         try:
@@ -440,7 +485,8 @@ def lab_tab(demo: gr.Blocks) -> None:
         gr.Markdown("In two dimensions the whole data distribution fits on one screen. The same schedules, "
                     "respacing and samplers as the digit tabs drive two denoisers: a small MLP trained on the "
                     "points, and the **exact** denoiser of those points, E[x_0 | x_t] in closed form, which takes "
-                    "every particle back onto a training point (it memorises). Pick a data set or draw your own.")
+                    "every particle back onto a training point (it memorises). Pick a data set or draw your own.",
+                    elem_id="lab-intro")
         with gr.Row():
             with gr.Column(scale=1):
                 l_data = gr.Dropdown(list(vl.DATASETS), value="two moons", label="data set", elem_id="lab-data")
@@ -489,8 +535,9 @@ def lab_tab(demo: gr.Blocks) -> None:
                                     interactive=False, elem_id="lab-scrub")
                 l_frame_text = gr.Markdown(elem_id="lab-frame-text")
                 l_metrics = gr.Markdown(elem_id="lab-metrics")
-        l_model = gr.State(None)
-        l_record = gr.State(None)
+        l_model = gr.State(None, time_to_live=vsess.RESULT_TTL_S)
+        l_record = gr.State(None, time_to_live=vsess.RESULT_TTL_S)
+    ctx.widgets.update({"lab.data": l_data, "lab.t": l_t, "lab.sampler": l_sampler, "lab.seed": l_seed})
 
     gr.on([demo.load, l_t.change, l_schedule.change, l_seed.change, l_data.change, l_sketch.change],
           clear_errors(vl.forward_view), [l_data, l_t, l_schedule, l_seed, l_sketch], [l_forward, l_forward_text],
@@ -512,6 +559,118 @@ def lab_tab(demo: gr.Blocks) -> None:
     # reads the session's recorded walk: callable, but not in the API docs
     l_scrub.input(clear_errors(vl.walk_frame), [l_record, l_scrub], [l_walk, l_frame_text, l_t, l_schedule],
                   api_name="lab_scrub", api_visibility="undocumented", trigger_mode="always_last", **CHEAP)
+
+
+RUN_BUTTONS = {"reverse": "rev-run", "noise": "noise-run", "architecture": "arch-run", "lab": "lab-run"}
+
+
+@dataclass
+class TourParts:
+    """The tour's widgets: in its tab (step, text, answer, buttons) or in the bar above the tabs (the question while
+    the learner looks at another tab, with Reveal, Back and Next)."""
+
+    step: gr.Dropdown | None = None
+    text: gr.Markdown | None = None
+    answer: gr.Markdown | None = None
+    show: gr.Button | None = None
+    reveal: gr.Button | None = None
+    previous: gr.Button | None = None
+    next: gr.Button | None = None
+    tab: gr.Tab | None = None
+
+
+@dataclass
+class TourBar:
+    group: gr.Group
+    question: gr.Markdown
+    answer: gr.Markdown
+    reveal: gr.Button
+    back: gr.Button
+    next: gr.Button
+
+
+def tour_bar() -> TourBar:
+    """Above the tabs, hidden until "Show me": the step's question, so it can be answered while looking."""
+    with gr.Group(visible=False, elem_id="tour-bar") as group:
+        question = gr.Markdown(elem_id="tour-bar-question")
+        answer = gr.Markdown(elem_id="tour-bar-answer")
+        with gr.Row():
+            reveal = gr.Button("Reveal the answer", size="sm", elem_id="tour-bar-reveal")
+            back = gr.Button("Back to the tour", size="sm", elem_id="tour-bar-back")
+            nxt = gr.Button("Next step ▸", size="sm", elem_id="tour-bar-next")
+    return TourBar(group, question, answer, reveal, back, nxt)
+
+
+def tour_tab() -> TourParts:
+    """Tour: the story in short steps; "Show me" opens the tab that makes the point, "Reveal" the live answer."""
+    parts = TourParts()
+    with gr.Tab("Tour", id="tour") as parts.tab:
+        tab_intro("tour")
+        parts.step = gr.Dropdown([(s.title, i) for i, s in enumerate(vt.STEPS)], value=0, label="step",
+                                 elem_id="tour-step")
+        parts.text = gr.Markdown(vt.step_markdown(0), latex_delimiters=vm.LATEX_DELIMITERS, elem_id="tour-text")
+        with gr.Row():
+            parts.previous = gr.Button("◂ Previous", size="sm", elem_id="tour-prev")
+            parts.show = gr.Button("Show me", variant="primary", elem_id="tour-show")
+            parts.reveal = gr.Button("Reveal the answer", elem_id="tour-reveal")
+            parts.next = gr.Button("Next ▸", size="sm", elem_id="tour-next")
+        parts.answer = gr.Markdown(elem_id="tour-answer")
+    return parts
+
+
+def tour_run_js() -> str:
+    """After "Show me": repaint the page-painted views (their t was set from the server) and press the tab's run
+    button where the step's picture needs the network."""
+    buttons = [RUN_BUTTONS.get(s.tab) if s.run else None for s in vt.STEPS]
+    return ("(i) => { const views = window.__ddpmViews || {};"
+            " for (const v of Object.values(views)) if (v.sync) v.sync();"
+            f" const id = {json.dumps(buttons)}[Number(i)];"
+            " if (id) setTimeout(() => document.getElementById(id)?.click(), 100); return []; }")
+
+
+def wire_tour(ctx: AppContext, tabs: gr.Tabs, tour: TourParts, bar: TourBar) -> None:
+    """The tour's events: choose a step, Show me (tab and widgets, then the run), Reveal, Back and Next."""
+    keys = vt.setting_keys()
+    widgets = [ctx.widgets[k] for k in keys]
+    last = len(vt.STEPS) - 1
+
+    def show_step(index):
+        return vt.step_markdown(index), ""
+
+    def show_me(index):
+        tab, settings, _ = vt.show_me(index)
+        step = vt.step(index)
+        question = f"**Tour, {step.title}.** {step.question}"
+        values = [settings[k] if k in settings else gr.skip() for k in keys]
+        return gr.Tabs(selected=tab), gr.Group(visible=True), question, "", *values
+
+    def reveal(index, model_name=None):
+        vt.step(index)  # (a bad index is refused before any work)
+        try:
+            model = ctx.need_model(model_name)
+        except ModelUnavailable:
+            model = None
+        answer = vt.reveal(index, model)
+        return answer, answer
+
+    def move(index, by):
+        vt.step(index)  # checked
+        return min(max(int(index) + by, 0), last)
+
+    tour.step.change(clear_errors(show_step), tour.step, [tour.text, tour.answer], api_name="tour_step", **CHEAP)
+    tour.previous.click(clear_errors(lambda i: move(i, -1)), tour.step, tour.step, api_name="tour_previous", **CHEAP)
+    tour.next.click(clear_errors(lambda i: move(i, 1)), tour.step, tour.step, api_name="tour_next", **CHEAP)
+    shown = tour.show.click(clear_errors(show_me), tour.step, [tabs, bar.group, bar.question, bar.answer, *widgets],
+                            api_name="tour_show", **CHEAP)
+    shown.success(None, tour.step, None, js=tour_run_js(), api_name="tour_run", api_visibility="private")
+    gr.on([tour.reveal.click, bar.reveal.click], clear_errors(reveal), [tour.step, ctx.model_name],
+          [tour.answer, bar.answer], api_name="tour_reveal", concurrency_id="model", concurrency_limit=2)
+    bar.back.click(lambda: (gr.Tabs(selected="tour"), gr.Group(visible=False)), None, [tabs, bar.group],
+                   api_name="tour_back", api_visibility="private", **CHEAP)
+    bar.next.click(clear_errors(lambda i: (move(i, 1), gr.Tabs(selected="tour"), gr.Group(visible=False))), tour.step,
+                   [tour.step, tabs, bar.group], api_name="tour_bar_next", api_visibility="private", **CHEAP)
+    tour.tab.select(lambda: gr.Group(visible=False), None, bar.group, api_name="tour_opened",
+                    api_visibility="private", **CHEAP)
 
 
 def model_picker(ctx: AppContext) -> gr.Dropdown:
@@ -540,6 +699,7 @@ def wire_model_picker(ctx: AppContext, picker: gr.Dropdown) -> None:
 def math_tab() -> None:
     """Math: the equations each tab uses, with their sources."""
     with gr.Tab("Math", id="math"):
+        tab_intro("math")
         gr.Markdown(vm.ALL, latex_delimiters=vm.LATEX_DELIMITERS, elem_id="math")
 
 
@@ -558,16 +718,40 @@ def build_app(models: views.ModelSlot | views.ModelRegistry | None = None) -> gr
         gr.Markdown("# Denoising diffusion, step by step\nThe article's figures, live: the forward process in closed "
                     "form, the reverse process with a real trained U-Net, and what the network sees.")
         picker = model_picker(ctx)
-        with gr.Tabs():
-            forward_tab(demo)
-            compare_tab(demo)
+        bar = tour_bar()
+        with gr.Tabs(elem_id="tabs") as tabs:
+            tour = tour_tab()
+            forward_tab(ctx, demo)
+            compare_tab(ctx, demo)
             reverse_tab(ctx)
             noise_tab(ctx)
             architecture_tab(ctx)
-            lab_tab(demo)
+            lab_tab(ctx, demo)
             math_tab()
         wire_model_picker(ctx, picker)
+        wire_tour(ctx, tabs, tour, bar)
+        keep_bounded(demo, ctx)
     return demo
+
+
+def keep_bounded(demo: gr.Blocks, ctx: AppContext) -> vsess.Housekeeper:
+    """Forget closed and idle sessions and trim the cached files on a schedule (explainer/views/sessions.py)."""
+    ref = weakref.ref(demo)
+
+    def keep_in_cache() -> set:
+        d = ref()
+        return set().union(*(getattr(b, "keep_in_cache", set()) for b in d.blocks.values())) if d else set()
+
+    keeper = vsess.Housekeeper(holder=lambda: getattr(ref(), "state_holder", None),
+                               file_sets=lambda: getattr(ref(), "temp_file_sets", []), keep=keep_in_cache,
+                               work=ctx.work)
+
+    def session_closed(request: gr.Request):
+        keeper.closed(request.session_hash)
+
+    session_closed.keeper = keeper  # (tests reach the keeper through the unload event)
+    demo.unload(session_closed)  # (the closure keeps the keeper alive as long as the app)
+    return keeper.start()
 
 
 def argument_of(block, name: str) -> guard.Argument:
@@ -655,7 +839,8 @@ def launch(demo: gr.Blocks, **kwargs):
     app_kwargs = {"middleware": [Middleware(guard.RequestGuard, endpoints=endpoints, named=named_arguments(demo),
                                             known_event=functools.partial(known_event, demo))],
                   "exception_handlers": {RequestValidationError: short_validation_error}}
-    kwargs = dict(show_error=True, max_file_size=MAX_FILE_BYTES, css=CSS, app_kwargs=app_kwargs) | kwargs
+    kwargs = dict(show_error=True, max_file_size=MAX_FILE_BYTES, css=CSS, app_kwargs=app_kwargs,
+                  state_session_capacity=vsess.SESSION_CAPACITY) | kwargs
     return demo.queue(default_concurrency_limit=1).launch(**kwargs)
 
 
@@ -668,8 +853,26 @@ def configure_threads() -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
 
 
+def serve(demo: gr.Blocks, shutdown_s: float = 1.0) -> None:
+    """Serve until Ctrl-C or SIGTERM, then stop within about ``shutdown_s`` seconds (open page connections are not
+    waited for) and exit, which removes the app's temporary folders (walk GIFs, pixels files)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    launch(demo, prevent_thread_lock=True)
+    while not stop.wait(0.1):
+        pass
+    print("Stopping the server ...", flush=True)
+    closing = threading.Thread(target=demo.close, daemon=True)
+    closing.start()
+    closing.join(shutdown_s)
+    atexit._run_exitfuncs()  # every exit handler now (CPython's own, private): the temporary folders go
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # (skips the interpreter's slow teardown of torch and the server's threads: about a second)
+
+
 if __name__ == "__main__":
     configure_threads()
-    demo = build_app()
     # Host and port: Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, else 127.0.0.1:7860.
-    launch(demo)
+    serve(build_app())

@@ -23,13 +23,15 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 import app  # noqa: E402
 from explainer.views import reverse as vr  # noqa: E402
+from explainer.views import tour  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
 
 from explainer.paths import ROOT  # noqa: E402
 from explainer.paths import ASSETS  # noqa: E402
 PHOTO = str(ASSETS / "camera.png")
 ENDPOINTS = ["/forward_noise", "/forward_curves", "/forward_histogram", "/forward_strips", "/compare_schedules",
-             "/compare_curves", "/reverse_walk", "/noise_removal", "/feature_maps", "/select_model"]
+             "/compare_curves", "/reverse_walk", "/noise_removal", "/feature_maps", "/select_model", "/tour_step",
+             "/tour_previous", "/tour_next", "/tour_show", "/tour_reveal"]
 
 
 def free_port() -> int:
@@ -119,6 +121,18 @@ def test_every_endpoint_works_with_its_defaults(client, name):
         assert read(x_t).ndim == 3 and read(sheet).shape[0] > 5 * 84
     elif name == "/select_model":  # the default model (tests/test_app_models.py switches between several)
         assert out[0].startswith("Model: `tiny`")
+    elif name == "/tour_step":  # the first step's text; its answer cleared
+        assert out[0] == tour.step_markdown(0) and out[1] == ""
+    elif name in ("/tour_previous", "/tour_next"):  # from the first step: stays, or the second
+        assert out == (0 if name == "/tour_previous" else 1,)
+    elif name == "/tour_show":  # the bar's question and cleared answer, then the widgets the step sets
+        keys = tour.setting_keys()
+        assert out[0].startswith("**Tour, 1.") and out[1] == ""
+        assert len(out) == 2 + len(keys)
+        values = dict(zip(keys, out[2:]))
+        assert values["forward.t"] == 1000 and values["forward.schedule"] == "linear"
+    elif name == "/tour_reveal":  # in the tour and in the bar, the same live answer
+        assert out[0] == out[1] == tour.reveal(0, None)
 
 
 def test_session_state_scrubber(server):

@@ -1,0 +1,203 @@
+"""What a long-running app keeps per learner, bounded: sessions, their heavy work, and cached files.
+
+A web framework keeps every session's state (here about 330 KB of widget settings, plus a recorded walk of up to
+a few MB) and every file it served, and frees them late or never: an hour after a tab closes, or when its
+session cap of 10,000 is reached. For a class of 50 on one link, or a public page that runs for weeks, that is
+unbounded. ``Housekeeper`` sweeps on a schedule:
+
+- a closed session (its page's heartbeat ended: the tab was closed) is forgotten after ``closed_grace_s``;
+- a session with no event for ``idle_s`` is forgotten (a page left open keeps its settings on screen, and a
+  recorded walk expires sooner anyway, see ``RESULT_TTL_S``);
+- the cached files the app wrote (pictures, GIFs, uploads) are deleted oldest first while they hold more than
+  ``cache_bytes``, never one younger than ``min_file_age_s`` (it may still be on its way to a browser).
+
+``SessionWork`` lets one session run one walk at a time: a new walk in the same session supersedes the running
+one, which stops at its next step (so nothing stays locked if a walk is abandoned without ever finishing).
+
+Nothing here imports the web framework: the session store (``holder``) and the sets of cached file paths are
+passed in, duck-typed (``session_data``, ``time_last_used``, ``lock``, ``delete_state``).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+SESSION_CAPACITY = 300  # sessions kept at most (the oldest used is dropped beyond): about 100 MB of settings
+CLOSED_GRACE_S = 60.0  # a closed tab's session is kept this long (a reload within it finds its state)
+IDLE_S = 2 * 3600.0  # a session with no event for this long is forgotten
+RESULT_TTL_S = 1800.0  # a recorded walk or computed result is kept this long after it was made
+CACHE_BYTES = 256 * 2 ** 20  # cached files kept at most (plus those younger than MIN_FILE_AGE_S)
+MIN_FILE_AGE_S = 120.0
+SWEEP_EVERY_S = 30.0
+
+
+@dataclass
+class SweepReport:
+    """What one sweep freed."""
+
+    closed: int = 0  # sessions forgotten after their tab closed
+    idle: int = 0  # sessions forgotten after ``idle_s`` without an event
+    files: int = 0  # cached files deleted
+    bytes: int = 0  # their size
+    kept_bytes: int = 0  # the cached files' size after the sweep
+    sessions: int = 0  # sessions kept
+
+
+class Housekeeper:
+    """Sweeps a session store and the app's cached files on a schedule (a daemon thread), within set bounds.
+
+    holder: a callable returning the session store (None until the server runs); file_sets: a callable returning
+    sets of cached file paths (the framework's own record of the files it wrote); keep: paths never deleted.
+    """
+
+    def __init__(self, holder: Callable[[], object | None], file_sets: Callable[[], Iterable[set]],
+                 keep: Callable[[], set] = set, closed_grace_s: float = CLOSED_GRACE_S, idle_s: float = IDLE_S,
+                 cache_bytes: int = CACHE_BYTES, min_file_age_s: float = MIN_FILE_AGE_S,
+                 work: "SessionWork | None" = None):
+        self.holder, self.file_sets, self.keep = holder, file_sets, keep
+        self.closed_grace_s, self.idle_s = float(closed_grace_s), float(idle_s)
+        self.cache_bytes, self.min_file_age_s = int(cache_bytes), float(min_file_age_s)
+        self._closed: dict[str, float] = {}  # session -> when its tab closed (time.monotonic)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.work = work if work is not None else SessionWork()
+
+    # ---------------------------------------------------------------- events
+
+    def closed(self, session: str | None) -> None:
+        """The session's page was closed (its heartbeat ended)."""
+        if session:
+            with self._lock:
+                self._closed[session] = time.monotonic()
+
+    def forget(self, session: str) -> bool:
+        """Drop a session's state now (its State values' delete callbacks run). True if it was there."""
+        holder = self.holder()
+        with self._lock:
+            self._closed.pop(session, None)
+        self.work.forget(session)
+        if holder is None or session not in holder.session_data:
+            return False
+        holder.delete_state(session)
+        with holder.lock:
+            holder.session_data.pop(session, None)
+            holder.time_last_used.pop(session, None)
+        return True
+
+    # ---------------------------------------------------------------- sweeping
+
+    def sweep(self) -> SweepReport:
+        """One sweep: forget closed and idle sessions, then trim the cached files to ``cache_bytes``."""
+        report = SweepReport()
+        holder = self.holder()
+        now = time.monotonic()
+        with self._lock:
+            due = [s for s, t in self._closed.items() if now - t >= self.closed_grace_s]
+        for s in due:
+            report.closed += self.forget(s)
+        if holder is not None:
+            wall = datetime.datetime.now()  # (the store's own clock for time_last_used)
+            idle = [s for s, t in list(holder.time_last_used.items()) if (wall - t).total_seconds() >= self.idle_s]
+            for s in idle:
+                report.idle += self.forget(s)
+            report.sessions = len(holder.session_data)
+        report.files, report.bytes, report.kept_bytes = self.trim_files()
+        return report
+
+    def trim_files(self) -> tuple[int, int, int]:
+        """Delete the oldest cached files while they hold more than ``cache_bytes`` -> (files, bytes, bytes kept)."""
+        keep = set(self.keep())
+        files = []
+        sets = list(self.file_sets())
+        for paths in sets:
+            for p in list(paths):
+                if p in keep:
+                    continue
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    paths.discard(p)  # gone already
+                    continue
+                files.append((st.st_mtime, st.st_size, p, paths))
+        total = sum(f[1] for f in files)
+        deleted = freed = 0
+        newest_allowed = time.time() - self.min_file_age_s
+        for mtime, size, p, paths in sorted(files, key=lambda f: f[0]):
+            if total <= self.cache_bytes or mtime > newest_allowed:
+                break
+            try:
+                Path(p).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+            paths.discard(p)
+            total -= size
+            freed += size
+            deleted += 1
+        return deleted, freed, total
+
+    def start(self, every_s: float = SWEEP_EVERY_S) -> "Housekeeper":
+        """Sweep every ``every_s`` seconds in a daemon thread (until this object is garbage)."""
+        if self._thread is not None:
+            return self
+        ref = weakref.ref(self)
+
+        def loop():
+            while True:
+                time.sleep(every_s)
+                me = ref()
+                if me is None:
+                    return
+                try:
+                    me.sweep()
+                except Exception:  # noqa: BLE001 (a sweep must never end the thread; the next one tries again)
+                    pass
+                del me
+
+        self._thread = threading.Thread(target=loop, name="ddpm-explainer-housekeeper", daemon=True)
+        self._thread.start()
+        return self
+
+
+class SessionWork:
+    """One walk at a time per session: ``begin`` supersedes the session's running walk, which sees
+    ``current`` turn False at its next step and stops."""
+
+    def __init__(self):
+        self._running: dict[str, int] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def begin(self, session: str | None) -> int:
+        """Start a walk for ``session``; returns its token (any walk of the session started before stops)."""
+        with self._lock:
+            self._next += 1
+            if session:
+                self._running[session] = self._next
+            return self._next
+
+    def current(self, session: str | None, token: int) -> bool:
+        """Whether the walk with ``token`` is still the session's newest."""
+        if not session:
+            return True
+        with self._lock:
+            return self._running.get(session) == token
+
+    def end(self, session: str | None, token: int) -> None:
+        with self._lock:
+            if session and self._running.get(session) == token:
+                del self._running[session]
+
+    def forget(self, session: str) -> None:
+        with self._lock:
+            self._running.pop(session, None)
+
+    def __len__(self) -> int:
+        return len(self._running)
