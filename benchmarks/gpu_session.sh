@@ -8,6 +8,10 @@
 #   bash benchmarks/gpu_session.sh --fetch     # once, with network access: diffusers' wheel into .whl/
 #                                              # (gitignored), for a Python that has torch but no diffusers
 #   bash benchmarks/gpu_session.sh             # with a CUDA GPU; installs .whl/ for this run if diffusers is missing
+#   bash benchmarks/gpu_session.sh train       # a separate call of about 9 minutes: benchmarks/gpu_train.py trains
+#                                              # a bigger emoji and a bigger digit model (3.5 min each, bf16, batch
+#                                              # 256), evaluates both on the GPU, and leaves each one's weights,
+#                                              # config and eval.json under $OUT (compare before shipping)
 #
 # Logs go to $OUT when it is set, else to out/gpu/.
 set -u
@@ -19,6 +23,10 @@ if [ "${1:-}" = "--fetch" ]; then
 fi
 out="${OUT:-out/gpu}"
 mkdir -p "$out"
+if [ "${1:-}" = "train" ]; then
+  shift
+  exec python3 -u benchmarks/gpu_train.py --out "$out" "$@"
+fi
 if ls .whl/*.whl >/dev/null 2>&1 && ! python3 -c "import diffusers" 2>/dev/null; then
   site="$(mktemp -d)"  # a throwaway install of the fetched wheel, on PYTHONPATH for this run only
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \

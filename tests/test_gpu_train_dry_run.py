@@ -1,0 +1,45 @@
+"""benchmarks/gpu_train.py's CPU dry run: the one GPU training call must not fail on a path that needs no GPU.
+
+Tiny networks and a few steps of both models: the probe, the run sized from its rate, the evaluation with each
+model's judge, and the files brought back (weights, config, report; never the training state).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_train  # noqa: E402
+
+
+def test_gpu_train_dry_run_on_cpu(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        rc = gpu_train.main(["--dry-run", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    log = (tmp_path / "gpu_train.log").read_text()
+    assert rc == 0, log[-3000:]
+    for name in ("emoji-ddpm", "mnist-ddpm"):
+        files = sorted(p.name for p in (tmp_path / name).iterdir())
+        assert files == ["config.json", "eval.json", "model.safetensors"], files
+        report = json.loads((tmp_path / name / "eval.json").read_text())["summary"]
+        guidance = gpu_train.MODELS[name]["guidance"]
+        assert f"acc_5steps_g{guidance}" in report
+        assert json.loads((tmp_path / name / "config.json").read_text())["training"]["final"] is True
+        assert f"{name}: shipped" in log  # compared with the shipped model's report
+    assert len(list(tmp_path.rglob("*"))) <= 8 + 2  # what one device call may bring back: 8 files (+ 2 folders)
+
+
+def test_bigger_size_fits_what_one_call_brings_back():
+    from explainer.model.unet import UNet, UNetConfig
+
+    args = gpu_train.SIZES["bigger"]
+    base, blocks = int(args[args.index("--base-channels") + 1]), int(args[args.index("--num-res-blocks") + 1])
+    net = UNet(UNetConfig(image_size=32, in_channels=3, base_channels=base, channel_mults=(1, 2, 4),
+                          num_res_blocks=blocks, attention_levels=(2,), num_heads=4, num_classes=9))
+    assert 4 * sum(p.numel() for p in net.parameters()) < 15 * 2 ** 20  # float32 weights, under 16 MiB
