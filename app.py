@@ -44,9 +44,19 @@ DIGITS = [str(ASSETS / f"digit_{d}.png") for d in range(10)]
 HEAVY = dict(concurrency_id="model", concurrency_limit=2)  # network work: queued, two at a time
 CHEAP = dict(concurrency_limit=None, show_progress="hidden")  # instant handlers: run concurrently, no spinner
 USER_ERRORS = (ValueError, ModelUnavailable)  # ImageError is a ValueError
-# Gradio floats an image's label over the picture's top-left corner, where it hid the first frames of the wide
-# strips and the top of x_t; this moves every labelled picture down by the label's height instead.
-CSS = ".block:has(> label.float) > .image-container { padding-top: 28px; box-sizing: border-box; }"
+# Gradio floats a picture's label over its top-left corner (where it hid the first frames of the wide strips and
+# the top of x_t) and the picture's toolbar over its top-right one. Here the label of a picture or plot sits above
+# it, in the flow, so a label that wraps on a narrow screen pushes the picture down, and stops short of the toolbar,
+# which moves up beside it (onto the block: its picture's box is no longer its positioning box). The sketchpad's
+# canvas and toolbar keep their box, under the label.
+CSS = """
+.block:has(> label.float):has(> .image-container, > .matplotlib) { display: flex; flex-direction: column; }
+.block:has(> label.float):has(> .image-container, > .matplotlib) > label.float {
+    position: relative; align-self: flex-start; max-width: calc(100% - 84px); }
+.block:has(> label.float) > .image-container { flex: 1 1 auto; min-height: 0; }
+.block:has(> label.float) > .image-container:not(:has(.pixi-target)) { position: static; }
+.block:has(> label.float) > .image-container:has(.pixi-target) { position: relative; }
+"""
 # Output formats: JPEG for photos and noise that change on every slider move (it encodes a noisy picture far
 # faster than Gradio's default WebP; README's Speed section has the numbers), PNG for crisp digits and plots.
 
@@ -227,7 +237,8 @@ def stream_walk(ctx: AppContext, gifs: vr.GifStore):
                 done = (*panels, u.status, u.walks, gr.Slider(maximum=last, value=last, interactive=True),
                         vr.walk_strip(u.walks))
                 yield *done, gr.skip()  # the finished walk at once,
-                yield *done, gifs.save(u.walks)  # then its GIF
+                # then its GIF, with the scrubber's range but not its value (the learner may be scrubbing already)
+                yield *done[:-2], gr.Slider(maximum=last, interactive=True), done[-1], gifs.save(u.walks)
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from None
         finally:

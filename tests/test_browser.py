@@ -9,142 +9,33 @@ changes tracked files. Never skips silently in CI: without Chromium it fails whe
 """
 from __future__ import annotations
 
-import os
 import re
-import socket
-import time
-from pathlib import Path
 
 import pytest
 
+from browser import (app_page, app_slot, app_threads, assert_labels_clear, canvas_url, drag_slider, image_bytes,
+                     open_tab, require_browser, screenshot_dir, shoot as shoot_into, wait_for_new_src, wait_for_view)
+
 pytestmark = pytest.mark.browser
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-ROOT = Path(__file__).resolve().parent.parent
-SHOTS = {"dir": ROOT / "docs" / "screenshots"}  # set by the page fixture
-
-
-def _unavailable(reason: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"browser test cannot run in CI: {reason}")
-    pytest.skip(reason)
+SHOTS = {}  # "dir": where the screenshots go (set by the page fixture)
 
 
 @pytest.fixture(scope="module")
 def page(tiny_ckpt, tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright Python package is missing (pip install playwright)")
-    import torch
-
-    import app
-    from explainer.views import model_slot as views
-
-    threads = torch.get_num_threads()
-    app.configure_threads()
-    slot = views.load_slot(os.environ.get(views.CHECKPOINT_ENV) or None)
-    if not slot.ok:
-        slot = views.load_slot(str(tiny_ckpt))
-    # README's screenshots are refreshed only on request and with the real model; otherwise a test run
-    # leaves the tracked files alone (they go to a temporary folder)
-    refresh = os.environ.get("DDPM_EXPLAINER_SCREENSHOTS") == "1" and slot.path != str(tiny_ckpt)
-    SHOTS["dir"] = ROOT / "docs" / "screenshots" if refresh else tmp_path_factory.mktemp("screenshots")
-    demo = app.build_app(slot)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 900})
-        pg.set_default_timeout(60_000)
-        pg.goto(url)
-        yield pg
-        browser.close()
-    demo.close()
-    torch.set_num_threads(threads)
-
-
-def img_src(page, elem_id: str) -> str | None:
-    loc = page.locator(f"#{elem_id} img")
-    return loc.first.get_attribute("src") if loc.count() else None
-
-
-def wait_for_new_src(page, elem_id: str, old: str | None, timeout: float = 60.0) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        src = img_src(page, elem_id)
-        if src and src != old:
-            return src
-        time.sleep(0.05)
-    raise AssertionError(f"#{elem_id} never showed a new image (still {old!r})")
-
-
-def image_bytes(page, src: str) -> bytes:
-    return page.request.get(src).body()
-
-
-def drag_slider(page, elem_id: str, fraction: float):
-    """Drag a slider's thumb with the mouse (fires .input/.change while moving and .release at the end)."""
-    box = page.locator(f"#{elem_id} input[type=range]").bounding_box()
-    y = box["y"] + box["height"] / 2
-    page.mouse.move(box["x"] + box["width"] * 0.5, y)
-    page.mouse.down()
-    for k in range(1, 6):
-        page.mouse.move(box["x"] + box["width"] * (0.5 + (fraction - 0.5) * k / 5), y)
-        time.sleep(0.03)
-    page.mouse.up()
-
-
-def open_tab(page, name: str):
-    page.get_by_role("tab", name=name).click()
-
-
-def assert_labels_clear(page):
-    """No picture on the open tab lies under its own floating label (Gradio puts labels over the image)."""
-    hidden = page.evaluate("""() => [...document.querySelectorAll('.block')].flatMap(block => {
-        const label = block.querySelector(':scope > label.float'), img = block.querySelector('.image-container img');
-        if (!label || !img || !img.offsetParent) return [];
-        const l = label.getBoundingClientRect(), i = img.getBoundingClientRect();
-        const overlap = l.right > i.left && l.left < i.right && l.bottom > i.top + 1 && l.top < i.bottom;
-        return overlap ? [label.textContent.trim()] : [];
-    })""")
-    assert not hidden, f"labels drawn over their pictures: {hidden}"
+    require_browser()
+    with app_threads():
+        slot = app_slot(tiny_ckpt)
+        SHOTS["dir"] = screenshot_dir(slot, tiny_ckpt, tmp_path_factory)
+        with app_page(slot) as pg:
+            yield pg
 
 
 def shoot(page, name: str):
-    SHOTS["dir"].mkdir(parents=True, exist_ok=True)
-    # wait for pending events (a visible progress tracker) to finish, then let plots and images settle
-    page.wait_for_function("""() => ![...document.querySelectorAll('[data-testid=status-tracker]')]
-        .some(e => !e.classList.contains('hide') && e.getBoundingClientRect().height > 0)""")
-    time.sleep(0.3)
-    page.screenshot(path=str(SHOTS["dir"] / f"{name}.png"), full_page=True)
-
-
-def view_state(page, mode: str) -> dict:
-    """The data attributes of a view the page paints itself (explainer/views/static/forward.js)."""
-    return page.evaluate(f"() => {{ const v = document.querySelector('[data-ddpm-view={mode}]'); "
-                         "return v ? {...v.dataset} : {}; }")
-
-
-def wait_for_view(page, mode: str, **data):
-    """Wait until the painted view's data attributes (t, schedule, seed) hold ``data``."""
-    cond = " && ".join(f"v.dataset.{k} === {str(v)!r}" for k, v in data.items()) or "true"
-    page.wait_for_function(f"() => {{ const v = document.querySelector('[data-ddpm-view={mode}]'); "
-                           f"return v && {cond}; }}")
-
-
-def canvas_url(page, elem_id: str) -> str:
-    return page.evaluate("id => document.getElementById(id).toDataURL('image/png')", elem_id)
+    shoot_into(page, SHOTS["dir"], name)
 
 
 def test_forward_tab_slider_and_schedule(page):
+    open_tab(page, "Forward diffusion")  # (the tour is the first tab)
     wait_for_view(page, "forward", seed="0", t="500")  # x_0 and eps arrived; the page paints every t itself
     first = canvas_url(page, "fwd-xt")
     page.locator("#fwd-t input[type=range]").fill("900")

@@ -9,57 +9,30 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.browser
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+from browser import app_page as serve_page, app_threads, new_page, open_tab, set_slider as set_t, wait_for_view
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+pytestmark = pytest.mark.browser
 FORWARD, COMPARE = "[data-ddpm-view=forward]", "[data-ddpm-view=compare]"
 
 
 @pytest.fixture(scope="module")
 def app_page(tiny_ckpt):
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
     import app
     from explainer.views import model_slot as views
 
-    demo = app.build_app(views.load_slot(str(tiny_ckpt)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(60_000)
-        requests = []
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto(url)
-        wait_for(page, FORWARD, seed="0")
+    requests = []
+    with app_threads(), serve_page(views.load_slot(str(tiny_ckpt)),
+                                   before_goto=lambda pg: pg.on("request", lambda r: requests.append(r.url))) as page:
+        open_tab(page, "Forward diffusion")  # (the tour is the first tab)
+        wait_for_view(page, "forward", seed="0")
         yield app, page, requests
-        browser.close()
-    demo.close()
-
-
-def wait_for(page, view: str, **data):
-    """Wait until the view's data attributes (t, schedule, seed, size) hold ``data``."""
-    cond = " && ".join(f"v.dataset.{k} === {str(v)!r}" for k, v in data.items()) or "true"
-    page.wait_for_function(f"() => {{ const v = document.querySelector({view!r}); return v && {cond}; }}")
 
 
 def canvas(page, css: str) -> np.ndarray:
@@ -80,13 +53,9 @@ def settle(requests: list, quiet: float = 1.5, timeout: float = 60.0):
     raise AssertionError("the page never stopped sending requests")
 
 
-def set_t(page, slider: str, t: int):
-    page.locator(f"#{slider} input[type=range]").fill(str(t))
-
-
 def choose(page, schedule: str):
     page.locator("#fwd-schedule").get_by_text(schedule, exact=True).click()
-    wait_for(page, FORWARD, schedule=schedule)
+    wait_for_view(page, "forward", schedule=schedule)
 
 
 def assert_close(page_img: np.ndarray, server: np.ndarray):
@@ -104,7 +73,7 @@ def test_x_t_numbers_and_curves_follow_t(app_page, schedule):
     choose(page, schedule)
     for t in (0, 1, 137, 500, 999, 1000):
         set_t(page, "fwd-t", t)
-        wait_for(page, FORWARD, t=str(t), schedule=schedule)
+        wait_for_view(page, "forward", t=str(t), schedule=schedule)
         assert_close(canvas(page, "#fwd-xt"), vf.noised(app.PHOTOS[0], t, schedule, 0))
         assert np.array_equal(canvas(page, "#fwd-curves"), vf.schedule_curves_image(t, schedule))
         cells = page.evaluate("() => Object.fromEntries([...document.querySelectorAll('#fwd-numbers td[data-key]')]"
@@ -126,7 +95,7 @@ def test_histogram_is_the_servers(app_page, schedule, t):
 
     choose(page, schedule)
     set_t(page, "fwd-t", t)
-    wait_for(page, FORWARD, t=str(t), schedule=schedule)
+    wait_for_view(page, "forward", t=str(t), schedule=schedule)
     got = page.evaluate(f"() => {{ const h = document.querySelector({FORWARD!r}).__ddpm.hist; return "
                         "{...h, observed: Array.from(h.observed), expected: Array.from(h.expected)}; }")
     want = vh.pixel_histogram(app.PHOTOS[0], t, schedule, 0)
@@ -146,7 +115,7 @@ def test_moving_t_sends_nothing_to_the_server(app_page):
     app, page, requests = app_page
     choose(page, "linear")
     set_t(page, "fwd-t", 500)
-    wait_for(page, FORWARD, t="500")
+    wait_for_view(page, "forward", t="500")
     settle(requests)
     before, paints = len(requests), int(page.evaluate(f"document.querySelector({FORWARD!r}).dataset.paints"))
     box = page.locator("#fwd-t input[type=range]").bounding_box()
@@ -159,11 +128,11 @@ def test_moving_t_sends_nothing_to_the_server(app_page):
     page.mouse.up()
     value = int(page.locator("#fwd-t input[type=number]").input_value())
     assert 150 < value < 250
-    wait_for(page, FORWARD, t=str(value))
+    wait_for_view(page, "forward", t=str(value))
     page.locator("#fwd-t input[type=range]").focus()
     for _ in range(3):
         page.keyboard.press("ArrowRight")
-    wait_for(page, FORWARD, t=str(value + 3))  # keyboard arrows move it too
+    wait_for_view(page, "forward", t=str(value + 3))  # keyboard arrows move it too
     time.sleep(0.5)
     assert int(page.evaluate(f"document.querySelector({FORWARD!r}).dataset.paints")) > paints + 10
     assert requests[before:] == [], requests[before:]
@@ -193,7 +162,7 @@ def test_a_new_seed_or_upload_sends_new_pixels(app_page):
     seed = page.locator("#fwd-seed input")
     seed.fill("11")
     seed.press("Enter")
-    wait_for(page, FORWARD, seed="11", t="300")
+    wait_for_view(page, "forward", seed="11", t="300")
     assert_close(canvas(page, "#fwd-xt"), vf.noised(app.PHOTOS[0], 300, "cosine", 11))
     digit = str(ASSETS / "digit_7.png")
     page.locator("#fwd-image input[type=file]").set_input_files(digit)
@@ -205,18 +174,16 @@ def test_compare_tab_paints_both_schedules(app_page):
     app, first_page, _ = app_page
     from explainer.views import forward as vf
 
-    page = first_page.context.browser.new_page(viewport={"width": 1280, "height": 900})  # a fresh page: no event
-    page.set_default_timeout(60_000)  # of the tests above is still under way
-    requests = []
-    page.on("request", lambda r: requests.append(r.url))
-    page.goto(first_page.url)
+    requests = []  # a fresh page: no event of the tests above is still under way
+    page = new_page(first_page.context.browser, first_page.url,
+                    before_goto=lambda pg: pg.on("request", lambda r: requests.append(r.url)))
     page.get_by_role("tab", name="Compare schedules").click()
-    wait_for(page, COMPARE, seed="0")
+    wait_for_view(page, "compare", seed="0")
     settle(requests)  # (the page's load events and pictures)
     before = len(requests)
     for t in (0, 300, 650, 1000):
         set_t(page, "cmp-t", t)
-        wait_for(page, COMPARE, t=str(t))
+        wait_for_view(page, "compare", t=str(t))
         for name in vf.SCHEDULE_NAMES:
             assert_close(canvas(page, f"#cmp-{name}"), vf.noised(app.PHOTOS[0], t, name, 0))
         assert np.array_equal(canvas(page, "#cmp-curves"), vf.compare_curves_image(t))

@@ -8,64 +8,22 @@ from __future__ import annotations
 
 import math
 import os
-import socket
-import time
-from pathlib import Path
 
 import pytest
 
-from test_browser import img_src, wait_for_new_src  # noqa: E402  the same waiting helpers
+from browser import README_SHOTS, app_page, app_threads, img_src, open_tab, set_number, shoot, wait_for_new_src
 
 pytestmark = pytest.mark.browser
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def _unavailable(reason: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"browser test cannot run in CI: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def page(tiny_ckpt):
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright Python package is missing (pip install playwright)")
-    import torch
-
-    import app
     from explainer.views import model_slot as views
 
-    threads = torch.get_num_threads()
-    app.configure_threads()
-    demo = app.build_app(views.load_slot(str(tiny_ckpt), fast=False))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 1000})
-        pg.set_default_timeout(60_000)
-        pg.goto(url)
-        pg.get_by_role("tab", name="2D lab").click()
+    with app_threads(), app_page(views.load_slot(str(tiny_ckpt), fast=False),
+                                 viewport={"width": 1280, "height": 1000}) as pg:
+        open_tab(pg, "2D lab")
         yield pg
-        browser.close()
-    demo.close()
-    torch.set_num_threads(threads)
-
-
-def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
 
 
 def draw_circle(page) -> None:
@@ -124,3 +82,21 @@ def test_draw_train_and_watch_the_particles_move(page):
     assert wait_for_new_src(page, "lab-walk", walk) != walk
     page.locator("#lab-frame-text").get_by_text("Step 0 of 80").wait_for()
     assert page.locator("#lab-t input[type=number]").input_value() == "1000"
+
+
+def test_a_preset_walk_for_the_readme(page, tmp_path):
+    """The shipped two-moons model and the exact denoiser side by side after a walk (the README's picture with
+    DDPM_EXPLAINER_SCREENSHOTS=1; otherwise the screenshot goes to a temporary folder)."""
+    page.locator("#lab-data input").click()
+    page.get_by_role("option", name="two moons", exact=True).click()
+    page.locator("#lab-field-text").get_by_text("shipped").wait_for(timeout=60_000)
+    set_number(page, "lab-particles", 2000)
+    set_number(page, "lab-steps", 100)
+    walk = img_src(page, "lab-walk")
+    page.locator("#lab-run").click()
+    page.locator("#lab-status").get_by_text("Done").wait_for(timeout=120_000)
+    assert wait_for_new_src(page, "lab-walk", walk) != walk
+    page.locator("#lab-metrics").get_by_text("fresh data (the floor)").wait_for()
+    folder = README_SHOTS if os.environ.get("DDPM_EXPLAINER_SCREENSHOTS") == "1" else tmp_path
+    shoot(page, folder, "lab")
+    assert (folder / "lab.png").stat().st_size > 10_000

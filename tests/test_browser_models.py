@@ -1,40 +1,27 @@
 """The model picker in a real browser: switch to a colour model, see colour pictures on every model tab.
 
-Playwright (the Python package) drives Debian's /usr/bin/chromium with the launch arguments of
-tests/test_browser.py. The app offers a tiny digit model (the default), a tiny colour model with the emoji
-classes, and a damaged checkpoint.
+Playwright (the Python package) drives Debian's /usr/bin/chromium (tests/browser.py). The app offers a tiny
+digit model (the default), a tiny colour model with the emoji classes, and a damaged checkpoint.
 """
 from __future__ import annotations
 
 import io
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from test_browser import CHROMIUM, LAUNCH_ARGS, _unavailable, img_src, open_tab, wait_for_new_src
+from browser import app_page, app_threads, choose, img_src, open_tab, require_browser, wait_for_new_src
 from test_views_colour import is_colour, make_colour_checkpoint
 
 pytestmark = pytest.mark.browser
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 @pytest.fixture(scope="module")
 def page(tiny_ckpt, tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright Python package is missing (pip install playwright)")
-    import torch
-
-    import app
+    require_browser()
     from explainer.views import model_slot as views
-    from test_app_client import free_port
 
     root = tmp_path_factory.mktemp("browser-models")
     colour = make_colour_checkpoint(root / "tiny-emoji")
@@ -43,31 +30,13 @@ def page(tiny_ckpt, tmp_path_factory):
     (damaged / "model.safetensors").write_bytes(b"not safetensors")
     registry = views.ModelRegistry({"tiny": str(tiny_ckpt), "tiny-emoji": str(colour), "damaged": str(damaged)},
                                    device="cpu", fast=False)
-    threads = torch.get_num_threads()
-    app.configure_threads()
-    demo = app.build_app(registry)
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                           quiet=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 900})
-        pg.set_default_timeout(60_000)
-        pg.goto(url)
+    with app_threads(), app_page(registry) as pg:
         yield pg
-        browser.close()
-    demo.close()
-    torch.set_num_threads(threads)
 
 
 def picture(page, src: str) -> np.ndarray:
     with Image.open(io.BytesIO(page.request.get(src).body())) as im:
         return np.asarray(im.convert("RGB"))
-
-
-def choose(page, elem_id: str, option: str):
-    """Pick ``option`` in a Gradio dropdown."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
 
 
 def test_switch_to_the_colour_model_and_walk(page):
