@@ -190,6 +190,32 @@ def test_a_new_walk_in_the_same_session_stops_the_running_one(served):
     assert other.predict("3", 1.0, "DDIM", 10, "training", 0, "off", 20, api_name="/reverse_walk")[2].startswith("Done")
 
 
+def test_walks_queue_in_the_model_slots_and_report_their_place(served):
+    """Two walks fill the two model slots; a third session's walk waits in the queue, and its client is told its
+    place (the page shows it on the walk's pictures: Gradio's "queue: 1/1"); Stop frees a slot for it."""
+    from gradio_client.utils import Status
+
+    _, url = served
+    long = ("1", 3.0, "DDPM", 1000, "training", 0, "two step counts", 1000)
+    busy = [Client(url, verbose=False).submit(*long, api_name="/reverse_walk") for _ in range(2)]
+    deadline = time.time() + 60
+    while any(len(j.outputs()) < 2 for j in busy) and time.time() < deadline:
+        time.sleep(0.05)
+    waiting = Client(url, verbose=False).submit("2", 1.0, "DDIM", 10, "training", 0, "off", 20,
+                                                api_name="/reverse_walk")
+    ranks = []
+    deadline = time.time() + 20
+    while time.time() < deadline and not ranks:
+        st = waiting.status()
+        if st.code == Status.IN_QUEUE and st.rank is not None:
+            ranks.append((st.rank, st.queue_size))
+        time.sleep(0.05)
+    assert ranks and ranks[0][0] == 0, ranks  # first in line (rank 0) behind the two running walks
+    for j in busy:
+        j.cancel()  # Stop: the queued walk gets a slot at once
+    assert waiting.result(timeout=60)[2].startswith("Done")
+
+
 def test_closing_the_page_lets_the_housekeeper_forget_the_session(served):
     """The page's heartbeat ends (tab closed) -> the unload event -> the session is forgotten after the grace."""
     demo, url = served
