@@ -305,3 +305,19 @@ def test_cli_evaluate_colour(colour_ckpt, tiny_npz, tiny_judge, tmp_path):
     assert (tmp_path / "g" / "grid_2steps_g1.png").is_file()
     assert main(["evaluate", "--checkpoint", str(colour_ckpt), "--device", "cpu", "--num-per-class", "1",
                  "--guidance", "1", "--steps", "2", "--data", str(tmp_path / "none.npz"), "--out", str(out)]) == 2
+
+
+def test_shipped_emoji_card_states_the_reports_numbers():
+    """The model card's table row of every guidance scale carries eval.json's accuracy and FD (no stale numbers)."""
+    folder = CHECKPOINTS / "emoji-ddpm"
+    if not (folder / "eval.json").is_file():
+        pytest.skip("no emoji evaluation in checkpoints/")
+    card = (folder / "MODEL_CARD.md").read_text()
+    summary = json.loads((folder / "eval.json").read_text())["summary"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["metrics"] == summary
+    for w in (1, 2, 3):
+        acc, fd = summary[f"acc_100steps_g{w}"], summary[f"fd_100steps_g{w}"]
+        row = f"| {acc * 100:.1f} % | {acc / summary['classifier_balanced_test_acc']:.2f} | {fd:.1f} |"
+        assert row in card.replace("**", ""), row
+    assert f"{config['training']['steps']:,}" in card
