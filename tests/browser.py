@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -42,12 +43,6 @@ def require_browser():
     except ImportError:
         _unavailable("the playwright Python package is missing (pip install playwright)")
     return sync_playwright
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -19,6 +20,13 @@ os.environ.setdefault("DDPM_EXPLAINER_FAST", "0")
 
 from explainer.model.checkpoint import load_model, save_checkpoint  # noqa: E402
 from explainer.model.unet import UNet, UNetConfig  # noqa: E402
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a test server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 TINY = dict(image_size=28, in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
             attention_levels=(1,), num_heads=2, num_classes=10, groups=4)

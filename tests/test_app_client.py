@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 import app  # noqa: E402
+from conftest import free_port  # noqa: E402
 from explainer.views import reverse as vr  # noqa: E402
 from explainer.views import tour  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
@@ -32,12 +32,6 @@ PHOTO = str(ASSETS / "camera.png")
 ENDPOINTS = ["/forward_noise", "/forward_curves", "/forward_histogram", "/forward_strips", "/compare_schedules",
              "/compare_curves", "/reverse_walk", "/noise_removal", "/feature_maps", "/select_model", "/tour_step",
              "/tour_previous", "/tour_next", "/tour_show", "/tour_reveal"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(slot=None):

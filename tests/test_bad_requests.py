@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import socket
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,6 +25,7 @@ gr = pytest.importorskip("gradio")
 httpx = pytest.importorskip("httpx")
 
 import app  # noqa: E402
+from conftest import free_port  # noqa: E402
 from explainer.paths import ASSETS  # noqa: E402
 from explainer.views import guard  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
@@ -38,10 +38,8 @@ ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 @pytest.fixture(scope="module")
 def server(tiny_ckpt):
     demo = app.build_app(views.load_slot(str(tiny_ckpt)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                           quiet=True)
     yield demo, url
     demo.close()
 

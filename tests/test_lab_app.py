@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import numpy as np
@@ -16,18 +15,13 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 import app  # noqa: E402
+from conftest import free_port  # noqa: E402
 from explainer.views import lab as vl  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
 
 DOCUMENTED = {"/lab_forward", "/lab_field", "/lab_walk", "/lab_train"}
 SESSION_HELPERS = {"/lab_scrub", "/lab_classes", "/lab_use_drawing"}  # UI helpers: callable, not in the API docs
 PRIVATE = {"/lab_stop"}  # the Stop button: cancels, nothing to call
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,15 +23,10 @@ from gradio.state_holder import StateHolder  # noqa: E402
 from gradio_client import Client  # noqa: E402
 
 import app  # noqa: E402
+from conftest import free_port  # noqa: E402
 from explainer.paths import ROOT  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
 from explainer.views import sessions as vsess  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
