@@ -41,7 +41,11 @@ from explainer.views.model_slot import ModelUnavailable
 
 PHOTOS = [str(ASSETS / n) for n in ("astronaut.jpg", "camera.png", "coffee.jpg", "chelsea.jpg")]
 DIGITS = [str(ASSETS / f"digit_{d}.png") for d in range(10)]
-HEAVY = dict(concurrency_id="model", concurrency_limit=2)  # network work: queued, two at a time
+# Network work is queued in MODEL_SLOTS slots (the queue tells each waiting page its place). Each event's torch ops
+# take half the cores (configure_threads), so four at once ask for twice the cores: each walk runs slower, but a
+# class's walks start streaming at once instead of waiting for the one before to end.
+MODEL_SLOTS = 4
+HEAVY = dict(concurrency_id="model", concurrency_limit=MODEL_SLOTS)
 CHEAP = dict(concurrency_limit=None, show_progress="hidden")  # instant handlers: run concurrently, no spinner
 USER_ERRORS = (ValueError, ModelUnavailable)  # ImageError is a ValueError
 # Gradio floats a picture's label over its top-left corner (where it hid the first frames of the wide strips and
@@ -675,7 +679,7 @@ def wire_tour(ctx: AppContext, tabs: gr.Tabs, tour: TourParts, bar: TourBar) -> 
                             api_name="tour_show", **CHEAP)
     shown.success(None, tour.step, None, js=tour_run_js(), api_name="tour_run", api_visibility="private")
     gr.on([tour.reveal.click, bar.reveal.click], clear_errors(reveal), [tour.step, ctx.model_name],
-          [tour.answer, bar.answer], api_name="tour_reveal", concurrency_id="model", concurrency_limit=2)
+          [tour.answer, bar.answer], api_name="tour_reveal", **HEAVY)
     bar.back.click(lambda: (gr.Tabs(selected="tour"), gr.Group(visible=False)), None, [tabs, bar.group],
                    api_name="tour_back", api_visibility="private", **CHEAP)
     bar.next.click(clear_errors(lambda i: (move(i, 1), gr.Tabs(selected="tour"), gr.Group(visible=False))), tour.step,
@@ -856,7 +860,7 @@ def launch(demo: gr.Blocks, **kwargs):
 
 
 def configure_threads() -> None:
-    """Two heavy events may run at once: give each half of the cores (at least one).
+    """Give each heavy event's torch ops half the cores (at least one thread); MODEL_SLOTS of them may run at once.
 
     Call it before ``build_app``: the fast eps path that ``views.load_slot`` builds in the background takes
     the same thread count (one on a 2-core machine, so two walks at once run on two cores, without a lock).

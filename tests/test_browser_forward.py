@@ -193,3 +193,20 @@ def test_compare_tab_paints_both_schedules(app_page):
         assert f"keeps √ᾱ_t = {sqrt_ab:.3f}" in text
     assert requests[before:] == [], requests[before:]
     page.close()
+
+
+def test_the_t_slider_works_from_the_keyboard(app_page):
+    """Focus the slider and press arrow keys: t moves one step per key and the painted view follows."""
+    _, page, _ = app_page
+    set_t(page, "fwd-t", 500)
+    wait_for_view(page, "forward", t="500")
+    slider = page.locator("#fwd-t input[type=range]")
+    slider.focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    wait_for_view(page, "forward", t="503")
+    page.keyboard.press("ArrowLeft")
+    wait_for_view(page, "forward", t="502")
+    page.keyboard.press("End")
+    wait_for_view(page, "forward", t="1000")
+    assert slider.input_value() == "1000"

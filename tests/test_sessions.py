@@ -185,13 +185,13 @@ def test_a_new_walk_in_the_same_session_stops_the_running_one(served):
 
 
 def test_walks_queue_in_the_model_slots_and_report_their_place(served):
-    """Two walks fill the two model slots; a third session's walk waits in the queue, and its client is told its
-    place (the page shows it on the walk's pictures: Gradio's "queue: 1/1"); Stop frees a slot for it."""
+    """Walks fill the model slots; one more session's walk waits in the queue, and its client is told its place
+    (the page shows it on the walk's pictures: Gradio's "queue: 1/1"); Stop frees a slot for it."""
     from gradio_client.utils import Status
 
     _, url = served
     long = ("1", 3.0, "DDPM", 1000, "training", 0, "two step counts", 1000)
-    busy = [Client(url, verbose=False).submit(*long, api_name="/reverse_walk") for _ in range(2)]
+    busy = [Client(url, verbose=False).submit(*long, api_name="/reverse_walk") for _ in range(app.MODEL_SLOTS)]
     deadline = time.time() + 60
     while any(len(j.outputs()) < 2 for j in busy) and time.time() < deadline:
         time.sleep(0.05)
@@ -204,7 +204,7 @@ def test_walks_queue_in_the_model_slots_and_report_their_place(served):
         if st.code == Status.IN_QUEUE and st.rank is not None:
             ranks.append((st.rank, st.queue_size))
         time.sleep(0.05)
-    assert ranks and ranks[0][0] == 0, ranks  # first in line (rank 0) behind the two running walks
+    assert ranks and ranks[0][0] == 0, ranks  # first in line (rank 0) behind the running walks
     for j in busy:
         j.cancel()  # Stop: the queued walk gets a slot at once
     assert waiting.result(timeout=60)[2].startswith("Done")

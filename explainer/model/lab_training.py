@@ -224,13 +224,15 @@ def main(argv=None) -> None:
     p.add_argument("--presets", nargs="*", default=list(toy.PRESETS), choices=list(toy.PRESETS))
     p.add_argument("--steps", type=int, default=PRESET_STEPS)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--hidden", type=int, default=LabTrainConfig.hidden, help="width of the MLP")
+    p.add_argument("--blocks", type=int, default=LabTrainConfig.blocks, help="residual blocks of the MLP")
     p.add_argument("--evaluate-only", action="store_true", help="re-measure the shipped networks, do not train")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.evaluate_only:
         evaluate_presets(args.out, args.presets)
         return
-    train_presets(args.out, args.presets, LabTrainConfig(train_steps=args.steps))
+    train_presets(args.out, args.presets, LabTrainConfig(train_steps=args.steps, hidden=args.hidden, blocks=args.blocks))
 
 
 if __name__ == "__main__":
