@@ -9,8 +9,10 @@ import atexit
 import functools
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -718,9 +720,11 @@ def math_tab() -> None:
         gr.Markdown(vm.ALL, latex_delimiters=vm.LATEX_DELIMITERS, elem_id="math")
 
 
-def build_app(models: views.ModelSlot | views.ModelRegistry | None = None) -> gr.Blocks:
+def build_app(models: views.ModelSlot | views.ModelRegistry | None = None, cache_folder=None) -> gr.Blocks:
     """The whole UI. ``models``: one model slot, a ``ModelRegistry``, or None for every diffusion checkpoint under
-    checkpoints/, with $DDPM_EXPLAINER_CHECKPOINT (or the shipped one) as the default."""
+    checkpoints/, with $DDPM_EXPLAINER_CHECKPOINT (or the shipped one) as the default. ``cache_folder``: the
+    folder Gradio writes this app's files to when it is the app's own (``own_cache_folder``): all of it is kept
+    within the bound."""
     if models is None:
         registry = views.ModelRegistry.discover()
     elif isinstance(models, views.ModelSlot):
@@ -745,11 +749,11 @@ def build_app(models: views.ModelSlot | views.ModelRegistry | None = None) -> gr
             math_tab()
         wire_model_picker(ctx, picker)
         wire_tour(ctx, tabs, tour, bar)
-        keep_bounded(demo, ctx)
+        keep_bounded(demo, ctx, cache_folder)
     return demo
 
 
-def keep_bounded(demo: gr.Blocks, ctx: AppContext) -> vsess.Housekeeper:
+def keep_bounded(demo: gr.Blocks, ctx: AppContext, folder=None) -> vsess.Housekeeper:
     """Forget closed and idle sessions and trim the cached files on a schedule (explainer/views/sessions.py)."""
     ref = weakref.ref(demo)
 
@@ -759,7 +763,7 @@ def keep_bounded(demo: gr.Blocks, ctx: AppContext) -> vsess.Housekeeper:
 
     keeper = vsess.Housekeeper(holder=lambda: getattr(ref(), "state_holder", None),
                                file_sets=lambda: getattr(ref(), "temp_file_sets", []), keep=keep_in_cache,
-                               work=ctx.work)
+                               work=ctx.work, folder=folder)
 
     def session_closed(request: gr.Request):
         keeper.closed(request.session_hash)
@@ -887,7 +891,19 @@ def serve(demo: gr.Blocks, shutdown_s: float = 1.0) -> None:
     os._exit(0)  # (skips the interpreter's slow teardown of torch and the server's threads: about a second)
 
 
+def own_cache_folder() -> str:
+    """The folder Gradio writes this app's files to: $GRADIO_TEMP_DIR when set (then it should be this app's
+    alone: the housekeeper trims all of it), else a new folder of this process's, removed at exit (instead of
+    Gradio's default, a folder every Gradio app on the machine shares). Call it before ``build_app``."""
+    folder = os.environ.get("GRADIO_TEMP_DIR")
+    if not folder:
+        folder = tempfile.mkdtemp(prefix="ddpm-explainer-gradio-")
+        os.environ["GRADIO_TEMP_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 if __name__ == "__main__":
     configure_threads()
     # Host and port: Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, else 127.0.0.1:7860.
-    serve(build_app())
+    serve(build_app(cache_folder=own_cache_folder()))

@@ -18,6 +18,7 @@ ends with flat RSS and the temp folder under the app's bound (explainer/views/se
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sys
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from load import call, folder_mb, rss_mb, start_app, upload  # noqa: E402
 
-from explainer.views.sessions import CACHE_BYTES, SESSION_CAPACITY  # noqa: E402
+from explainer.views.sessions import CACHE_BYTES, CACHE_ENV, SESSION_CAPACITY  # noqa: E402
 
 
 def free_port() -> int:
@@ -135,7 +136,12 @@ def main() -> None:
     ap.add_argument("--soak", type=float, default=0.0, help="minutes of mixed traffic afterwards (0: none)")
     ap.add_argument("--walkers", type=int, default=2)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--cache-mb", type=float, default=None,
+                    help="the app's bound on cached files (its $DDPM_EXPLAINER_CACHE_MB; default 256)")
     args = ap.parse_args()
+    if args.cache_mb is not None:
+        os.environ[CACHE_ENV] = str(args.cache_mb)  # (start_app passes the environment on)
+    bound_mb = args.cache_mb if args.cache_mb is not None else CACHE_BYTES / 2 ** 20
 
     temp = Path(tempfile.mkdtemp(prefix="sessions-bench-"))
     port = free_port()
@@ -154,7 +160,7 @@ def main() -> None:
         time.sleep(2)
         ref = rss_mb(proc.pid)
         print(f"warm reference: RSS {ref:.0f} MB, temp folder {folder_mb(temp):.1f} MB "
-              f"(session cap {SESSION_CAPACITY}, cache bound {CACHE_BYTES / 2**20:.0f} MB)")
+              f"(session cap {SESSION_CAPACITY}, cache bound {bound_mb:.0f} MB)")
 
         t0 = time.time()
         step = max(1, args.sessions // 10)
@@ -190,7 +196,7 @@ def main() -> None:
                 th.join()
             print(f"soak of {args.soak:g} min: RSS {rss_s[0][1]:.0f} -> {rss_s[-1][1]:.0f} MB "
                   f"(slope over the second half {slope_per_min(rss_s):+.1f} MB/min), temp folder "
-                  f"{disk_s[-1][1]:.0f} MB (max {max(v for _, v in disk_s):.0f}, bound {CACHE_BYTES / 2**20:.0f} MB "
+                  f"{disk_s[-1][1]:.0f} MB (max {max(v for _, v in disk_s):.0f}, bound {bound_mb:.0f} MB "
                   f"+ the last {120:.0f} s of files; slope {slope_per_min(disk_s):+.1f} MB/min)")
         if errors:
             print(f"{len(errors)} errors, first: {errors[:3]}")

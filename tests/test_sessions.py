@@ -124,6 +124,44 @@ def test_cached_files_trimmed_oldest_first_to_the_bound(tmp_path):
     assert keeper.trim_files()[0] == 2 and sorted(Path(p).name for p in paths) == ["f0.png", "young.png"]
 
 
+def test_the_apps_own_cache_folder_is_trimmed_whole(tmp_path):
+    """Files in the app's cache folder that the framework recorded nowhere (a session's own copy of a widget wrote
+    them) count and go too, with their emptied folders."""
+    now = time.time()
+    recorded = set()
+    for i in range(4):
+        d = tmp_path / f"hash{i}"
+        d.mkdir()
+        p = d / "image.png"
+        p.write_bytes(b"z" * 1000)
+        os.utime(p, (now - 600 + i, now - 600 + i))
+        if i % 2:
+            recorded.add(str(p))
+    keeper = vsess.Housekeeper(holder=lambda: None, file_sets=lambda: [recorded], cache_bytes=1500,
+                               min_file_age_s=60, folder=tmp_path)
+    assert keeper.trim_files() == (3, 3000, 1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hash3"]  # the newest stays; emptied folders went
+    assert recorded == {str(tmp_path / "hash3" / "image.png")}
+
+
+def test_a_failing_part_of_a_sweep_does_not_stop_the_other(tmp_path):
+    old = tmp_path / "old.png"
+    old.write_bytes(b"o" * 100)
+    os.utime(old, (time.time() - 600,) * 2)
+
+    class Broken:
+        session_data = {}
+
+        @property
+        def time_last_used(self):
+            raise RuntimeError("dictionary changed size during iteration")
+
+    keeper = vsess.Housekeeper(holder=lambda: Broken(), file_sets=lambda: [{str(old)}], cache_bytes=0)
+    report = keeper.sweep()
+    assert report.files == 1 and not old.exists()
+    assert keeper.errors == 1 and "changed size" in keeper.last_error
+
+
 def test_session_work_one_walk_per_session():
     work = vsess.SessionWork()
     a = work.begin("s")
@@ -247,6 +285,7 @@ def test_python_app_exits_cleanly_on_a_signal(tiny_ckpt, tmp_path, sig):
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), TMPDIR=str(tmp_path), OMP_NUM_THREADS="1",
                **{views.CHECKPOINT_ENV: str(tiny_ckpt)})
+    env.pop("GRADIO_TEMP_DIR", None)  # the app makes a cache folder of its own
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
@@ -263,7 +302,9 @@ def test_python_app_exits_cleanly_on_a_signal(tiny_ckpt, tmp_path, sig):
         heartbeat = threading.Thread(target=lambda: _read_quietly(f"{url}gradio_api/heartbeat/abc"), daemon=True)
         heartbeat.start()  # an open page: its connection must not hold the exit up
         Client(url, verbose=False).predict(1, api_name="/tour_step")
-        assert any(p.name.startswith("ddpm-explainer-gifs-") for p in tmp_path.iterdir())
+        made = [p.name for p in tmp_path.iterdir()]
+        assert any(n.startswith("ddpm-explainer-gifs-") for n in made)
+        assert any(n.startswith("ddpm-explainer-gradio-") for n in made)  # Gradio's files: in the app's own folder
         proc.send_signal(sig)
         rc = proc.wait(timeout=20)  # (benchmarks/shutdown.py times it: well under 2 s)
     finally:
@@ -272,7 +313,8 @@ def test_python_app_exits_cleanly_on_a_signal(tiny_ckpt, tmp_path, sig):
     out = proc.stdout.read().decode()
     assert rc == 0, out[-2000:]
     assert "Stopping the server" in out
-    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(("ddpm-explainer-gifs-", "ddpm-explainer-pixels-"))]
+    left = [p.name for p in tmp_path.iterdir()
+            if p.name.startswith(("ddpm-explainer-gifs-", "ddpm-explainer-pixels-", "ddpm-explainer-gradio-"))]
     assert not left, f"temporary folders left behind: {left}"
 
 

@@ -9,7 +9,9 @@ unbounded. ``Housekeeper`` sweeps on a schedule:
 - a session with no event for ``idle_s`` is forgotten (a page left open keeps its settings on screen, and a
   recorded walk expires sooner anyway, see ``RESULT_TTL_S``);
 - the cached files the app wrote (pictures, GIFs, uploads) are deleted oldest first while they hold more than
-  ``cache_bytes``, never one younger than ``min_file_age_s`` (it may still be on its way to a browser).
+  ``cache_bytes``, never one younger than ``min_file_age_s`` (it may still be on its way to a browser). The files
+  are those the framework recorded, and, where the app has a cache folder of its own (``folder``), every file in
+  it: a picture sent as a session's own copy of a widget is recorded nowhere else.
 
 ``SessionWork`` lets one session run one walk at a time: a new walk in the same session supersedes the running
 one, which stops at its next step (so nothing stays locked if a walk is abandoned without ever finishing).
@@ -32,7 +34,8 @@ SESSION_CAPACITY = 300  # sessions kept at most (the oldest used is dropped beyo
 CLOSED_GRACE_S = 60.0  # a closed tab's session is kept this long (a reload within it finds its state)
 IDLE_S = 2 * 3600.0  # a session with no event for this long is forgotten
 RESULT_TTL_S = 1800.0  # a recorded walk or computed result is kept this long after it was made
-CACHE_BYTES = 256 * 2 ** 20  # cached files kept at most (plus those younger than MIN_FILE_AGE_S)
+CACHE_ENV = "DDPM_EXPLAINER_CACHE_MB"  # an operator's bound on the cached files, in MiB
+CACHE_BYTES = int(float(os.environ.get(CACHE_ENV) or 256) * 2 ** 20)  # kept at most (plus those under MIN_FILE_AGE_S)
 MIN_FILE_AGE_S = 120.0
 SWEEP_EVERY_S = 30.0
 
@@ -53,20 +56,24 @@ class Housekeeper:
     """Sweeps a session store and the app's cached files on a schedule (a daemon thread), within set bounds.
 
     holder: a callable returning the session store (None until the server runs); file_sets: a callable returning
-    sets of cached file paths (the framework's own record of the files it wrote); keep: paths never deleted.
+    sets of cached file paths (the framework's own record of the files it wrote); keep: paths never deleted;
+    folder: the app's own cache folder, whose every file counts (None: only the recorded files).
     """
 
     def __init__(self, holder: Callable[[], object | None], file_sets: Callable[[], Iterable[set]],
                  keep: Callable[[], set] = set, closed_grace_s: float = CLOSED_GRACE_S, idle_s: float = IDLE_S,
                  cache_bytes: int = CACHE_BYTES, min_file_age_s: float = MIN_FILE_AGE_S,
-                 work: "SessionWork | None" = None):
+                 work: "SessionWork | None" = None, folder: str | os.PathLike | None = None):
         self.holder, self.file_sets, self.keep = holder, file_sets, keep
         self.closed_grace_s, self.idle_s = float(closed_grace_s), float(idle_s)
         self.cache_bytes, self.min_file_age_s = int(cache_bytes), float(min_file_age_s)
         self._closed: dict[str, float] = {}  # session -> when its tab closed (time.monotonic)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.errors = 0  # sweeps (or parts of one) that failed
+        self.last_error = ""
         self.work = work if work is not None else SessionWork()
+        self.folder = Path(folder) if folder is not None else None
 
     # ---------------------------------------------------------------- events
 
@@ -93,8 +100,26 @@ class Housekeeper:
     # ---------------------------------------------------------------- sweeping
 
     def sweep(self) -> SweepReport:
-        """One sweep: forget closed and idle sessions, then trim the cached files to ``cache_bytes``."""
+        """One sweep: trim the cached files to ``cache_bytes``, then forget closed and idle sessions.
+
+        The two parts fail alone (``errors`` counts it, ``last_error`` says what): one never stops the other.
+        """
         report = SweepReport()
+        try:
+            report.files, report.bytes, report.kept_bytes = self.trim_files()
+        except Exception as e:  # noqa: BLE001
+            self._failed(e)
+        try:
+            self._forget_sessions(report)
+        except Exception as e:  # noqa: BLE001
+            self._failed(e)
+        return report
+
+    def _failed(self, e: Exception) -> None:
+        self.errors += 1
+        self.last_error = f"{type(e).__name__}: {e}"
+
+    def _forget_sessions(self, report: SweepReport) -> None:
         holder = self.holder()
         now = time.monotonic()
         with self._lock:
@@ -103,28 +128,40 @@ class Housekeeper:
             report.closed += self.forget(s)
         if holder is not None:
             wall = datetime.datetime.now()  # (the store's own clock for time_last_used)
-            idle = [s for s, t in list(holder.time_last_used.items()) if (wall - t).total_seconds() >= self.idle_s]
-            for s in idle:
+            last_used = _snapshot(holder.time_last_used)  # (the server's threads change it meanwhile)
+            for s in [s for s, t in last_used.items() if (wall - t).total_seconds() >= self.idle_s]:
                 report.idle += self.forget(s)
             report.sessions = len(holder.session_data)
-        report.files, report.bytes, report.kept_bytes = self.trim_files()
-        return report
 
     def trim_files(self) -> tuple[int, int, int]:
         """Delete the oldest cached files while they hold more than ``cache_bytes`` -> (files, bytes, bytes kept)."""
         keep = set(self.keep())
-        files = []
+        files, seen = [], set()
         sets = list(self.file_sets())
         for paths in sets:
-            for p in list(paths):
-                if p in keep:
+            for p in _snapshot(paths):
+                if p in keep or p in seen:
                     continue
+                seen.add(p)
                 try:
                     st = os.lstat(p)
                 except OSError:
                     paths.discard(p)  # gone already
                     continue
                 files.append((st.st_mtime, st.st_size, p, paths))
+        if self.folder is not None and self.folder.is_dir():
+            untracked: set = set()  # (a set to discard from, like the recorded ones)
+            for root, _, names in os.walk(self.folder):
+                for name in names:
+                    p = os.path.join(root, name)
+                    if p in keep or p in seen:
+                        continue
+                    try:
+                        st = os.lstat(p)
+                    except OSError:
+                        continue
+                    seen.add(p)
+                    files.append((st.st_mtime, st.st_size, p, untracked))
         total = sum(f[1] for f in files)
         deleted = freed = 0
         newest_allowed = time.time() - self.min_file_age_s
@@ -141,6 +178,11 @@ class Housekeeper:
             total -= size
             freed += size
             deleted += 1
+            if self.folder is not None:  # the framework writes one folder per file: remove it when empty
+                try:
+                    Path(p).parent.rmdir()
+                except OSError:
+                    pass
         return deleted, freed, total
 
     def start(self, every_s: float = SWEEP_EVERY_S) -> "Housekeeper":
@@ -164,6 +206,16 @@ class Housekeeper:
         self._thread = threading.Thread(target=loop, name="ddpm-explainer-housekeeper", daemon=True)
         self._thread.start()
         return self
+
+
+def _snapshot(collection, tries: int = 20):
+    """A copy of a dict or set that other threads may change meanwhile (a copy fails if one does; try again)."""
+    for _ in range(tries):
+        try:
+            return collection.copy()
+        except RuntimeError:  # changed size during the copy
+            time.sleep(0.001)
+    return collection.copy()
 
 
 class SessionWork:
