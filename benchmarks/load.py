@@ -182,12 +182,14 @@ def rss_mb(pid: int) -> float:
 
 
 def folder_mb(path: Path) -> float:
+    """The size of the files under ``path`` (files and folders the app deletes meanwhile are skipped)."""
     total = 0
-    for p in path.rglob("*"):
-        try:
-            total += p.stat().st_size if p.is_file() else 0
-        except OSError:
-            pass
+    for root, _, names in os.walk(path):  # (os.walk ignores a folder that vanished; Path.rglob raises)
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
     return total / 2**20
 
 
