@@ -237,6 +237,7 @@ def browser_moves(url: str, moves: int, result: dict):
         requests = []
         page.on("request", lambda r: requests.append(r.url))
         page.goto(url)
+        page.get_by_role("tab", name="Forward diffusion", exact=True).click()  # (the tour is the first tab)
         page.wait_for_function("() => { const v = document.querySelector('[data-ddpm-view=forward]'); "
                                "return v && v.dataset.seed !== ''; }")
         quiet_until = time.time() + 60  # the page's load events and pictures settle: 2 s without a request
