@@ -32,7 +32,7 @@ def test_gpu_train_dry_run_on_cpu(tmp_path):
         assert f"acc_5steps_g{guidance}" in report
         assert json.loads((tmp_path / name / "config.json").read_text())["training"]["final"] is True
         assert f"{name}: shipped" in log  # compared with the shipped model's report
-    assert len(list(tmp_path.rglob("*"))) <= 8 + 2  # what one device call may bring back: 8 files (+ 2 folders)
+    assert len(list(tmp_path.rglob("*"))) <= 8 + 2  # the output stays small: at most 8 files (+ 2 folders)
 
 
 def test_bigger_size_fits_what_one_call_brings_back():

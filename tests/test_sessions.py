@@ -175,7 +175,7 @@ def test_session_work_one_walk_per_session():
     work.end("s", b)
     work.end("t", other)
     assert len(work) == 0
-    assert work.current(None, work.begin(None))  # no session (a direct call): never superseded
+    assert work.current(None, work.begin(None))  # a direct call without a session hash: never superseded
 
 
 def test_sweeping_thread_runs_and_stops_with_its_owner(demo):
