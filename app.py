@@ -219,17 +219,18 @@ def compare_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     gr.on([], clear_errors(vf.compare_curves_image), [c_t], curves, api_name="compare_curves", **CHEAP)
 
 
+def session_of(request: gr.Request | None) -> str | None:
+    """The session a call belongs to (None for a call that names none)."""
+    return request.session_hash if request is not None else None
+
+
 def stream_walk(ctx: AppContext, gifs: vr.GifStore):
     """The reverse walk handler: streams each walk's panel, then the recorded walks, scrubber, strip and GIF."""
     def reverse_walk(digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b, model_name=None,
                      request: gr.Request = None, progress=gr.Progress()):
-        session = request.session_hash if request is not None else None
-        token = ctx.work.begin(session)  # (a walk this session started before stops at its next step)
-        try:
-            for u in vr.reverse_walk(ctx.need_model(model_name), digit, guidance, sampler, steps, schedule, seed,
-                                     compare_mode, steps_b):
-                if not ctx.work.current(session, token):
-                    return
+        try:  # (a walk this session started before stops at its next step)
+            for u in ctx.work.newest(session_of(request), vr.reverse_walk(
+                    ctx.need_model(model_name), digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b)):
                 progress((u.step, u.total), desc="sampling")
                 panels = [p if p is not None else gr.skip() for p in u.panels]
                 if len(panels) == 1:  # one walk: hide the second picture
@@ -247,8 +248,6 @@ def stream_walk(ctx: AppContext, gifs: vr.GifStore):
                 yield *done[:-2], gr.Slider(maximum=last, interactive=True), done[-1], gifs.save(u.walks)
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from None
-        finally:
-            ctx.work.end(session, token)
     return reverse_walk
 
 
@@ -468,12 +467,9 @@ def lab_tab(ctx: AppContext, demo: gr.Blocks) -> None:
 
     def lab_walk(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, model=None, sketch=None,
                  request: gr.Request = None, progress=gr.Progress()):
-        session = request.session_hash if request is not None else None
-        token = ctx.work.begin(session)  # (one walk per session: the reverse tab's and this one share the rule)
-        try:
-            for u in vl.walk(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, model, sketch):
-                if not ctx.work.current(session, token):
-                    return
+        try:  # (one walk per session: the reverse tab's and this one share the rule)
+            for u in ctx.work.newest(session_of(request), vl.walk(dataset, sampler, steps, eta, schedule, particles,
+                                                                  cls, guidance, seed, model, sketch)):
                 progress((u.step, u.total), desc="walking")
                 pic = u.picture if u.picture is not None else gr.skip()
                 if not u.finished:
@@ -483,8 +479,6 @@ def lab_tab(ctx: AppContext, demo: gr.Blocks) -> None:
                        u.walk.metrics)
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from None
-        finally:
-            ctx.work.end(session, token)
 
     def lab_train(dataset, steps, seed, sketch=None, progress=gr.Progress()):
         try:
@@ -766,7 +760,7 @@ def keep_bounded(demo: gr.Blocks, ctx: AppContext, folder=None) -> vsess.Houseke
                                work=ctx.work, folder=folder)
 
     def session_closed(request: gr.Request):
-        keeper.closed(request.session_hash)
+        keeper.closed(session_of(request))
 
     session_closed.keeper = keeper  # (tests reach the keeper through the unload event)
     demo.unload(session_closed)  # (the closure keeps the keeper alive as long as the app)

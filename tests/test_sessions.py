@@ -178,6 +178,16 @@ def test_session_work_one_walk_per_session():
     assert work.current(None, work.begin(None))  # a direct call without a session hash: never superseded
 
 
+def test_newest_walk_passes_updates_until_superseded():
+    work = vsess.SessionWork()
+    first = work.newest("s", iter(range(100)))
+    assert [next(first), next(first)] == [0, 1]
+    second = work.newest("s", iter("abc"))
+    assert next(second) == "a"  # the second walk begins: the first ends at its next update
+    assert list(first) == []
+    assert list(second) == ["b", "c"] and len(work) == 0  # (a finished walk leaves nothing behind)
+
+
 def test_sweeping_thread_runs_and_stops_with_its_owner(demo):
     holder = holder_with_sessions(demo, 2)
     keeper = keeper_for(holder, closed_grace_s=0).start(every_s=0.05)

@@ -114,16 +114,23 @@ def _resolve(path) -> Path:
     return path
 
 
+def checkpoint_files(folder: Path, error: type[Exception], what: str) -> tuple[Path, Path]:
+    """The config and weights paths of a checkpoint folder; ``error`` names the one missing ("<what> is
+    incomplete: ... is missing")."""
+    paths = folder / CONFIG, folder / WEIGHTS
+    for p in paths:
+        if not p.exists():
+            raise error(f"{what} is incomplete: {p.name} is missing")
+    return paths
+
+
 def load_model(path=None, device: str | None = None) -> DiffusionModel:
     """Load a checkpoint folder (ours, or diffusers' UNet2DModel layout) onto ``device`` (auto by default)."""
     folder = _resolve(path)
     dev = pick_device(device)
     if (folder / "unet" / "config.json").exists() or _is_diffusers_unet(folder):
         return load_diffusers_unet(folder, dev)
-    cfg_path, w_path = folder / CONFIG, folder / WEIGHTS
-    for p in (cfg_path, w_path):
-        if not p.exists():
-            raise CheckpointError(f"checkpoint {folder} is incomplete: {p.name} is missing")
+    cfg_path, w_path = checkpoint_files(folder, CheckpointError, f"checkpoint {folder}")
     try:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

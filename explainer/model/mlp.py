@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..diffusion.schedules import Schedule, make_schedule
-from .checkpoint import CONFIG, WEIGHTS, write_checkpoint
+from .checkpoint import CONFIG, WEIGHTS, checkpoint_files, write_checkpoint
 from .unet import count_parameters, timestep_embedding
 
 FORMAT = "ddpm-explainer-lab/1"  # not the U-Net format: the app's model menu never lists these
@@ -155,10 +155,7 @@ def save_lab_model(folder, model: LabModel) -> Path:
 def load_lab_model(folder) -> LabModel:
     """Load a 2D-lab checkpoint folder on the CPU; ``LabCheckpointError`` says what is wrong."""
     folder = Path(folder)
-    cfg_path, w_path = folder / CONFIG, folder / WEIGHTS
-    for p in (cfg_path, w_path):
-        if not p.exists():
-            raise LabCheckpointError(f"2D-lab checkpoint {folder.name} is incomplete: {p.name} is missing")
+    cfg_path, w_path = checkpoint_files(folder, LabCheckpointError, f"2D-lab checkpoint {folder.name}")
     try:
         config = json.loads(cfg_path.read_text())
         if config.get("format") != FORMAT:

@@ -242,6 +242,18 @@ class SessionWork:
         with self._lock:
             return self._running.get(session) == token
 
+    def newest(self, session: str | None, updates):
+        """Pass on ``updates`` (a walk's) while they are the session's newest walk; a walk started later in the
+        session ends this one at its next update."""
+        token = self.begin(session)
+        try:
+            for u in updates:
+                if not self.current(session, token):
+                    return
+                yield u
+        finally:
+            self.end(session, token)
+
     def end(self, session: str | None, token: int) -> None:
         with self._lock:
             if session and self._running.get(session) == token:
