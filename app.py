@@ -226,11 +226,12 @@ def session_of(request: gr.Request | None) -> str | None:
 
 def stream_walk(ctx: AppContext, gifs: vr.GifStore):
     """The reverse walk handler: streams each walk's panel, then the recorded walks, scrubber, strip and GIF."""
-    def reverse_walk(digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b, model_name=None,
-                     request: gr.Request = None, progress=gr.Progress()):
+    def reverse_walk(digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b, clip_x0=False,
+                     model_name=None, request: gr.Request = None, progress=gr.Progress()):
         try:  # (a walk this session started before stops at its next step)
             for u in ctx.work.newest(session_of(request), vr.reverse_walk(
-                    ctx.need_model(model_name), digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b)):
+                    ctx.need_model(model_name), digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b,
+                    clip_x0)):
                 progress((u.step, u.total), desc="sampling")
                 panels = [p if p is not None else gr.skip() for p in u.panels]
                 if len(panels) == 1:  # one walk: hide the second picture
@@ -283,6 +284,16 @@ def image_size_words(model) -> str:
     return f"{model.image_size}x{model.image_size}" + (" colour" if model.channels == 3 else "")
 
 
+CLIP_INFO = ("what the reference implementations do: x0_hat beyond the data's range is cut back, and the step "
+             "takes the posterior mean towards it. The article's formula has no clipping; a small model's colours "
+             "drift without it. On by default where the model's card recommends it")
+
+
+def clip_default(model) -> bool:
+    """The clip checkbox's value for ``model``: its card's recommendation (off for the digits, on for the emoji)."""
+    return model is not None and model.recommended_clip_x0
+
+
 def reverse_tab(ctx: AppContext) -> None:
     """Reverse diffusion: streamed walks, side by side, a scrubber and the step taken apart."""
     with gr.Tab("Reverse diffusion", id="reverse"):
@@ -306,6 +317,8 @@ def reverse_tab(ctx: AppContext) -> None:
                                         elem_id="rev-compare")
                 r_steps_b = gr.Slider(vr.MIN_STEPS, ctx.T, value=20, step=1,
                                       label="second walk's steps ('two step counts')", elem_id="rev-steps-b")
+                r_clip = gr.Checkbox(clip_default(ctx.model), label="clip x0_hat to [-1, 1] at every step",
+                                     info=CLIP_INFO, elem_id="rev-clip")
                 with gr.Row():
                     r_run = gr.Button("Sample", variant="primary", elem_id="rev-run")
                     r_stop = gr.Button("Stop", variant="stop", elem_id="rev-stop")
@@ -326,14 +339,15 @@ def reverse_tab(ctx: AppContext) -> None:
         r_walks = gr.State(None, time_to_live=vsess.RESULT_TTL_S)
     ctx.widgets.update({"reverse.digit": r_digit, "reverse.guidance": r_guidance, "reverse.sampler": r_sampler,
                         "reverse.steps": r_steps, "reverse.schedule": r_schedule, "reverse.seed": r_seed,
-                        "reverse.compare": r_compare, "reverse.steps_b": r_steps_b})
+                        "reverse.compare": r_compare, "reverse.steps_b": r_steps_b, "reverse.clip": r_clip})
 
     ctx.follow(r_notice, lambda slot: slot.notice())
     ctx.follow(r_digit, class_dropdown("{cls}"))
     ctx.follow(r_steps, lambda slot: gr.Slider(maximum=model_T(slot.model)))
     ctx.follow(r_steps_b, lambda slot: gr.Slider(maximum=model_T(slot.model)))
+    ctx.follow(r_clip, lambda slot: gr.Checkbox(value=clip_default(slot.model)))
     walk = r_run.click(stream_walk(ctx, vr.GifStore()),
-                       [r_digit, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare, r_steps_b,
+                       [r_digit, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare, r_steps_b, r_clip,
                         ctx.model_name],
                        [r_panel_a, r_panel_b, r_status, r_walks, r_scrub, r_strip, r_gif],
                        api_name="reverse_walk", **HEAVY)
@@ -785,6 +799,23 @@ def argument_of(block, name: str) -> guard.Argument:
     return guard.Argument(name)  # gr.State and the like: nothing to check
 
 
+LATER_ARGUMENTS = {"reverse_walk": ("clip_x0",)}  # arguments an endpoint gained after it was published
+
+
+def with_later_arguments(block_fn, names: list, inputs):
+    """A call written before its endpoint gained ``LATER_ARGUMENTS`` runs as it did: the arguments it leaves out
+    take their widgets' starting values (as gradio_client fills them in); session state keeps its place."""
+    later = LATER_ARGUMENTS.get(block_fn.api_name, ())
+    if not later or not isinstance(inputs, list) or len(names) != len(block_fn.inputs):
+        return inputs
+    api = [name for block, name in zip(block_fn.inputs, names) if not block.skip_api]
+    if api[-len(later):] != list(later) or len(inputs) != len(api) - len(later):
+        return inputs
+    given = iter(inputs)
+    return [None if block.skip_api else block.value if name in later else next(given)
+            for block, name in zip(block_fn.inputs, names)]
+
+
 def check_arguments_first(demo: gr.Blocks) -> None:
     """Check every event's arguments before Gradio reads them: a wrong value gets a message that names it.
 
@@ -796,6 +827,7 @@ def check_arguments_first(demo: gr.Blocks) -> None:
 
     async def preprocess_data(block_fn, inputs, state, *args, **kwargs):
         names = block_fn.input_parameter_names or []
+        inputs = with_later_arguments(block_fn, names, inputs)
         blocks = [state[b._id] if state is not None and b._id in state else b for b in block_fn.inputs]
         spec = [argument_of(b, names[i] if i < len(names) and names[i] else f"argument {i + 1}")
                 for i, b in enumerate(blocks)]

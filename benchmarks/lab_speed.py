@@ -59,7 +59,8 @@ def line(name: str, e: dict) -> str:
     return (f"  {name:28s} SW {e['sliced_wasserstein']:.4f} = {e['sliced_wasserstein_ratio']:.2f}x floor "
             f"({e['sliced_wasserstein_floor']:.4f}); energy {e['energy_distance_ratio']:.2f}x; "
             f"on a training point {100 * e['on_training_point']:.1f} % "
-            f"(fresh data {100 * e['fresh_on_training_point']:.1f} %)")
+            f"(fresh data {100 * e['fresh_on_training_point']:.1f} %); the training points themselves "
+            f"{e['training_points_ratio']:.2f}x")
 
 
 def main(argv=None) -> None:

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference schedule (default: the one the model was trained with)")
     s.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale w (default: the checkpoint's recommended value, else 1)")
-    s.add_argument("--clip", action="store_true", help="clip x0_hat to [-1, 1] at every step")
+    s.add_argument("--clip", action=argparse.BooleanOptionalAction, default=None,
+                   help="clip x0_hat to [-1, 1] at every step (default: as the checkpoint's card recommends; "
+                        "the emoji model does, the digit model does not)")
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same images)")
     s.add_argument("--out", default="grid.png", help="PNG grid to write (default grid.png)")
     s.add_argument("--npz", default=None, help="also write images (uint8, native size) and labels to this .npz")
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image for the forward-process figures (default: the bundled photo assets/astronaut.jpg)")
     f.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta_tilde",
                    help="DDPM sigma_t^2 of the reverse walk (default beta_tilde; the captions name it)")
+    f.add_argument("--clip", action=argparse.BooleanOptionalAction, default=None,
+                   help="clip x0_hat to [-1, 1] at every step of the reverse walk (default: as the card recommends)")
     f.add_argument("--seed", type=int, default=0)
 
     t = sub.add_parser("train", help="train a U-Net (defaults reproduce the shipped model)",
@@ -150,10 +154,11 @@ def cmd_sample(args) -> int:
         raise SystemExit(f"error: {exc}")
     guidance = args.guidance
     if guidance is None:
-        guidance = float(model.config.get("recommended_guidance", 1.0)) if label is not None else 1.0
+        guidance = model.recommended_guidance if label is not None else 1.0
     labels = None if label is None else torch.full((args.num,), label)
     shape = (args.num, model.channels, model.image_size, model.image_size)
-    sampler = dict(method=args.sampler, variance=args.variance, eta=args.eta, clip_x0=args.clip)
+    clip = model.recommended_clip_x0 if args.clip is None else args.clip
+    sampler = dict(method=args.sampler, variance=args.variance, eta=args.eta, clip_x0=clip)
     start = time.perf_counter()
     x0, how = _final_images(model, chain, shape, sampler, args, labels, guidance)
     secs = time.perf_counter() - start
@@ -227,7 +232,9 @@ def cmd_figures(args) -> int:
         model = None
     try:
         eps_fn = best_eps_fn(model) if model is not None else None  # the fastest path that agrees with eager
-        paths = make_figures(model, args.out, image=args.image, seed=args.seed, eps_fn=eps_fn, variance=args.variance)
+        clip = args.clip if args.clip is not None else model is not None and model.recommended_clip_x0
+        paths = make_figures(model, args.out, image=args.image, seed=args.seed, eps_fn=eps_fn, variance=args.variance,
+                             clip_x0=clip)
     except ValueError as exc:  # e.g. an unreadable --image
         print(f"error: {exc}", file=sys.stderr)
         return 2

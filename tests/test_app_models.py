@@ -32,6 +32,8 @@ MODELS = ["tiny", "tiny-emoji", "damaged", "missing"]
 def registry(tiny_ckpt, tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     colour = make_colour_checkpoint(root / "tiny-emoji")
+    config = json.loads((colour / "config.json").read_text())
+    (colour / "config.json").write_text(json.dumps(config | {"recommended_clip_x0": True}))  # as the emoji card
     damaged = root / "damaged"
     shutil.copytree(colour, damaged)
     (damaged / "config.json").write_text("{ this is not json")
@@ -65,7 +67,7 @@ def test_the_picker_offers_every_model(server, registry):
     picker = api["/select_model"]["parameters"][0]
     assert picker["type"]["enum"] == MODELS and picker["parameter_default"] == "tiny"
     assert registry.loaded("tiny") and not registry.loaded("tiny-emoji")  # the others load on first use
-    for name, params in (("/reverse_walk", 8), ("/noise_removal", 6), ("/feature_maps", 4)):
+    for name, params in (("/reverse_walk", 9), ("/noise_removal", 6), ("/feature_maps", 4)):
         assert len(api[name]["parameters"]) == params  # the model is session state: the endpoints keep their inputs
 
 
@@ -82,9 +84,12 @@ def test_switching_updates_the_class_menus_and_labels(server):
     images = [o for o in out if isinstance(o, dict) and str(o.get("label", "")).startswith(("real image", "image"))]
     assert len(images) == 2 and all("32x32 colour" in o["label"] for o in images)
     assert "Model: `tiny-emoji` (32x32x3, 9 classes" in notice
+    clip = [o["value"] for o in out if isinstance(o, dict) and isinstance(o.get("value"), bool)]
+    assert clip == [True]  # the reverse tab's clip checkbox: the card recommends clipping
     back = c.predict("tiny", api_name="/select_model")
     assert back[0].startswith("Model: `tiny`") and any(isinstance(o, dict) and o.get("label") == "digit class"
                                                         for o in back)
+    assert [o["value"] for o in back if isinstance(o, dict) and isinstance(o.get("value"), bool)] == [False]
 
 
 def test_colour_walk_scrubber_step_strip_and_gif(emoji):
@@ -97,6 +102,15 @@ def test_colour_walk_scrubber_step_strip_and_gif(emoji):
     frame = read(emoji.predict(10, api_name="/reverse_scrub"))
     step, text = emoji.predict(10, api_name="/reverse_step")
     assert is_colour(frame) and is_colour(read(step)) and "step 11 of 20" in text
+
+
+def test_a_clipped_walk_says_so_and_differs(emoji):
+    plain = emoji.predict("Flags", 2.0, "DDPM", 20, "training", 5, "off", 20, False, api_name="/reverse_walk")
+    clipped = emoji.predict("Flags", 2.0, "DDPM", 20, "training", 5, "off", 20, True, api_name="/reverse_walk")
+    assert "clipped" not in plain[2] and "x0_hat clipped to [-1, 1]" not in plain[2]
+    assert clipped[2].startswith("Done") and (read(plain[0]) != read(clipped[0])).any()
+    step, text = emoji.predict(10, api_name="/reverse_step")
+    assert "clipped to [−1, 1]" in text and "c_0 = " in text
 
 
 def test_colour_walks_side_by_side_stream(emoji):

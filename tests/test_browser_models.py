@@ -6,6 +6,7 @@ digit model (the default), a tiny colour model with the emoji classes, and a dam
 from __future__ import annotations
 
 import io
+import json
 import shutil
 
 import numpy as np
@@ -25,6 +26,8 @@ def page(tiny_ckpt, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("browser-models")
     colour = make_colour_checkpoint(root / "tiny-emoji")
+    config = json.loads((colour / "config.json").read_text())
+    (colour / "config.json").write_text(json.dumps(config | {"recommended_clip_x0": True}))  # as the emoji card
     damaged = root / "damaged"
     shutil.copytree(colour, damaged)
     (damaged / "model.safetensors").write_bytes(b"not safetensors")
@@ -40,12 +43,14 @@ def picture(page, src: str) -> np.ndarray:
 
 
 def test_switch_to_the_colour_model_and_walk(page):
+    from playwright.sync_api import expect
     open_tab(page, "Reverse diffusion")
     page.locator("#reverse-notice").get_by_text("28x28x1").wait_for()
     choose(page, "model-picker", "tiny-emoji")
     page.locator("#reverse-notice").get_by_text("32x32x3").wait_for()
     page.locator("#rev-class").get_by_text("class", exact=True).wait_for()  # the label no longer says "digit"
     assert page.locator("#rev-class input").input_value() == "Smileys & Emotion"
+    expect(page.locator("#rev-clip input")).to_be_checked()  # its card recommends clipping x0_hat
     choose(page, "rev-class", "Animals & Nature")
     steps = page.locator("#rev-steps input[type=number]")
     steps.fill("20")
@@ -57,6 +62,7 @@ def test_switch_to_the_colour_model_and_walk(page):
     assert is_colour(picture(page, src)), "the walk of the colour model is not in colour"
     assert is_colour(picture(page, wait_for_new_src(page, "rev-frame", None)))
     assert is_colour(picture(page, wait_for_new_src(page, "rev-step", None)))
+    page.locator("#rev-step-text").get_by_text("clipped to [−1, 1]").first.wait_for()  # the step, as it was taken
 
 
 def test_noise_removal_offers_held_out_emoji(page):

@@ -153,3 +153,23 @@ def test_figures_with_a_colour_model(colour_ckpt, tmp_path):
         assert gif.n_frames > 50 and gif.size[0] >= 5 * 64  # 9 emoji, 5 to a row, 2x
     captions = (tmp_path / "fig" / "captions.json").read_text()
     assert "labels Smileys & Emotion, People & Body" in captions and "Flags" in captions
+
+
+def test_clipping_follows_the_card_unless_a_flag_says(colour_ckpt, tmp_path):
+    """recommended_clip_x0 in config.json turns clipping on by default; --no-clip and --clip decide for themselves."""
+    import json
+    import shutil
+    clipped = tmp_path / "clipped-model"
+    shutil.copytree(colour_ckpt, clipped)
+    config = json.loads((clipped / "config.json").read_text())
+    (clipped / "config.json").write_text(json.dumps(config | {"recommended_clip_x0": True}))
+    runs = {}
+    for name, folder, flags in (("default", clipped, ()), ("off", clipped, ("--no-clip",)),
+                                ("plain", colour_ckpt, ()), ("on", colour_ckpt, ("--clip",))):
+        r = cli("--checkpoint", folder, "--device", "cpu", "--num", 2, "--steps", 5, "--seed", 3, *flags,
+                "--out", tmp_path / f"{name}.png", "--npz", tmp_path / f"{name}.npz")
+        assert r.returncode == 0, r.stderr
+        runs[name] = (r.stdout, np.load(tmp_path / f"{name}.npz")["images"])
+    assert "clipped" in runs["default"][0] and "clipped" in runs["on"][0]
+    assert "clipped" not in runs["off"][0] and "clipped" not in runs["plain"][0]
+    assert np.array_equal(runs["default"][1], runs["on"][1]) and np.array_equal(runs["off"][1], runs["plain"][1])

@@ -316,7 +316,10 @@ def test_shipped_emoji_card_states_the_reports_numbers():
     summary = json.loads((folder / "eval.json").read_text())["summary"]
     config = json.loads((folder / "config.json").read_text())
     assert config["metrics"] == summary
-    for w in (1, 2, 3):
+    assert json.loads((folder / "eval.json").read_text())["sampling"]["clip_x0"] == config["recommended_clip_x0"]
+    scales = [k.removeprefix("acc_100steps_g") for k in summary if k.startswith("acc_100steps_g")]
+    assert len(scales) >= 3 and str(int(config["recommended_guidance"])) in scales
+    for w in scales:
         acc, fd = summary[f"acc_100steps_g{w}"], summary[f"fd_100steps_g{w}"]
         row = f"| {acc * 100:.1f} % | {acc / summary['classifier_balanced_test_acc']:.2f} | {fd:.1f} |"
         assert row in card.replace("**", ""), row

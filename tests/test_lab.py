@@ -391,6 +391,23 @@ def test_walk_streams_records_and_measures():
         vl.walk_frame(None, 0)
 
 
+def test_metrics_show_what_the_training_points_themselves_score():
+    """The table's row for the training points: their mean distance to the same fresh samples, over the floor."""
+    model = tiny_trained()
+    rec = list(vl.walk("two moons", "DDPM", 10, 0.0, "training", 200, "unconditional", 1.0, 2, model))[-1].walk
+    row = next(line for line in rec.metrics.splitlines() if line.startswith("| the training points themselves"))
+    floor_row = next(line for line in rec.metrics.splitlines() if line.startswith("| fresh data (the floor)"))
+    d = vl.lab_data("two moons")
+    refs = [d.fresh(200, 1_000_003 + j) for j in range(vl.REFERENCES)]
+    others = [d.fresh(200, 2_000_003 + j) for j in range(vl.REFERENCES)]
+    sw = np.mean([toy.sliced_wasserstein(d.points, r, vl.PROJECTIONS) for r in refs])
+    floor = np.mean([toy.sliced_wasserstein(o, r, vl.PROJECTIONS) for o, r in zip(others, refs)])
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert float(cells[1]) == pytest.approx(sw, abs=1e-4) and float(cells[2]) == pytest.approx(sw / floor, abs=0.01)
+    assert cells[3] == "100.0 %" and f"{floor:.4f}" in floor_row
+    assert "not the floor" in rec.metrics
+
+
 def test_guided_walk_reports_the_class_and_its_spread():
     model = tiny_trained()
     last = list(vl.walk("8 Gaussians", "DDIM", 15, 0.0, "other", 200, "E", 4.0, 0, model))[-1]

@@ -439,6 +439,40 @@ def test_reverse_walk_matches_the_sampler(tiny_model):
     assert (walk.frames[0] == to_u8(x_T[0, 0].numpy())).all()
 
 
+def test_clipped_reverse_walk_takes_the_posterior_mean_of_the_clipped_x0_hat(tiny_model):
+    """With clip_x0 every step is x_prev = c0 clip(x0_hat) + ct x_t + sigma z (Ho et al. 2020, eq. 7), written out
+    here in float64 from the schedule and the walk's own recorded eps and z; without it the walk differs."""
+    clipped = list(vr.reverse_walk(tiny_model, "5", 2.0, "DDPM", 15, "training", 3, clip_x0=True))
+    assert "x0_hat clipped to [-1, 1]" in clipped[0].status
+    plain = list(vr.reverse_walk(tiny_model, "5", 2.0, "DDPM", 15, "training", 3))[-1].walks[0]
+    walk = clipped[-1].walks[0]
+    assert (walk.frames[0] == plain.frames[0]).all() and not (walk.frames[-1] == plain.frames[-1]).all()
+    chain = make_chain(tiny_model.schedule, 15)
+    recs = list(sample(tiny_model.eps, chain, (1, 1, 28, 28), method="ddpm", labels=torch.tensor([5]), guidance=2.0,
+                       null_label=10, generator=torch.Generator().manual_seed(3), clip_x0=True,
+                       x_T=torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(3))))
+    for k, rec in enumerate(recs):
+        ab, ab_prev = ref_alpha_bar("linear", rec.t), ref_alpha_bar("linear", rec.t_prev)
+        beta = 1 - ab / ab_prev
+        x_t, eps = rec.x_t.double(), rec.eps.double()
+        x0_hat = ((x_t - np.sqrt(1 - ab) * eps) / np.sqrt(ab)).clamp(-1, 1)
+        mean = (beta * np.sqrt(ab_prev) * x0_hat + (1 - ab_prev) * np.sqrt(1 - beta) * x_t) / (1 - ab)
+        sigma = np.sqrt(beta * (1 - ab_prev) / (1 - ab)) if rec.t_prev > 0 else 0.0
+        want = mean + (sigma * rec.z.double() if rec.z is not None else 0.0)
+        torch.testing.assert_close(rec.x_prev.double(), want, atol=1e-4, rtol=1e-5)
+        assert np.abs(walk.frames[k + 1].astype(int) - to_u8(rec.x_prev[0, 0].numpy())).max() <= 1
+    _, text = vs.step_anatomy(clipped[-1].walks, 4)
+    nums, rec = _numbers(text), recs[4]
+    ab, ab_prev = ref_alpha_bar("linear", rec.t), ref_alpha_bar("linear", rec.t_prev)
+    assert "clipped to [−1, 1]" in text and "eq. 7" in text
+    assert nums["c_0"] == pytest.approx((1 - ab / ab_prev) * np.sqrt(ab_prev) / (1 - ab), abs=2e-6)
+    assert nums["c_t"] == pytest.approx((1 - ab_prev) * np.sqrt(ab / ab_prev) / (1 - ab), abs=2e-6)
+    ddim = list(vr.reverse_walk(tiny_model, "5", 2.0, "DDIM", 15, "training", 3, clip_x0=True))[-1].walks
+    assert "ε' = (x_t − √ᾱ_t · x̂_0)/√(1 − ᾱ_t)" in vs.step_anatomy(ddim, 4)[1]
+    with pytest.raises(ValueError, match="clip x0_hat must be true or false"):
+        next(vr.reverse_walk(tiny_model, clip_x0="yes"))
+
+
 def test_reverse_walk_streams_every_step(tiny_model, monkeypatch):
     monkeypatch.setattr(vr, "SHOWN_FRAMES", 6)  # a picture every 5 steps
     monkeypatch.setattr(vr, "MIN_FRAME_S", 0.0)

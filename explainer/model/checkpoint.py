@@ -70,6 +70,16 @@ class DiffusionModel:
     def null_label(self) -> int | None:
         return self.num_classes if self.num_classes else None
 
+    @property
+    def recommended_guidance(self) -> float:
+        """The guidance scale w its card recommends (``config.json``'s ``recommended_guidance``; else 1)."""
+        return float(self.config.get("recommended_guidance", 1.0))
+
+    @property
+    def recommended_clip_x0(self) -> bool:
+        """Whether its card recommends sampling with x0_hat clipped to [-1, 1] (``recommended_clip_x0``)."""
+        return bool(self.config.get("recommended_clip_x0", False))
+
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.kind == "diffusers":
             return self.net(x_t, t - 1).sample  # diffusers indexes timesteps 0..T-1

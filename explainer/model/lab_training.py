@@ -161,7 +161,9 @@ def evaluate(model, data: ToyData, steps: int = 100, n: int = 2000, seeds: int =
 
     For each seed: n particles, a fresh reference sample and a second fresh sample (the floor), all of size n;
     sliced Wasserstein and energy distances are averaged over the seeds. Also the share of particles within
-    sqrt(1 - abar_1) of a training point. ``model``: any eps function with a ``schedule`` (an exact denoiser too).
+    sqrt(1 - abar_1) of a training point, and the training points' own distance to the same fresh samples (what
+    a sampler that returns them, as the exact denoiser nearly does, would score). ``model``: any eps function with a
+    ``schedule`` (an exact denoiser too).
     """
     chain = make_chain(model.schedule, steps)
     tol = float(np.sqrt(1.0 - model.schedule.alpha_bars[0]))
@@ -171,11 +173,13 @@ def evaluate(model, data: ToyData, steps: int = 100, n: int = 2000, seeds: int =
         ref, other = data.fresh(n, 100 + s), data.fresh(n, 200 + s)
         rows.append([toy.sliced_wasserstein(x, ref), toy.sliced_wasserstein(other, ref),
                      toy.energy_distance(x, ref), toy.energy_distance(other, ref),
-                     toy.share_on_points(x, data.points, tol), toy.share_on_points(other, data.points, tol)])
+                     toy.share_on_points(x, data.points, tol), toy.share_on_points(other, data.points, tol),
+                     toy.sliced_wasserstein(data.points, ref)])
     m = np.mean(rows, axis=0)
     return {"steps": steps, "method": method, "particles": n, "seeds": seeds,
             "sliced_wasserstein": round(float(m[0]), 5), "sliced_wasserstein_floor": round(float(m[1]), 5),
             "sliced_wasserstein_ratio": round(float(m[0] / m[1]), 3),
+            "training_points_ratio": round(float(m[6] / m[1]), 3),
             "energy_distance": round(float(m[2]), 6), "energy_distance_floor": round(float(m[3]), 6),
             "energy_distance_ratio": round(float(m[2] / m[3]), 3),
             "on_training_point": round(float(m[4]), 4), "fresh_on_training_point": round(float(m[5]), 4)}

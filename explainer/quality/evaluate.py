@@ -447,7 +447,7 @@ def evaluate(model: DiffusionModel, num_per_class: int = 50, guidance_scales=(1.
                 print(f"{steps_k} steps, guidance {w:g}: accuracy {acc:.4f}, FD {fd:.3f} (floor {fd_floor:.3f}), "
                       f"near-copies {mem['near_copy_share']:.3f}, {secs:.1f} s", file=sys.stderr, flush=True)
 
-    rec_w = float(model.config.get("recommended_guidance", 1.0))
+    rec_w = model.recommended_guidance
     walk = time_walk(model, rec_w, 4, seed) if timing else None
     params = count_parameters(model.net)
     summary.update({"parameters": params, "device": str(model.device), "torch_threads": torch.get_num_threads(),

@@ -282,14 +282,14 @@ def _save(img, path: Path) -> Path:
 
 # ---------------------------------------------------------------- the article's figures
 def make_figures(model, out_dir, image=None, seed: int = 0, eps_fn=None, *, method: str = "ddpm",
-                 variance: str = "beta_tilde", eta: float = 0.0) -> list[Path]:
+                 variance: str = "beta_tilde", eta: float = 0.0, clip_x0: bool = False) -> list[Path]:
     """Write the article's figures into ``out_dir``; returns the paths written (plus ``captions.json``).
 
     model: a loaded DiffusionModel, or None for the model-free figures (a)-(c) only.
     image: path of the image for the forward figures (default: the bundled photo assets/astronaut.jpg).
     eps_fn: the network path for the model's figures (default: eager ``model.eps``).
-    method, variance, eta: the sampler of the reverse walk (default DDPM with sigma_t^2 = beta_tilde_t);
-    the captions name them.
+    method, variance, eta, clip_x0: the sampler of the reverse walk (default DDPM with sigma_t^2 = beta_tilde_t,
+    no clipping); the captions name them.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -326,7 +326,8 @@ def make_figures(model, out_dir, image=None, seed: int = 0, eps_fn=None, *, meth
         "variance (dashed) for the linear and cosine schedules, T=1000.")
 
     if model is not None:
-        paths += _model_figures(model, out, seed, captions, eps_fn, method=method, variance=variance, eta=eta)
+        paths += _model_figures(model, out, seed, captions, eps_fn, method=method, variance=variance, eta=eta,
+                                clip_x0=clip_x0)
     cap = out / "captions.json"
     cap.write_text(json.dumps(captions, indent=2) + "\n")
     return paths + [cap]
@@ -336,7 +337,7 @@ def _model_figures(model, out: Path, seed: int, captions: dict, eps_fn=None, **s
     T = model.schedule.T
     n = min(model.num_classes, 10) if model.num_classes else 4
     labels = torch.arange(n) if model.num_classes else None
-    w = float(model.config.get("recommended_guidance", 1.0)) if model.num_classes else 1.0
+    w = model.recommended_guidance if model.num_classes else 1.0
     trip_ts = sorted({int(round(T * f)) for f in (1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.1, 0.05)} | {1}, reverse=True)
     names = model.class_names or []
     walk = figure_walk(model, labels, n, seed=seed, guidance=w, triplet_ts=trip_ts, gif_every=max(1, T // 100),

@@ -28,7 +28,7 @@ from ..diffusion.schedules import make_schedule
 from .step import record_step
 from ..render.display import captioned, hstack, strip, to_uint8, upscale, vstack
 from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
-                     class_word, digit_choices, even_indices, is_digit_model, seeded_normal)
+                     class_word, digit_choices, even_indices, is_digit_model, seeded_normal, shown)
 from .model_slot import eps_fn_for, network_path
 
 SAMPLERS = ("DDPM", "DDIM")
@@ -125,7 +125,8 @@ def _panel(x_t: np.ndarray, x0_hat: np.ndarray, t: int, name: str) -> np.ndarray
     return vstack([captioned(hstack([left, right]), name, height=16)], pad=0)
 
 
-def validate_walk_args(model: DiffusionModel, digit, guidance, sampler, steps, schedule, seed, compare, steps_b):
+def validate_walk_args(model: DiffusionModel, digit, guidance, sampler, steps, schedule, seed, compare, steps_b,
+                       clip_x0=False):
     digit = check_choice(class_word(model), str(digit), digit_choices(model))
     guidance = check_float("guidance scale", guidance, 0.0, GUIDANCE_MAX)
     sampler = check_choice("sampler", sampler, SAMPLERS)
@@ -134,18 +135,22 @@ def validate_walk_args(model: DiffusionModel, digit, guidance, sampler, steps, s
     seed = check_int("seed", seed, 0, SEED_MAX)
     compare = check_choice("side-by-side mode", compare, COMPARE_MODES)
     steps_b = check_int("second number of steps", steps_b, MIN_STEPS, model.schedule.T)
-    return digit, guidance, sampler, steps, schedule, seed, compare, steps_b
+    if not isinstance(clip_x0, (bool, np.bool_)):
+        raise ValueError(f"clip x0_hat must be true or false, got {shown(clip_x0)}")
+    return digit, guidance, sampler, steps, schedule, seed, compare, steps_b, bool(clip_x0)
 
 
 def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: float = 3.0, sampler: str = "DDPM",
                  steps: int = 100, schedule: str = "training", seed: int = 0, compare: str = "off",
-                 steps_b: int = 20):
+                 steps_b: int = 20, clip_x0: bool = False):
     """Sample from pure noise, yielding WalkUpdates as it goes (both walks in side-by-side mode).
 
     Both walks start from the same x_T (drawn from ``seed``) and use the same per-step noise stream.
+    clip_x0: clip x0_hat to [-1, 1] at every step (the DDPM step then takes the posterior mean of the clipped
+    x0_hat, Ho et al. 2020 eq. 7), as the reference implementations do; the article's formula does not.
     """
-    digit, guidance, sampler, steps, schedule, seed, compare, steps_b = validate_walk_args(
-        model, digit, guidance, sampler, steps, schedule, seed, compare, steps_b)
+    digit, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0 = validate_walk_args(
+        model, digit, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0)
     specs = walk_specs(sampler, steps, schedule, compare, steps_b)
     shape = (1, model.channels, model.image_size, model.image_size)
     x_T = seeded_normal(shape, seed).to(model.device)
@@ -158,13 +163,14 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
                     [int(chain.timesteps[0])])
         gen = torch.Generator().manual_seed(seed)
         it = sample(eps_fn, chain, shape, method=spec.sampler.lower(), labels=labels, guidance=guidance,
-                    null_label=model.null_label, generator=gen, x_T=x_T, device=model.device)
+                    null_label=model.null_label, clip_x0=clip_x0, generator=gen, x_T=x_T, device=model.device)
         walks.append(walk)
         runs.append(it)
     total = sum(w.total for w in walks)
     show_every = [max(1, w.total // SHOWN_FRAMES) for w in walks]
     what = "digit" if is_digit_model(model) else "class"
     cond = "unconditional" if labels is None else f"{what} {digit}, guidance w = {guidance:g}"
+    cond += "; x0_hat clipped to [-1, 1] at every step" if clip_x0 else ""
     panels = [_panel(w.frames[0], w.x0_hats[0], w.ts[0], w.name) for w in walks]
     path = network_path(model, eps_fn)
     yield WalkUpdate(panels, f"Starting from pure noise x_T (seed {seed}); {cond}. Network: {path}.", 0, total, walks)
@@ -181,7 +187,7 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
         w.frames.append(to_uint8(rec.x_prev[0]))
         w.x0_hats.append(to_uint8(rec.x0_hat[0]))
         w.ts.append(rec.t_prev)
-        w.steps.append(record_step(rec, specs[i].sampler.lower()))
+        w.steps.append(record_step(rec, specs[i].sampler.lower(), clip_x0))
         now = time.perf_counter()
         show = (w.done == 1  # the first denoised frame at once, a walk's last one when another walk goes on
                 or (w.done == w.total and done < total)  # (the final update shows every walk's last frame)

@@ -39,23 +39,32 @@ class StepParts:
     deterministic: np.ndarray  # x_t' - sigma z
     z: np.ndarray | None  # the fresh noise (None: none added), shown as z / 3, the same scale as eps
     coefs: StepCoefficients  # the step's row of the chain's table (sigma = 0 where no noise was added)
+    clipped: bool = False  # x0_hat was clipped to [-1, 1] before the step's mean was formed
 
 
-def record_step(rec: StepRecord, method: str) -> StepParts:
-    """The parts of one ``samplers.sample`` record (the first image of the batch)."""
+def record_step(rec: StepRecord, method: str, clip_x0: bool = False) -> StepParts:
+    """The parts of one ``samplers.sample`` record (the first image of the batch); ``clip_x0`` as sampled."""
     sigma = rec.coefs.sigma
     noise = sigma * rec.z[0] if rec.z is not None and sigma > 0 else None
     det = rec.x_prev[0] - noise if noise is not None else rec.x_prev[0]
     return StepParts(method, rec.t, rec.t_prev, eps_to_uint8(rec.eps[0]), to_uint8(det),
-                     None if noise is None else eps_to_uint8(rec.z[0]), rec.coefs)
+                     None if noise is None else eps_to_uint8(rec.z[0]), rec.coefs, bool(clip_x0))
 
 
 def step_formula(parts: StepParts) -> str:
     """The step's update rule with this step's numbers, as Markdown."""
     c = parts.coefs
     noise = "σ z" if parts.z is not None else "0 (no noise at the last step)" if parts.method == "ddpm" else "0 (η = 0)"
+    sigma_name = "√β̃_t" if c.variance == "beta_tilde" else "√β_t"
+    if parts.clipped and parts.method == "ddpm":  # samplers.ddpm_step: the posterior mean of the clipped x0_hat
+        return (f"x̂_0 clipped to [−1, 1], then x_t' = c_0 · x̂_0 + c_t · x_t + σ_t z, the posterior mean "
+                f"μ̃_t (Ho et al. 2020, eq. 7): c_0 = {c.c0:.6f}, c_t = {c.ct:.6f}, σ_t = {sigma_name} = "
+                f"{c.sigma:.6f}; noise term: {noise}")
+    if parts.clipped:  # samplers.ddim_step: eps re-derived from the clipped x0_hat
+        return (f"x̂_0 clipped to [−1, 1] and ε̂ re-derived from it, ε' = (x_t − √ᾱ_t · x̂_0)/√(1 − ᾱ_t); then "
+                f"x_t' = √ᾱ_t' · x̂_0 + √(1 − ᾱ_t' − σ²) · ε' + σ z: √ᾱ_t' = {c.x0_coef:.6f}, "
+                f"√(1 − ᾱ_t' − σ²) = {c.eps_coef:.6f}, σ = {c.sigma:.6f}; noise term: {noise}")
     if parts.method == "ddpm":
-        sigma_name = "√β̃_t" if c.variance == "beta_tilde" else "√β_t"
         return (f"x_t' = 1/√α_t · (x_t − β_t/√(1 − ᾱ_t) · ε̂) + σ_t z, with α_t = ᾱ_t/ᾱ_t' = {c.alpha:.6f}: "
                 f"1/√α_t = {c.inv_sqrt_alpha:.6f}, β_t/√(1 − ᾱ_t) = {c.eps_coef:.6f}, "
                 f"σ_t = {sigma_name} = {c.sigma:.6f}; noise term: {noise}")
