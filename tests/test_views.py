@@ -650,6 +650,22 @@ def test_noise_removal_from_a_reverse_walk(tiny_model):
     assert img.shape[1] == 3 * 168 + 2 * 6 and "t = 1" in text
 
 
+def test_noise_removal_walks_as_the_card_recommends(tiny_model):
+    """A model whose card recommends clipping: the walk's x_t are those of the clipped sampler; x0_hat stays the
+    one-shot formula (unclipped), and the text says which is which."""
+    import dataclasses
+    clipping = dataclasses.replace(tiny_model, config=tiny_model.config | {"recommended_clip_x0": True})
+    res = vn.noise_removal(clipping, "reverse walk", None, "4", 2.0, 20, 1)
+    recs = list(sample(tiny_model.eps, make_chain(tiny_model.schedule, 20), (1, 1, 28, 28), method="ddpm",
+                       labels=torch.tensor([4]), guidance=2.0, null_label=10, seed=1, clip_x0=True))
+    torch.testing.assert_close(res.x_t, torch.cat([r.x_t for r in recs]), atol=1e-5, rtol=1e-5)
+    ab = torch.tensor([ref_alpha_bar("linear", t) for t in res.ts], dtype=torch.float32)[:, None, None, None]
+    assert torch.allclose(res.x0_hat, (res.x_t - (1 - ab).sqrt() * res.eps_hat) / ab.sqrt(), rtol=1e-4, atol=1e-3)
+    assert "the walk itself clipped x0_hat" in vn.noise_triplet(res, 3)[1]
+    assert "the walk itself clipped" not in vn.noise_triplet(vn.noise_removal(tiny_model, "reverse walk", None, "4",
+                                                                             2.0, 20, 1), 3)[1]
+
+
 def test_noise_views(tiny_model):
     res = vn.noise_removal(tiny_model, "real digit", DIGIT, "unconditional", 1.0, 50, 0)
     grid = vn.noise_grid(res)

@@ -55,6 +55,7 @@ class NoiseRemoval:
     label: str = UNCONDITIONAL
     errors: dict = field(default_factory=dict)
     eps_scale: float = 3.0
+    clipped_walk: bool = False  # the reverse walk clipped x0_hat at each step (the x0_hat shown is the formula's)
 
     def __len__(self):
         return len(self.ts)
@@ -71,15 +72,17 @@ def noise_removal(model: DiffusionModel, source: str = "real digit", image=None,
     seed = check_int("seed", seed, 0, SEED_MAX)
     shape = (1, model.channels, model.image_size, model.image_size)
     eps_fn = eps_fn_for(model)
-    if source == "reverse walk":
+    if source == "reverse walk":  # sampled as the model's card recommends (clipped x0_hat for the emoji model)
         chain = make_chain(model.schedule, num_t, "linspace")
         recs = list(sample(eps_fn, chain, shape, method="ddpm", labels=class_labels(model, digit, 1), guidance=guidance,
-                           null_label=model.null_label, seed=seed, device=model.device))
+                           null_label=model.null_label, seed=seed, device=model.device,
+                           clip_x0=model.recommended_clip_x0))
         x_t = torch.cat([r.x_t for r in recs]).cpu()
         eps_hat = torch.cat([r.eps for r in recs]).cpu()
-        x0_hat = torch.cat([r.x0_hat for r in recs]).cpu()
-        result = NoiseRemoval(source, [r.t for r in recs], x_t, eps_hat, x0_hat, label=digit,
-                              eps_scale=shared_scale(eps_hat))
+        ts = torch.tensor([r.t for r in recs])
+        x0_hat = x0_from_eps(x_t, ts, eps_hat, model.schedule)  # the one-shot formula itself, never clipped
+        result = NoiseRemoval(source, ts.tolist(), x_t, eps_hat, x0_hat, label=digit,
+                              eps_scale=shared_scale(eps_hat), clipped_walk=model.recommended_clip_x0)
         final = recs[-1].x_prev.cpu()
         result.errors["x0_hat vs the final sample"] = ((x0_hat - final) ** 2).mean(dim=(1, 2, 3)).numpy()
         return result
@@ -155,6 +158,9 @@ def noise_triplet(result: NoiseRemoval, index: int = 0) -> tuple[np.ndarray, str
     lines.append(f"- {scale_note(result)}")
     lines.append(f"- x0_hat before display clipping spans [{float(result.x0_hat[index].min()):.2f}, "
                  f"{float(result.x0_hat[index].max()):.2f}] (shown clipped to [-1, 1])")
+    if result.clipped_walk:
+        lines.append("- the walk itself clipped x0_hat to [-1, 1] before each step, as this model's card recommends; "
+                     "the x0_hat above is the one-shot formula's")
     return hstack(tiles, pad=6), "\n".join(lines)
 
 
