@@ -901,6 +901,7 @@ def configure_threads() -> None:
 def serve(demo: gr.Blocks, shutdown_s: float = 1.0) -> None:
     """Serve until Ctrl-C or SIGTERM, then stop within about ``shutdown_s`` seconds (open page connections are not
     waited for) and exit, which removes the app's temporary folders (walk GIFs, pixels files)."""
+    vsess.fix_mmap_threshold()  # large freed arrays go back to the system at once (a server runs for weeks)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -40,6 +40,47 @@ MIN_FILE_AGE_S = 120.0
 SWEEP_EVERY_S = 30.0
 
 
+MMAP_THRESHOLD = 256 * 1024  # blocks at least this large get their own pages (see ``return_freed_memory``)
+
+
+def _libc():
+    """glibc's C library (ctypes), or None elsewhere (musl, macOS, Windows): then the two calls below do nothing."""
+    global _LIBC
+    if _LIBC is False:
+        try:
+            import ctypes
+            lib = ctypes.CDLL("libc.so.6")
+            _LIBC = lib if hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
+        except OSError:
+            _LIBC = None
+    return _LIBC
+
+
+_LIBC = False  # not looked up yet
+
+
+def return_freed_memory() -> bool:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``). True where it ran.
+
+    A server that makes and drops many mid-sized arrays (pictures, noise, recorded walks) in many threads keeps
+    the freed memory in per-thread heaps: its RSS grows long after its live data stopped growing. Called by
+    every sweep.
+    """
+    lib = _libc()
+    if lib is None:
+        return False
+    lib.malloc_trim(0)
+    return True
+
+
+def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
+    """Give every C allocation of at least ``nbytes`` its own pages, returned to the system when freed
+    (glibc ``mallopt(M_MMAP_THRESHOLD)``; by default glibc raises that threshold up to 32 MB after such a block is
+    freed, and later blocks of that size then stay in the heap). True where it was set."""
+    lib = _libc()
+    return lib is not None and lib.mallopt(-3, int(nbytes)) == 1  # M_MMAP_THRESHOLD = -3 (malloc.h)
+
+
 @dataclass
 class SweepReport:
     """What one sweep freed."""
@@ -50,6 +91,7 @@ class SweepReport:
     bytes: int = 0  # their size
     kept_bytes: int = 0  # the cached files' size after the sweep
     sessions: int = 0  # sessions kept
+    memory_returned: bool = False  # the C heap's free pages were handed back to the system
 
 
 class Housekeeper:
@@ -113,6 +155,7 @@ class Housekeeper:
             self._forget_sessions(report)
         except Exception as e:  # noqa: BLE001
             self._failed(e)
+        report.memory_returned = return_freed_memory()
         return report
 
     def _failed(self, e: Exception) -> None:
