@@ -30,6 +30,11 @@ def test_gpu_train_dry_run_on_cpu(tmp_path):
         report = json.loads((tmp_path / name / "eval.json").read_text())["summary"]
         guidance = gpu_train.MODELS[name]["guidance"]
         assert f"acc_5steps_g{guidance}" in report
+        # sampled as the shipped model's own report was, so that the two compare
+        shipped = json.loads((ROOT / "checkpoints" / name / "eval.json").read_text())
+        assert f"acc_100steps_g{guidance}" in shipped["summary"]
+        sampling = json.loads((tmp_path / name / "eval.json").read_text())["sampling"]
+        assert sampling["clip_x0"] == shipped["sampling"]["clip_x0"]
         assert json.loads((tmp_path / name / "config.json").read_text())["training"]["final"] is True
         assert f"{name}: shipped" in log  # compared with the shipped model's report
     assert len(list(tmp_path.rglob("*"))) <= 8 + 2  # the output stays small: at most 8 files (+ 2 folders)
