@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..render.images import MAX_FILE_BYTES
-from .inputs import check_choice, check_int, check_number, shown
+from .inputs import check_bool, check_choice, check_int, check_number, shown
 
 MAX_BODY_BYTES = 1 << 20  # an API call's JSON: its arguments (files travel as upload paths)
 MAX_UPLOAD_BYTES = MAX_FILE_BYTES + (1 << 20)  # one upload at the file limit, with room for the form around it
@@ -53,8 +53,8 @@ def check_argument(arg: Argument, value) -> None:
         check_int(arg.name, value, arg.lo, arg.hi)
     elif arg.kind == "choice":
         check_choice(arg.name, value, arg.choices)
-    elif arg.kind == "bool" and not isinstance(value, bool):
-        raise ValueError(f"{arg.name} must be true or false, got {shown(value)}")
+    elif arg.kind == "bool":
+        check_bool(arg.name, value)
     elif arg.kind == "text" and not isinstance(value, str):
         raise ValueError(f"{arg.name} must be a string, got {shown(value)}")
     elif arg.kind == "file" and value is not None:

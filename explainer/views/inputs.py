@@ -166,6 +166,12 @@ def check_float(name: str, value, lo: float, hi: float) -> float:
     return _real(name, value, lo, hi)
 
 
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false, got {shown(value)}")
+    return bool(value)
+
+
 def check_choice(name: str, value, choices) -> str:
     """Validate one of ``choices`` (the message lists them and shows at most the start of a wrong value)."""
     if not isinstance(value, (str, int, float)) or isinstance(value, bool) or value not in choices:

@@ -27,8 +27,8 @@ from ..diffusion.samplers import sample
 from ..diffusion.schedules import make_schedule
 from .step import record_step
 from ..render.display import captioned, hstack, strip, to_uint8, upscale, vstack
-from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
-                     class_word, digit_choices, even_indices, is_digit_model, seeded_normal, shown)
+from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_bool, check_choice, check_float, check_int,
+                     class_labels, class_word, digit_choices, even_indices, is_digit_model, seeded_normal)
 from .model_slot import eps_fn_for, network_path
 
 SAMPLERS = ("DDPM", "DDIM")
@@ -135,9 +135,8 @@ def validate_walk_args(model: DiffusionModel, digit, guidance, sampler, steps, s
     seed = check_int("seed", seed, 0, SEED_MAX)
     compare = check_choice("side-by-side mode", compare, COMPARE_MODES)
     steps_b = check_int("second number of steps", steps_b, MIN_STEPS, model.schedule.T)
-    if not isinstance(clip_x0, (bool, np.bool_)):
-        raise ValueError(f"clip x0_hat must be true or false, got {shown(clip_x0)}")
-    return digit, guidance, sampler, steps, schedule, seed, compare, steps_b, bool(clip_x0)
+    clip_x0 = check_bool("clip x0_hat", clip_x0)
+    return digit, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0
 
 
 def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: float = 3.0, sampler: str = "DDPM",

@@ -21,7 +21,9 @@ passed in, duck-typed (``session_data``, ``time_last_used``, ``lock``, ``delete_
 """
 from __future__ import annotations
 
+import ctypes
 import datetime
+import functools
 import os
 import threading
 import time
@@ -43,20 +45,14 @@ SWEEP_EVERY_S = 30.0
 MMAP_THRESHOLD = 256 * 1024  # blocks at least this large get their own pages (see ``return_freed_memory``)
 
 
+@functools.cache
 def _libc():
     """glibc's C library (ctypes), or None elsewhere (musl, macOS, Windows): then the two calls below do nothing."""
-    global _LIBC
-    if _LIBC is False:
-        try:
-            import ctypes
-            lib = ctypes.CDLL("libc.so.6")
-            _LIBC = lib if hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
-        except OSError:
-            _LIBC = None
-    return _LIBC
-
-
-_LIBC = False  # not looked up yet
+    try:
+        lib = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return lib if hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
 
 
 def return_freed_memory() -> bool:
