@@ -42,7 +42,7 @@ MIN_FILE_AGE_S = 120.0
 SWEEP_EVERY_S = 30.0
 
 
-MMAP_THRESHOLD = 256 * 1024  # blocks at least this large get their own pages (see ``return_freed_memory``)
+MMAP_THRESHOLD = 256 * 1024  # blocks at least this large get their own pages (see ``fix_mmap_threshold``)
 
 
 @functools.cache
