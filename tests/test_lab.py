@@ -299,6 +299,47 @@ def test_presets_are_seeded_standardised_and_fresh(name):
         assert d.labels is None and d.class_names == []
 
 
+def test_strata_and_shares():
+    rng = np.random.default_rng(0)
+    u = toy.strata(rng, 500)
+    np.testing.assert_array_equal(np.sort(np.floor(u * 500)), np.arange(500))  # one number in each slice
+    assert not np.all(np.diff(u) > 0)  # in random order
+    for n, w in ((2000, [1, 2, 3]), (7, [1] * 8), (1001, [0.2, 0.5, 0.3])):
+        c = toy.shares(n, w)
+        assert c.sum() == n and np.all(np.abs(c - n * np.asarray(w) / np.sum(w)) < 1)
+
+
+def test_training_points_are_stratified_fresh_points_independent():
+    """Each component gets its share of the training points; angles along the shape cover it evenly; fresh samples
+    (the references of every distance) are independent draws, so their component counts vary."""
+    g = toy.make_preset("8 Gaussians", 2000, 3)
+    assert np.bincount(g.labels).tolist() == [250] * 8
+    mean, scale = toy.standardiser(toy.GENERATORS["rings"](np.random.default_rng(12345), toy.REFERENCE_POINTS)[0])
+    r = np.linalg.norm(toy.make_preset("rings", 2000, 3).points * scale + mean, axis=1)
+    assert np.bincount(np.round(r).astype(int), minlength=4)[1:].tolist() == [333, 667, 1000]
+    fresh_r = np.linalg.norm(toy.make_preset("rings").fresh(2000, 3) * scale + mean, axis=1)
+    assert np.bincount(np.round(fresh_r).astype(int), minlength=4)[1:].tolist() != [333, 667, 1000]
+    mean, scale = toy.standardiser(toy.GENERATORS["checkerboard"](np.random.default_rng(12345),
+                                                                  toy.REFERENCE_POINTS)[0])
+    cells = np.floor(toy.make_preset("checkerboard", 2000, 3).points * scale + mean + 2).astype(int)
+    assert np.unique(cells[:, 0] * 4 + cells[:, 1], return_counts=True)[1].tolist() == [250] * 8
+    for name in toy.PRESETS:  # representative: closer to fresh data than another fresh sample is
+        d = toy.make_preset(name, 2000, 0)
+        ref, other = d.fresh(2000, 100), d.fresh(2000, 200)
+        assert toy.sliced_wasserstein(d.points, ref) < toy.sliced_wasserstein(other, ref) * 1.05, name
+        assert d.key.endswith(":stratified")
+
+
+def test_a_drawings_pixels_get_their_shares_of_the_points():
+    """30 ink pixels, 4 apart in one row, and 100 points: each pixel gets 3 or 4 (an independent draw: 0 to 9)."""
+    mask = np.zeros((5, 120), bool)
+    mask[2, ::4] = True
+    x = np.sort(toy.make_drawn(mask, 100, 5).points[:, 0])
+    cuts = np.sort(np.argsort(np.diff(x))[-29:]) + 1  # the 29 gaps between pixels are the widest
+    counts = np.diff(np.concatenate([[0], cuts, [100]]))
+    assert len(counts) == 30 and set(counts.tolist()) == {3, 4}
+
+
 def draw_square(size=200, transparent=True) -> np.ndarray:
     img = Image.new("RGBA", (size, size), (0, 0, 0, 0) if transparent else (255, 255, 255, 255))
     ImageDraw.Draw(img).rectangle([50, 50, 150, 150], outline=(0, 0, 0, 255), width=4)
@@ -391,6 +432,21 @@ def test_walk_streams_records_and_measures():
         vl.walk_frame(None, 0)
 
 
+def test_the_side_by_side_walk_equals_each_sampler_run_alone():
+    """Two threads sharing the exact denoiser's chunks, and the next exact step computed while a picture is drawn:
+    the particles are those of samplers.run for each denoiser alone, from the walk's x_T and noise."""
+    model = tiny_trained()
+    n, steps, seed = 400, 15, 3
+    rec = list(vl.walk("8 Gaussians", "DDPM", steps, 0.0, "training", n, "unconditional", 1.0, seed, model))[-1].walk
+    chain = make_chain(model.schedule, steps)
+    x_T = vl.seeded_normal((n, 2), seed)
+    exact = vl.exact_for(vl.lab_data("8 Gaussians"))
+    for name, fn in (("network", model), ("exact", exact.along(chain))):
+        alone = run(fn, chain, (n, 2), x_T=x_T, generator=torch.Generator().manual_seed(seed + 1),
+                    null_label=model.null_label)
+        np.testing.assert_array_equal(rec.final[name], alone.double().numpy())
+
+
 def test_metrics_show_what_the_training_points_themselves_score():
     """The table's row for the training points: their mean distance to the same fresh samples, over the floor."""
     model = tiny_trained()
@@ -405,7 +461,7 @@ def test_metrics_show_what_the_training_points_themselves_score():
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert float(cells[1]) == pytest.approx(sw, abs=1e-4) and float(cells[2]) == pytest.approx(sw / floor, abs=0.01)
     assert cells[3] == "100.0 %" and f"{floor:.4f}" in floor_row
-    assert "not the floor" in rec.metrics
+    assert "a stratified one" in rec.metrics and "scores what they score" in rec.metrics
 
 
 def test_guided_walk_reports_the_class_and_its_spread():
@@ -431,7 +487,9 @@ def test_training_a_drawing_gives_the_session_its_network():
     ups = list(vl.train(vl.DRAWN, 50, 0, sketch))
     model = ups[-1].model
     data = vl.lab_data(vl.DRAWN, sketch)
-    assert model.data_key == data.key
+    assert model.data_key == data.key and model.info["data"]["points_sha1"] == toy.points_digest(data.points)
+    assert toy.points_digest(data.points * (1 + 4e-16)) == toy.points_digest(data.points)  # last-digit differences
+    assert toy.points_digest(data.points[::-1]) != toy.points_digest(data.points)
     net, source = vl.network_for(data, model)
     assert net is model and "trained here" in source
     assert vl.network_for(vl.lab_data("two moons"), model)[0] is not model  # another data set: not this network
@@ -446,3 +504,5 @@ def test_shipped_presets_load_when_present():
             continue
         assert model.data_key == vl.lab_data(name).key
         assert model.class_names == vl.lab_data(name).class_names
+        # the points it learned are the points the code makes now (a change to a generator must retrain it)
+        assert model.info["data"]["points_sha1"] == toy.points_digest(vl.lab_data(name).points), name

@@ -129,7 +129,8 @@ def train_steps(data: ToyData, cfg: LabTrainConfig | None = None, report_every: 
             window, count = 0.0, 0
     seconds = time.perf_counter() - started
     ema.eval()
-    info = {"data": {"name": data.name, "points": len(x_all), "key": data.key},
+    info = {"data": {"name": data.name, "points": len(x_all), "key": data.key,
+                     "points_sha1": toy.points_digest(data.points)},
             "training": {**asdict(cfg), "steps_done": step, "seconds": round(seconds, 2),
                          "stopped_early": stopped, "final_loss": round(window / max(1, count), 5),
                          "torch": torch.__version__, "threads": torch.get_num_threads(),
