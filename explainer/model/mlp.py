@@ -79,7 +79,8 @@ class EpsMLP(nn.Module):
         self.out = nn.Linear(h, config.dim)
 
     def embed(self, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """The time embedding plus the class embedding, [B, hidden], computed once per distinct (t, label)."""
+        """The time embedding plus the class embedding, [B, hidden] ([1, hidden] when every row has the same t and
+        label: it broadcasts), computed once per distinct (t, label)."""
         t = t.reshape(-1).long()
         if self.class_emb is not None:
             labels = (torch.full_like(t, self.config.num_classes) if labels is None
@@ -87,6 +88,8 @@ class EpsMLP(nn.Module):
             key = t * (self.config.num_classes + 1) + labels
         else:
             key = t
+        if len(key) and bool((key == key[0]).all()):  # one (t, label) for all rows, as a sampler calls: broadcast
+            return self._embed(t[:1], None if labels is None else labels[:1])
         uniq, inverse = torch.unique(key, return_inverse=True)
         if len(uniq) * 4 > len(key):  # mostly distinct (training): embed every row
             return self._embed(t, labels)

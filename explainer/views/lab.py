@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..accel.share import TaskShare
 from ..diffusion.exact import ExactDenoiser, marginal_density
 from ..diffusion.forward import q_chain, q_sample
 from ..diffusion.respacing import make_chain
@@ -116,7 +117,8 @@ _data_cache = LRU(16)
 
 
 def lab_data(dataset: str, sketch=None) -> toy.ToyData:
-    """The training set of a preset (NUM_POINTS points, seed 0), or of the drawing in ``sketch``."""
+    """The training set of a preset (NUM_POINTS points, a stratified draw with seed 0), or of the drawing in
+    ``sketch``."""
     dataset = check_choice("data set", dataset, DATASETS)
     if dataset != DRAWN:
         return _data_cache.get(("preset", dataset), lambda: toy.make_preset(dataset, NUM_POINTS, 0))
@@ -622,8 +624,9 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
 
     The network (when one has learned the data) and the exact denoiser run side by side from the same x_T with
     the same per-step noise, each through ``samplers.sample``; four tracked particles also take the other sampler
-    (DDIM with eta = 0 beside DDPM, DDPM beside DDIM) from the same start. The network and the exact denoiser
-    compute in two threads. The last update carries the recorded walk and its numbers.
+    (DDIM with eta = 0 beside DDPM, DDPM beside DDIM) from the same start. The exact denoiser computes in a second
+    thread; this one, after the network's step (and a picture), takes over chunks of the exact denoiser's step
+    (``accel.share``), so both cores stay busy. The last update carries the recorded walk and its numbers.
     """
     data, sampler, steps, eta, sched_choice, n, label, guidance, seed = validate_walk_args(
         dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, sketch)
@@ -638,7 +641,8 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
     # the network is called at its training steps; the exact denoiser at the chain's own noise levels (exact for
     # any schedule), one eps function per walk
     fns = {"network": (lambda: net, net.null_label)} if net is not None else {}
-    fns["exact"] = (lambda: exact.along(chain), exact.null_label)
+    share = TaskShare()  # the network's thread computes part of the exact denoiser's step once its own is done
+    fns["exact"] = (lambda: exact.along(chain, share), exact.null_label)
     x_T = seeded_normal((n, 2), seed)
     labels = None if label is None else torch.full((n,), label, dtype=torch.long)
     k = min(TRACKED, n)
@@ -687,15 +691,16 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
                         0, len(chain))
     started = last_yield = last_picture = time.perf_counter()
     show_every = max(1, len(chain) // SHOWN_FRAMES)
-    pool = ThreadPoolExecutor(max_workers=1) if len(runs) > 1 else None
+    pool = ThreadPoolExecutor(max_workers=1)  # the exact denoiser's thread
+    names = list(runs)
     try:
+        exact_step = pool.submit(_advance, runs["exact"], others["exact"])
         for i in range(len(chain)):
-            futures = {}
-            names = list(runs)
-            if pool is not None:
-                futures[names[-1]] = pool.submit(_advance, runs[names[-1]], others[names[-1]])
-            results = {name: _advance(runs[name], others[name]) for name in names if name not in futures}
-            results.update({name: f.result() for name, f in futures.items()})
+            results = {name: _advance(runs[name], others[name]) for name in names if name != "exact"}
+            share.help_until(exact_step)
+            results["exact"] = exact_step.result()
+            if i + 1 < len(chain):  # the next exact step runs while this one is recorded and drawn
+                exact_step = pool.submit(_advance, runs["exact"], others["exact"])
             _count_step()
             step = i + 1
             for name, (r, o) in results.items():
@@ -722,8 +727,7 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
             last_yield = time.perf_counter()
             yield LabWalkUpdate(pic, f"step {step}/{len(chain)}, t = {t_prev}", step, len(chain))
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
+        pool.shutdown(wait=True)
     seconds = time.perf_counter() - started
     for name in runs:
         rec.final[name] = current[name][0].astype(np.float64)
@@ -791,9 +795,10 @@ def walk_metrics(data: toy.ToyData, final: dict, label: int | None, seed: int = 
              f"{'' if label is None else ' and class'}, never trained on; each distance is the mean over "
              f"{REFERENCES} of them, and the floor is the distance between such samples: what a perfect sampler "
              f"would get. 'On a training point': within {tol:.2g} (the noise level √(1 − ᾱ_1) of the schedule's "
-             f"first step) of one of the {len(pts)} training points. The training points are one finite draw "
-             "from the distribution too: a sampler that returns them (the exact denoiser does, nearly) scores what "
-             "they score, not the floor. Finite samples make every distance noisy "
+             f"first step) of one of the {len(pts)} training points. The training points are a finite draw from "
+             "the distribution too, a stratified one (spread evenly along the shape, without the clumps and gaps "
+             "of independent draws), so they usually score below the floor: a sampler that returns them (the exact "
+             "denoiser does, nearly) scores what they score. Finite samples make every distance noisy "
              "(see the floor's own range): one walk's ratio moves by tens of percent from seed to seed; "
              "benchmarks/lab_speed.py averages many walks.")
     if data.labels is not None:
