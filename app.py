@@ -294,6 +294,14 @@ def clip_default(model) -> bool:
     return model is not None and model.recommended_clip_x0
 
 
+def guidance_default(model) -> float:
+    """A guidance slider's value for ``model``: its card's recommended w (1 for the digits, 5 for the emoji)."""
+    return model.recommended_guidance if model is not None else 1.0
+
+
+GUIDANCE_INFO = "starts at the model card's recommended w; a larger w trades variety for likeness to the class"
+
+
 def reverse_tab(ctx: AppContext) -> None:
     """Reverse diffusion: streamed walks, side by side, a scrubber and the step taken apart."""
     with gr.Tab("Reverse diffusion", id="reverse"):
@@ -303,9 +311,9 @@ def reverse_tab(ctx: AppContext) -> None:
             with gr.Column(scale=1):
                 r_digit = gr.Dropdown(ctx.classes, value=ctx.default_class, label=class_word(ctx.model),
                                       elem_id="rev-class")
-                r_guidance = gr.Slider(0, GUIDANCE_MAX, value=3.0, step=0.5,
+                r_guidance = gr.Slider(0, GUIDANCE_MAX, value=guidance_default(ctx.model), step=0.5,
                                        label="guidance scale w (1 = plain conditional, 0 = unconditional)",
-                                       elem_id="rev-guidance")
+                                       info=GUIDANCE_INFO, elem_id="rev-guidance")
                 r_sampler = gr.Radio(list(vr.SAMPLERS), value="DDPM", label="sampler", elem_id="rev-sampler")
                 r_steps = gr.Slider(vr.MIN_STEPS, ctx.T, value=100, step=1, label="inference steps",
                                     elem_id="rev-steps")
@@ -346,6 +354,7 @@ def reverse_tab(ctx: AppContext) -> None:
     ctx.follow(r_steps, lambda slot: gr.Slider(maximum=model_T(slot.model)))
     ctx.follow(r_steps_b, lambda slot: gr.Slider(maximum=model_T(slot.model)))
     ctx.follow(r_clip, lambda slot: gr.Checkbox(value=clip_default(slot.model)))
+    ctx.follow(r_guidance, lambda slot: gr.Slider(value=guidance_default(slot.model)))
     walk = r_run.click(stream_walk(ctx, vr.GifStore()),
                        [r_digit, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare, r_steps_b, r_clip,
                         ctx.model_name],
@@ -399,8 +408,8 @@ def noise_tab(ctx: AppContext) -> None:
                 model_examples(ctx, n_image, image_label, "noise")
                 n_digit = gr.Dropdown(ctx.classes, value=UNCONDITIONAL, label="condition on class",
                                       elem_id="noise-class")
-                n_guidance = gr.Slider(0, GUIDANCE_MAX, value=1.0, step=0.5, label="guidance scale",
-                                       elem_id="noise-guidance")
+                n_guidance = gr.Slider(0, GUIDANCE_MAX, value=guidance_default(ctx.model), step=0.5,
+                                       label="guidance scale", info=GUIDANCE_INFO, elem_id="noise-guidance")
                 n_num_t = gr.Slider(vn.MIN_T, min(vn.MAX_T, ctx.T), value=50, step=1, label="timesteps",
                                     elem_id="noise-num-t")
                 n_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed", elem_id="noise-seed")
@@ -422,6 +431,7 @@ def noise_tab(ctx: AppContext) -> None:
     ctx.follow(n_source, lambda slot: gr.Radio(choices=source_choices(slot.model)))
     ctx.follow(n_digit, class_dropdown("condition on class", UNCONDITIONAL))
     ctx.follow(n_num_t, lambda slot: gr.Slider(maximum=min(vn.MAX_T, model_T(slot.model))))
+    ctx.follow(n_guidance, lambda slot: gr.Slider(value=guidance_default(slot.model)))
     n_run.click(noise_removal, [n_source, n_image, n_digit, n_guidance, n_num_t, n_seed, ctx.model_name],
                 [n_grid, n_result, n_index, n_triplet, n_text, n_curve], api_name="noise_removal", **HEAVY)
     n_index.change(clear_errors(lambda result, index: vn.noise_triplet(computed(result), index)), [n_result, n_index],

@@ -33,7 +33,8 @@ def registry(tiny_ckpt, tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     colour = make_colour_checkpoint(root / "tiny-emoji")
     config = json.loads((colour / "config.json").read_text())
-    (colour / "config.json").write_text(json.dumps(config | {"recommended_clip_x0": True}))  # as the emoji card
+    (colour / "config.json").write_text(json.dumps(config | {"recommended_clip_x0": True,  # as the emoji card
+                                                             "recommended_guidance": 5.0}))
     damaged = root / "damaged"
     shutil.copytree(colour, damaged)
     (damaged / "config.json").write_text("{ this is not json")
@@ -90,6 +91,12 @@ def test_switching_updates_the_class_menus_and_labels(server):
     assert back[0].startswith("Model: `tiny`") and any(isinstance(o, dict) and o.get("label") == "digit class"
                                                         for o in back)
     assert [o["value"] for o in back if isinstance(o, dict) and isinstance(o.get("value"), bool)] == [False]
+    # the reverse and noise-removal tabs' guidance sliders follow the card's recommended w
+    guidance = [o["value"] for o in out if isinstance(o, dict) and o.get("__type__") == "update"
+                and isinstance(o.get("value"), float) and set(o) <= {"__type__", "value"}]
+    assert guidance == [5.0, 5.0]
+    assert [o["value"] for o in back if isinstance(o, dict) and isinstance(o.get("value"), float)
+            and set(o) <= {"__type__", "value"}] == [1.0, 1.0]
 
 
 def test_colour_walk_scrubber_step_strip_and_gif(emoji):

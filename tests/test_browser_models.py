@@ -27,7 +27,8 @@ def page(tiny_ckpt, tmp_path_factory):
     root = tmp_path_factory.mktemp("browser-models")
     colour = make_colour_checkpoint(root / "tiny-emoji")
     config = json.loads((colour / "config.json").read_text())
-    (colour / "config.json").write_text(json.dumps(config | {"recommended_clip_x0": True}))  # as the emoji card
+    (colour / "config.json").write_text(json.dumps(config | {"recommended_clip_x0": True,  # as the emoji card
+                                                             "recommended_guidance": 5.0}))
     damaged = root / "damaged"
     shutil.copytree(colour, damaged)
     (damaged / "model.safetensors").write_bytes(b"not safetensors")
@@ -51,6 +52,7 @@ def test_switch_to_the_colour_model_and_walk(page):
     page.locator("#rev-class").get_by_text("class", exact=True).wait_for()  # the label no longer says "digit"
     assert page.locator("#rev-class input").input_value() == "Smileys & Emotion"
     expect(page.locator("#rev-clip input")).to_be_checked()  # its card recommends clipping x0_hat
+    expect(page.locator("#rev-guidance input[type=number]")).to_have_value("5")  # and w = 5
     choose(page, "rev-class", "Animals & Nature")
     steps = page.locator("#rev-steps input[type=number]")
     steps.fill("20")
