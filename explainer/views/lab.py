@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -624,9 +624,10 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
 
     The network (when one has learned the data) and the exact denoiser run side by side from the same x_T with
     the same per-step noise, each through ``samplers.sample``; four tracked particles also take the other sampler
-    (DDIM with eta = 0 beside DDPM, DDPM beside DDIM) from the same start. The exact denoiser computes in a second
-    thread; this one, after the network's step (and a picture), takes over chunks of the exact denoiser's step
-    (``accel.share``), so both cores stay busy. The last update carries the recorded walk and its numbers.
+    (DDIM with eta = 0 beside DDPM, DDPM beside DDIM) from the same start. The exact denoiser walks in a second
+    thread, as far ahead as it gets; this one, after the network's step (and a picture), computes chunks of the exact
+    walk's current step (``accel.share``), so both cores stay busy. The last update carries the recorded walk and
+    its numbers.
     """
     data, sampler, steps, eta, sched_choice, n, label, guidance, seed = validate_walk_args(
         dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, sketch)
@@ -691,16 +692,16 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
                         0, len(chain))
     started = last_yield = last_picture = time.perf_counter()
     show_every = max(1, len(chain) // SHOWN_FRAMES)
-    pool = ThreadPoolExecutor(max_workers=1)  # the exact denoiser's thread
+    pool = ThreadPoolExecutor(max_workers=1)  # the exact denoiser's thread walks on by itself, step after step
     names = list(runs)
+    exact_steps = [Future() for _ in range(len(chain))]
+    stop = threading.Event()
     try:
-        exact_step = pool.submit(_advance, runs["exact"], others["exact"])
+        pool.submit(_walk_ahead, runs["exact"], others["exact"], exact_steps, stop)
         for i in range(len(chain)):
             results = {name: _advance(runs[name], others[name]) for name in names if name != "exact"}
-            share.help_until(exact_step)
-            results["exact"] = exact_step.result()
-            if i + 1 < len(chain):  # the next exact step runs while this one is recorded and drawn
-                exact_step = pool.submit(_advance, runs["exact"], others["exact"])
+            share.help_until(exact_steps[i])  # compute chunks of the exact walk's current step until step i is done
+            results["exact"] = exact_steps[i].result()
             _count_step()
             step = i + 1
             for name, (r, o) in results.items():
@@ -727,6 +728,7 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
             last_yield = time.perf_counter()
             yield LabWalkUpdate(pic, f"step {step}/{len(chain)}, t = {t_prev}", step, len(chain))
     finally:
+        stop.set()
         pool.shutdown(wait=True)
     seconds = time.perf_counter() - started
     for name in runs:
@@ -741,6 +743,21 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
 
 def _advance(run, other):
     return next(run), next(other)
+
+
+def _walk_ahead(run, other, steps: list[Future], stop: threading.Event) -> None:
+    """Advance a walk (and its tracked companion) through every step, handing step i's records to ``steps[i]``;
+    stops early when ``stop`` is set (the viewer left), and hands an error to every step not done."""
+    try:
+        for future in steps:
+            if stop.is_set():
+                future.cancel()
+                continue
+            future.set_result(_advance(run, other))
+    except BaseException as e:  # noqa: BLE001 - the consumer re-raises it from the step it waits for
+        for future in steps:
+            if not future.done():
+                future.set_exception(e)
 
 
 REFERENCES = 3  # fresh reference samples each distance is averaged over
