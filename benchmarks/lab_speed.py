@@ -8,8 +8,9 @@ Prints (one torch thread per event, as the app runs on 2 cores, unless --threads
 - repaint: server time of the forward view, the field view and the scrubber at 2,000 particles when t moves
   (median over distinct t, so no cached density is reused);
 - walk: a 100-step DDPM walk of 2,000 particles, the network and the exact denoiser side by side with every
-  streamed picture (views.lab.walk), each denoiser's 100 sampler steps alone in one thread, and the walk's time
-  as a share of their sum (what the second core and the shared exact steps gain);
+  streamed picture (views.lab.walk; median of 5 walks), each denoiser's 100 sampler steps alone in one thread, the
+  walk's time as a share of their sum (what the second core and the shared exact steps gain), and how much two
+  threads of such work gain over one on this machine at all;
 - live training: the live recipe on a drawing (a spiral drawn with PIL), wall and CPU seconds;
 - quality: each shipped preset network, the live-trained drawing, and the exact denoiser, 2,000 particles after
   100 DDPM steps against fresh data: sliced Wasserstein (and energy distance) as a multiple of the data-vs-data
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +46,30 @@ def median_ms(fn, args_list) -> float:
         fn(*args)
         times.append(time.perf_counter() - t0)
     return 1000 * float(np.median(times))
+
+
+def second_core_gain(reps: int = 5) -> float:
+    """Two threads' throughput over one thread's on the walk's kind of work (float32 matrix products and exps of its
+    sizes): 2.0 for two free cores, less where the two share a core's vector units or the host is busy."""
+    a, w, logits = torch.randn(2000, 128), torch.randn(128, 128), torch.randn(65, 2000)
+
+    def work():
+        for _ in range(40):
+            torch.mm(a, w)
+            torch.exp(logits)
+    gains = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        work()
+        work()
+        one = time.perf_counter() - t0
+        helper = threading.Thread(target=work)
+        t0 = time.perf_counter()
+        helper.start()
+        work()
+        helper.join()
+        gains.append(one / (time.perf_counter() - t0))
+    return float(np.median(gains))
 
 
 def spiral_drawing(size: int = 400) -> np.ndarray:
@@ -93,7 +119,7 @@ def main(argv=None) -> None:
 
     # ---- the 100-step walk
     streamed, times, cpus = [], [], []
-    for seed in range(1 if args.quick else 3):
+    for seed in range(1 if args.quick else 5):
         t0, c0 = time.perf_counter(), time.process_time()
         frames = 0
         for u in vl.walk("two moons", "DDPM", 100, 0.0, "training", 2000, "unconditional", 1.0, seed):
@@ -122,7 +148,8 @@ def main(argv=None) -> None:
     if len(alone) == 2:
         both = sum(alone.values())
         print(f"  the walk to its end picture / (network alone + exact alone, {both:.2f} s) = "
-              f"{np.median(streamed) / both:.2f} (1.00: no gain from the second core; 0.5: a perfect split)")
+              f"{np.median(streamed) / both:.2f} (1.00: no gain from the second core; 0.5: a perfect split); "
+              f"two threads of matrix products and exps do {second_core_gain():.2f}x the work of one here")
 
     # ---- live training on a drawing
     sketch = {"composite": spiral_drawing(), "layers": [], "background": None}

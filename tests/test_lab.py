@@ -2,6 +2,8 @@
 distances between point sets, the data sets, training, and the views (pictures, numbers, streamed walk)."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -445,6 +447,41 @@ def test_the_side_by_side_walk_equals_each_sampler_run_alone():
         alone = run(fn, chain, (n, 2), x_T=x_T, generator=torch.Generator().manual_seed(seed + 1),
                     null_label=model.null_label)
         np.testing.assert_array_equal(rec.final[name], alone.double().numpy())
+
+
+def test_the_exact_walk_ahead_stops_with_the_viewer_and_reports_errors(monkeypatch):
+    """The exact walk runs ahead in its own thread: closing the stream stops it within a step or two, and an error in
+    one of its steps reaches the viewer instead of leaving the walk waiting."""
+    calls = []
+    advance = vl._advance
+
+    def counted(run, other):
+        calls.append(1)
+        return advance(run, other)
+    monkeypatch.setattr(vl, "_advance", counted)
+    model = tiny_trained()
+    stream = vl.walk("8 Gaussians", "DDPM", 400, 0.0, "training", 300, "unconditional", 1.0, 0, model)
+    while next(stream).step < 2:
+        pass
+    stream.close()  # the viewer left: returns once the exact thread has stopped
+    done = len(calls)
+    assert done < 200  # the network's and the exact walk's steps so far, far from 2 x 400
+    time.sleep(0.2)
+    assert len(calls) == done  # nothing runs on after the close
+
+    along = ExactDenoiser.along
+
+    def broken(den, chain, share=None):
+        fn = along(den, chain, share)
+
+        def eps(x_t, t, labels=None):
+            if t.reshape(-1)[0] < 500:
+                raise RuntimeError("the exact step failed")
+            return fn(x_t, t, labels)
+        return eps
+    monkeypatch.setattr(ExactDenoiser, "along", broken)
+    with pytest.raises(RuntimeError, match="the exact step failed"):
+        list(vl.walk("8 Gaussians", "DDPM", 20, 0.0, "training", 300, "unconditional", 1.0, 0, model))
 
 
 def test_metrics_show_what_the_training_points_themselves_score():
