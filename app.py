@@ -916,6 +916,8 @@ def serve(demo: gr.Blocks, shutdown_s: float = 1.0) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     launch(demo, prevent_thread_lock=True)
+    from explainer.views import lab as vl
+    threading.Thread(target=vl.warm_up, daemon=True).start()  # the lab's first Train then starts at once
     while not stop.wait(0.1):
         pass
     print("Stopping the server ...", flush=True)

@@ -3,6 +3,7 @@ distances between point sets, the data sets, training, and the views (pictures, 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,6 +251,27 @@ def test_training_lowers_the_loss_and_is_seeded():
     x, t = torch.randn(6, 2), torch.full((6,), 200)
     torch.testing.assert_close(again(x, t), ups[-1].model(x, t))
     assert again.data_key == data.key
+
+
+def test_the_warm_up_leaves_nothing_to_load_for_the_first_training():
+    """app.serve runs lab_training.warm_up at start: after it, the first real training imports no more modules
+    (torch's optimizers import torch._dynamo when the first is made, about 1.4 s), checked in a new process."""
+    import subprocess
+    import sys
+    code = ("import sys, torch\n"
+            "from explainer.model import toy\n"
+            "from explainer.model.lab_training import LabTrainConfig, train, warm_up\n"
+            "data = toy.make_preset('two moons', 200, 0)\n"
+            "before = set(sys.modules)\n"
+            "warm_up()\n"
+            "warmed = set(sys.modules)\n"
+            "train(data, LabTrainConfig(train_steps=3, batch_size=8))\n"
+            "print(len(warmed - before), sorted(set(sys.modules) - warmed))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    assert out.returncode == 0, out.stderr
+    loaded_by_warm_up, loaded_later = out.stdout.split(" ", 1)
+    assert loaded_later.strip() == "[]"
 
 
 def test_a_time_budget_stops_training_with_the_learning_rate_decayed():

@@ -72,6 +72,16 @@ def make_optimizer(net: torch.nn.Module, cfg: LabTrainConfig) -> torch.optim.Opt
         return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
+def warm_up() -> None:
+    """Pay the one-time costs of a first training run now: torch's optimizers import torch._dynamo when the first one
+    is made (about 1.4 s on a 2-core x86_64 CPU). A server calls it in the background at start, so the first
+    learner to press Train does not wait for it."""
+    net = torch.nn.Linear(1, 1)
+    opt = make_optimizer(net, LabTrainConfig())
+    net(torch.ones(1, 1)).sum().backward()
+    opt.step()  # (the first step loads a few more modules)
+
+
 def schedule_step(step: int, seconds: float, cfg: LabTrainConfig) -> int:
     """Where the learning-rate schedule is: at ``step``, or as far along the time budget as ``seconds`` is, if further.
 

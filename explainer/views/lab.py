@@ -29,7 +29,7 @@ from ..diffusion.respacing import make_chain
 from ..diffusion.samplers import sample
 from ..diffusion.schedules import Schedule, make_schedule
 from ..model import toy
-from ..model.lab_training import LabTrainConfig, train_steps
+from ..model.lab_training import LabTrainConfig, train_steps, warm_up  # noqa: F401 (warm_up: for app.serve)
 from ..model.mlp import LabCheckpointError, LabModel, load_lab_model
 from ..paths import CHECKPOINTS
 from .inputs import LRU, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, seeded_normal
