@@ -68,10 +68,12 @@ THRESHOLD = """
 
 
 def test_a_fixed_mmap_threshold_returns_freed_arrays_at_once():
-    start, dynamic = run(THRESHOLD.replace('sys.argv[-1] == "fixed"', "False"))
-    assert dynamic - start > 100, "glibc's default should keep the 128 MB in the heap (the case this fixes)"
     start, fixed = run(THRESHOLD.replace('sys.argv[-1] == "fixed"', "True"))
     assert fixed - start < 20, (start, fixed)
+    start, dynamic = run(THRESHOLD.replace('sys.argv[-1] == "fixed"', "False"))
+    if dynamic - start <= 100:  # (seen under Python 3.12.1 with numpy 2.5.2 and these tests' imports)
+        pytest.skip(f"without the fix this C library and numpy kept only {dynamic - start:.0f} MB of the 128 MB: "
+                    "the case the fix is for does not arise here")
 
 
 def test_every_sweep_returns_freed_memory(tmp_path):

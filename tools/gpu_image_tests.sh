@@ -7,7 +7,8 @@
 #   bash tools/gpu_image_tests.sh [pytest args]      # first run: a venv of about 5 GB (torch's CUDA libraries)
 #
 # The venv is kept in $VENV (default: ~/.cache/ddpm-explainer/venv-torch2.11) and reused. The app's test
-# modules (test_app_client, test_browser) need gradio and are left out; CUDA-only tests skip without a GPU.
+# modules (test_app_client, test_browser*) need gradio and are left out; the other app tests skip without it, and
+# CUDA-only tests skip without a GPU.
 set -eu
 cd "$(dirname "$0")/.."
 venv="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ddpm-explainer/venv-torch2.11}"
@@ -30,4 +31,4 @@ if "$venv/bin/python" -c "import gradio" 2>/dev/null; then
   echo "gradio is installed in $venv: this check needs a venv without it" >&2; exit 1
 fi
 OMP_NUM_THREADS=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider \
-  --ignore=tests/test_app_client.py --ignore=tests/test_browser.py "$@"
+  --ignore=tests/test_app_client.py --ignore-glob="tests/test_browser*.py" "$@"
