@@ -10,7 +10,7 @@ Prints (one torch thread per event, as the app runs on 2 cores, unless --threads
 - walk: a 100-step DDPM walk of 2,000 particles, the network and the exact denoiser side by side with every
   streamed picture (views.lab.walk; median of 5 walks), each denoiser's 100 sampler steps alone in one thread, the
   walk's time as a share of their sum (what the second core and the shared exact steps gain), and how much two
-  threads of such work gain over one on this machine at all;
+  threads of such work gain over one on the machine it runs on;
 - live training: the live recipe on a drawing (a spiral drawn with PIL), wall and CPU seconds;
 - quality: each shipped preset network, the live-trained drawing, and the exact denoiser, 2,000 particles after
   100 DDPM steps against fresh data: sliced Wasserstein (and energy distance) as a multiple of the data-vs-data
