@@ -42,7 +42,8 @@ MIN_FILE_AGE_S = 120.0
 SWEEP_EVERY_S = 30.0
 
 
-MMAP_THRESHOLD = 256 * 1024  # blocks at least this large get their own pages (see ``fix_mmap_threshold``)
+MMAP_THRESHOLD = 2 * 2 ** 20  # blocks at least this large get their own pages (see ``fix_mmap_threshold``)
+TRIM_THRESHOLD = 32 * 2 ** 20  # free memory a heap keeps at its top before giving it back (every sweep trims it)
 
 
 @functools.cache
@@ -69,12 +70,19 @@ def return_freed_memory() -> bool:
     return True
 
 
-def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
-    """Give every C allocation of at least ``nbytes`` its own pages, returned to the system when freed
-    (glibc ``mallopt(M_MMAP_THRESHOLD)``; by default glibc raises that threshold up to 32 MB after such a block is
-    freed, and later blocks of that size then stay in the heap). True where it was set."""
+def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD, trim: int = TRIM_THRESHOLD) -> bool:
+    """Give every C allocation of at least ``nbytes`` its own pages, returned to the system when freed, and let a
+    heap keep up to ``trim`` bytes free at its top (glibc ``mallopt``, M_MMAP_THRESHOLD and M_TRIM_THRESHOLD).
+
+    By default glibc raises the mmap threshold up to 32 MB after such a block is freed, and later blocks of that
+    size (pictures, noise, recorded frames) then stay in the heap. Fixing it turns glibc's adaptive thresholds off,
+    so both are set: a low one (256 kB) gave every network activation and exact-denoiser chunk (0.5 to 1 MB) fresh
+    pages, zeroed by the kernel on every call, and slowed the lab's served walk by 45 %; below 2 MB, blocks are
+    reused from the heap, and ``return_freed_memory`` (every sweep) hands back what is left free. True where set.
+    """
     lib = _libc()
-    return lib is not None and lib.mallopt(-3, int(nbytes)) == 1  # M_MMAP_THRESHOLD = -3 (malloc.h)
+    # M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1 (malloc.h)
+    return lib is not None and lib.mallopt(-3, int(nbytes)) == 1 and lib.mallopt(-1, int(trim)) == 1
 
 
 @dataclass
