@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-dropout", type=float, default=d.label_dropout,
                    help="probability of the null label (for classifier-free guidance)")
     t.add_argument("--train-steps", type=int, default=d.train_steps)
+    t.add_argument("--class-balance", action="store_true",
+                   help="draw every class equally often (a class uniformly, then one of its images), not every image")
+    t.add_argument("--min-snr-gamma", type=float, default=None,
+                   help="weight the loss of step t by min(SNR_t, gamma) / SNR_t (Hang et al. 2023; 5 is theirs)")
+    t.add_argument("--init-from", default=None,
+                   help="start from this checkpoint's weights (same architecture) instead of random ones")
     t.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this many minutes")
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--device", default=None,
@@ -254,7 +260,8 @@ def train_config(args):
                       ema_decay=args.ema_decay, label_dropout=args.label_dropout, train_steps=args.train_steps,
                       max_minutes=args.max_minutes, seed=args.seed, device=args.device,
                       sample_every=args.sample_every, save_every=args.save_every, resume=not args.no_resume,
-                      bf16=not args.no_bf16, overwrite=args.overwrite)
+                      bf16=not args.no_bf16, overwrite=args.overwrite, class_balance=args.class_balance,
+                      min_snr_gamma=args.min_snr_gamma, init_from=args.init_from)
 
 
 def cmd_train(args) -> int:

@@ -125,7 +125,8 @@ def test_cli_train_help_and_bad_data(tmp_path):
 
 
 @pytest.mark.parametrize("cfg", [TrainConfig(), TrainConfig(conditional=False, channel_mults=(1, 2), max_minutes=5.0,
-                                                            bf16=False, schedule="cosine", lr=1e-3, device="cpu")])
+                                                            bf16=False, schedule="cosine", lr=1e-3, device="cpu"),
+                                 TrainConfig(class_balance=True, min_snr_gamma=5.0, init_from="checkpoints/emoji-ddpm")])
 def test_recorded_command_reproduces_the_config(cfg):
     """The command stored in a checkpoint's provenance parses back into the same training config."""
     from dataclasses import asdict
@@ -249,3 +250,51 @@ def test_train_on_npz(tmp_path):
     assert data["num_images"] == 9 and data["attribution"] == "test images, CC0"
     with pytest.raises(ValueError, match="holds 16x16 images with 3 channel.*use --image-size 16 --channels 3"):
         train(TrainConfig(out=str(tmp_path / "other"), data=str(tmp_path / "e.npz"), **TINY), progress=False)
+
+
+def test_class_balance_draws_every_class_equally_often(tmp_path):
+    """MNIST's training split is nearly balanced; make it lopsided, then count the drawn classes."""
+    tr = Trainer(TrainConfig(out=str(tmp_path / "b"), class_balance=True, **TINY), progress=False)
+    keep = torch.cat([torch.nonzero(tr.y_all == c).flatten()[: 5 if c == 3 else 400] for c in range(10)])
+    tr.x_all, tr.y_all = tr.x_all[keep], tr.y_all[keep]
+    drawn = tr.y_all[tr.draw_images(40_000)]
+    share = torch.bincount(drawn, minlength=10).double() / len(drawn)
+    assert torch.allclose(share, torch.full((10,), 0.1, dtype=torch.float64), atol=0.006)
+    idx = tr.draw_images(20_000)
+    assert set(idx[tr.y_all[idx] == 3].tolist()) == set(torch.nonzero(tr.y_all == 3).flatten().tolist())
+    plain = Trainer(TrainConfig(out=str(tmp_path / "p"), **TINY), progress=False)
+    plain.x_all, plain.y_all = plain.x_all[keep], plain.y_all[keep]
+    assert (plain.y_all[plain.draw_images(40_000)] == 3).double().mean() < 0.01  # images uniformly: class 3 is rare
+
+
+def test_min_snr_weights_follow_hang_et_al():
+    from explainer.diffusion.losses import min_snr_weights, simple_loss
+    from explainer.diffusion.schedules import make_schedule
+    s = make_schedule("linear", 1000)
+    t = torch.arange(1, 1001)
+    w = min_snr_weights(s, t, 5.0).double()
+    ab = torch.from_numpy(s.alpha_bars.copy())
+    snr = ab / (1 - ab)
+    assert torch.allclose(w, torch.clamp(snr, max=5.0) / snr, rtol=1e-6)
+    assert w[-1] == 1.0 and w[0] < 1e-3  # noisy steps keep weight 1, the cleanest shrink
+    pred, eps = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    assert torch.allclose(simple_loss(pred, eps), torch.nn.functional.mse_loss(pred, eps))
+    ws = torch.tensor([1.0, 0.0, 2.0, 0.5])
+    by_hand = sum(float(ws[i]) * float(((pred[i] - eps[i]) ** 2).mean()) for i in range(4)) / 4
+    assert abs(float(simple_loss(pred, eps, ws)) - by_hand) < 1e-6
+    with pytest.raises(ValueError):
+        min_snr_weights(s, t, 0.0)
+
+
+def test_init_from_copies_weights_and_refuses_another_architecture(tmp_path):
+    src = tmp_path / "src"
+    train(TrainConfig(out=str(src), train_steps=2, **TINY), progress=False)
+    out = tmp_path / "cont"
+    train(TrainConfig(out=str(out), train_steps=0, init_from=str(src), **TINY), progress=False)
+    a, b = load_file(str(src / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    cfg = json.loads((out / "config.json").read_text())
+    assert f"--init-from {src}" in cfg["training"]["command"]
+    with pytest.raises(ValueError, match="another architecture"):
+        train(TrainConfig(out=str(tmp_path / "wide"), train_steps=1, init_from=str(src),
+                          **{**TINY, "base_channels": 16}), progress=False)

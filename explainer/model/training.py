@@ -30,11 +30,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from .checkpoint import WEIGHTS, pick_device, save_checkpoint
 from .data import Dataset, load_image_folder, load_mnist, load_npz
 from ..diffusion.forward import q_sample
+from ..diffusion.losses import min_snr_weights, simple_loss
 from ..diffusion.schedules import make_schedule
 from .unet import UNet, UNetConfig, count_parameters
 
@@ -71,6 +71,9 @@ class TrainConfig:
     resume: bool = True
     bf16: bool = True  # autocast on CUDA only
     overwrite: bool = False  # start afresh in a folder that holds a finished model (the shipped one, say)
+    class_balance: bool = False  # draw the class uniformly, then an image of it (else images uniformly)
+    min_snr_gamma: float | None = None  # weight step t by min(SNR_t, gamma) / SNR_t (Hang et al. 2023)
+    init_from: str | None = None  # start from this checkpoint's weights (model and EMA) instead of at random
 
     def unet_config(self, num_classes: int) -> UNetConfig:
         return UNetConfig(image_size=self.image_size, in_channels=self.channels, base_channels=self.base_channels,
@@ -260,6 +263,7 @@ class Trainer:
         self.steps_done, self.elapsed, self.losses = 0, 0.0, []
         self._recent: list[torch.Tensor] = []  # losses still on the device
         self.use_bf16 = cfg.bf16 and self.device.type == "cuda"
+        self.by_class = None  # the images sorted by class, for class_balance (built at the first draw)
 
     def say(self, message: str) -> None:
         """Print on rank 0 only."""
@@ -289,7 +293,7 @@ class Trainer:
         batch (and the generator's state) is the same for any number of processes.
         """
         cfg, gen, dev, n = self.cfg, self.gen, self.device, self.cfg.batch_size
-        idx = torch.randint(0, len(self.x_all), (n,), device=dev, generator=gen)
+        idx = self.draw_images(n)
         t = torch.randint(1, cfg.num_steps + 1, (n,), device=dev, generator=gen)
         eps = torch.randn((n, *self.x_all.shape[1:]), device=dev, generator=gen)
         drop = torch.rand(n, device=dev, generator=gen) < cfg.label_dropout if self.num_classes else None
@@ -300,6 +304,35 @@ class Trainer:
             labels = torch.where(drop[self.mine], torch.full_like(y, self.num_classes), y)
         return Batch(x0, t, eps, q_sample(x0, t, eps, self.schedule), labels)
 
+    def draw_images(self, n: int) -> torch.Tensor:
+        """Indices of n training images: uniform over the images, or with ``class_balance`` a class drawn
+        uniformly (among those with images) and then an image of that class uniformly."""
+        dev, gen = self.device, self.gen
+        if not self.cfg.class_balance:
+            return torch.randint(0, len(self.x_all), (n,), device=dev, generator=gen)
+        if self.by_class is None:
+            order = torch.argsort(self.y_all, stable=True)
+            counts = torch.bincount(self.y_all, minlength=max(1, self.num_classes))
+            present = torch.nonzero(counts).flatten()
+            starts = torch.cumsum(counts, 0) - counts
+            self.by_class = (order, starts[present], counts[present])
+        order, starts, counts = self.by_class
+        c = torch.randint(0, len(counts), (n,), device=dev, generator=gen)
+        within = (torch.rand(n, device=dev, generator=gen) * counts[c]).long().clamp_max(counts[c] - 1)
+        return order[starts[c] + within]
+
+    def init_weights(self) -> None:
+        """Copy ``init_from``'s weights into the model and the EMA (a fresh run that continues a trained model)."""
+        from .checkpoint import load_model
+        src = load_model(self.cfg.init_from, device="cpu").net
+        if src.config != self.model.config:
+            raise ValueError(f"--init-from {self.cfg.init_from} has another architecture than this run: "
+                             f"{src.config} vs {self.model.config}")
+        self.model.load_state_dict(src.state_dict())
+        if self.ema is not None:
+            self.ema.load_state_dict(src.state_dict())
+        self.say(f"initialised from {self.cfg.init_from}")
+
     def step(self) -> torch.Tensor:
         """One optimiser step (L_simple, gradients clipped to norm 1, averaged over the ranks by DDP), then
         the EMA update; returns this rank's loss, left on the device."""
@@ -309,7 +342,8 @@ class Trainer:
             g["lr"] = lr_at(s, cfg)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             pred = self.net(b.x_t, b.t, b.labels)
-        loss = F.mse_loss(pred.float(), b.eps)
+        weights = None if cfg.min_snr_gamma is None else min_snr_weights(self.schedule, b.t, cfg.min_snr_gamma)
+        loss = simple_loss(pred, b.eps, weights)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -419,14 +453,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     world.shard(cfg.batch_size)  # refuse an indivisible batch before any process waits for another
     with world.group(world.device(cfg.device)):
         trainer = Trainer(cfg, world, progress)
-        trainer.resume()
+        if not trainer.resume() and cfg.init_from:
+            trainer.init_weights()
         return trainer.run()
 
 
 def _cli_args(cfg: TrainConfig) -> list[str]:
     """The `python -m explainer train` flags that reproduce ``cfg`` (only those that differ from the defaults)."""
     default = TrainConfig()
-    flags = {"conditional": "--unconditional", "bf16": "--no-bf16"}  # boolean switches
+    flags = {"conditional": "--unconditional", "bf16": "--no-bf16", "class_balance": "--class-balance"}  # switches
     args = []
     for k, v in asdict(cfg).items():
         d = getattr(default, k)
