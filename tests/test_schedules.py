@@ -96,6 +96,21 @@ def test_derived_quantities_by_hand():
     assert sch.summary_at(0)["alpha_bar_t"] == 1.0 and sch.summary_at(0)["snr"] == math.inf
 
 
+def test_sigma_and_noise_std_closed_form():
+    """sigma_t = sqrt(1 / alpha_bar_t - 1) (Karras et al. 2022, Table 1, VP) and sqrt(1 - alpha_bar_t), with alpha_bar
+    the cumulative product of the linear betas written out; 0 at t = 0, inf at a zero terminal SNR."""
+    ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    s = make_schedule("linear", 1000)
+    t = np.array([1, 2, 250, 500, 999, 1000])
+    np.testing.assert_allclose(s.sigma_at(t), np.sqrt(1 / ab[t - 1] - 1), rtol=1e-12)
+    np.testing.assert_allclose(s.noise_std_at(t), np.sqrt(1 - ab[t - 1]), rtol=1e-12)
+    assert s.sigma_at(1000) == pytest.approx(math.sqrt((1 - 4.0358e-5) / 4.0358e-5), rel=1e-4)  # about 157.4
+    assert s.sigma_at(0) == 0.0 and s.noise_std_at(0) == 0.0
+    assert make_schedule("linear", 1000, zero_terminal_snr=True).sigma_at(1000) == math.inf
+    with pytest.raises(ValueError, match="0..1000"):
+        s.sigma_at(1001)
+
+
 @pytest.mark.parametrize("name", ["linear", "cosine", "scaled_linear"])
 def test_zero_terminal_snr(name):
     base = make_schedule(name, 1000)

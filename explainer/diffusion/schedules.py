@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid", "quadratic")
+DDPM_T = 1000  # T of Ho et al. 2020 (sec. 4): the number of steps of every schedule here unless one is asked for
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,21 @@ class Schedule:
         self.check_t(t, allow_zero=True)
         return np.where(t == 0, 1.0, self.alpha_bars[np.maximum(t, 1) - 1])
 
+    def noise_std_at(self, t) -> np.ndarray:
+        """sqrt(1 - alpha_bar_t), the standard deviation of q(x_t | x_0) (Ho et al. 2020, eq. 4), for t in 0..T."""
+        return np.sqrt(1.0 - self.alpha_bar_at(t))
+
+    def sigma_at(self, t) -> np.ndarray:
+        """sigma_t = sqrt(1 - alpha_bar_t) / sqrt(alpha_bar_t), the noise-to-signal ratio, for t in 0..T.
+
+        x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps: the noise level of DDIM's ODE (Song et al. 2021, eq. 14) and
+        of Karras et al. 2022 (Table 1, VP: sigma = sqrt(1 / alpha_bar - 1)); also the factor by which x0_hat
+        (Ho et al. eq. 15) magnifies an error in eps_hat. sigma_0 = 0; inf where alpha_bar_t = 0.
+        """
+        ab = self.alpha_bar_at(t)
+        with np.errstate(divide="ignore"):
+            return np.sqrt(1.0 - ab) / np.sqrt(ab)
+
     def check_t(self, t, allow_zero: bool = False) -> None:
         lo = 0 if allow_zero else 1
         t = np.asarray(t)
@@ -68,16 +84,6 @@ class Schedule:
     def alpha_bars_prev(self) -> np.ndarray:
         """alpha_bar_{t-1}, with alpha_bar_0 = 1."""
         return np.concatenate([[1.0], self.alpha_bars[:-1]])
-
-    @property
-    def sqrt_alpha_bars(self) -> np.ndarray:
-        """Mean coefficient of q(x_t | x_0) (Ho et al. eq. 4)."""
-        return np.sqrt(self.alpha_bars)
-
-    @property
-    def one_minus_alpha_bars(self) -> np.ndarray:
-        """Variance of q(x_t | x_0) (Ho et al. eq. 4)."""
-        return 1.0 - self.alpha_bars
 
     @property
     def snr(self) -> np.ndarray:
@@ -158,7 +164,7 @@ def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
     return 1.0 - alphas
 
 
-def make_schedule(name: str = "linear", num_steps: int = 1000, zero_terminal_snr: bool = False) -> Schedule:
+def make_schedule(name: str = "linear", num_steps: int = DDPM_T, zero_terminal_snr: bool = False) -> Schedule:
     """Build a named schedule with T = num_steps steps.
 
     name: one of ``SCHEDULES``; ``squaredcos_cap_v2`` (diffusers' name) is accepted for cosine.
