@@ -34,6 +34,7 @@ import math
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -361,6 +362,108 @@ def save_category_grid(x, labels, class_names, path, per_row: int = 8) -> Path:
 
 
 # ---------------------------------------------------------------- the report
+@dataclass
+class _Setup:
+    """What every setting is judged with: the data, the judge, its class names and the checked arguments."""
+    source: str
+    train_set: Dataset
+    test_set: Dataset
+    scales: list[float]
+    chunk_size: int
+    clf: ImageClassifier
+    clf_info: dict
+    names: list[str]
+    notes: list[str]
+
+
+@dataclass
+class _Reference:
+    """The real images' side of every comparison: judge accuracy, FD statistics, the floor, the near-copy threshold."""
+    x_test: torch.Tensor
+    x_train: torch.Tensor
+    clf_acc: float
+    clf_per_class: list
+    clf_bal: float
+    feature_count: int
+    ref_weights: np.ndarray | None
+    ref_stats: tuple
+    fd_floor: float
+    threshold: float
+    percentile: float
+    held_mem: dict
+
+
+def _setup(model: DiffusionModel, num_per_class, guidance_scales, steps, chunk_size, classifier, classifier_dir,
+           data, near_copy_percentile: float) -> _Setup:
+    """Check the arguments against the data set and load the judge, before any sampling time is spent."""
+    _check_conditional(model)
+    k = model.num_classes
+    notes: list[str] = []
+    source = data_source(model, data, notes)
+    train_set, test_set = load_data(source, "train"), load_data(source, "test")
+    scales = _check(model, num_per_class, guidance_scales, steps, chunk_size,
+                    int(np.bincount(train_set.labels, minlength=k)[:k].min()))
+    if not 0 < near_copy_percentile < 100:
+        raise ValueError(f"near_copy_percentile must be in (0, 100), got {near_copy_percentile}")
+    folder = Path(classifier_dir) if classifier_dir is not None else judge_dir(model, source)
+    clf, clf_info = get_classifier(classifier, folder, notes, source)
+    names = list(model.class_names) or clf_info["class_names"] or [str(i) for i in range(k)]
+    _check_judge(clf, clf_info["class_names"], model)
+    return _Setup(source, train_set, test_set, scales, chunk_size - chunk_size % k, clf, clf_info, names, notes)
+
+
+def _reference(s: _Setup, k: int, num_per_class: int, seed: int, near_copy_percentile: float) -> _Reference:
+    """Measure the real images once: the judge on held-out images, the real-vs-real floor, the near-copy threshold."""
+    x_test, y_test = s.test_set.tensors()
+    test_pred, test_feats = predict(s.clf, x_test)
+    clf_per_class = per_class_accuracy(test_pred, y_test, k)
+    ref_weights = class_weights(s.test_set.labels)
+    ref_stats = feature_stats(test_feats.numpy(), ref_weights)
+    x_floor, _ = class_subset(s.train_set, num_per_class, seed)
+    _, floor_feats = predict(s.clf, x_floor)
+    fd_floor = frechet_distance(*feature_stats(floor_feats.numpy()), *ref_stats)
+    x_train, _ = s.train_set.tensors()
+    held_dist, _ = nearest_neighbours(x_test, x_train)
+    threshold = near_copy_threshold(held_dist, near_copy_percentile)
+    return _Reference(x_test, x_train, float((test_pred == y_test).double().mean()), clf_per_class,
+                      balanced_accuracy(clf_per_class), test_feats.shape[1], ref_weights, ref_stats, fd_floor,
+                      threshold, near_copy_percentile, memorisation(held_dist, s.test_set.labels, threshold, k))
+
+
+def _one_setting(model: DiffusionModel, s: _Setup, ref: _Reference, labels: torch.Tensor, steps_k: int, w: float,
+                 seed: int, variance: str, clip_x0: bool) -> tuple[dict, torch.Tensor]:
+    """Sample one (steps, guidance) setting and score it: a row of the report's "results" and the samples."""
+    k = model.num_classes
+    start = time.perf_counter()
+    x = quantize(generate(model, labels, steps_k, w, seed, s.chunk_size, variance=variance, clip_x0=clip_x0))
+    secs = time.perf_counter() - start
+    pred, feats = predict(s.clf, x)
+    correct = (pred == labels)
+    fd = frechet_distance(*feature_stats(feats.numpy()), *ref.ref_stats)
+    dist, index = nearest_neighbours(x, ref.x_train)
+    mem = memorisation(dist, labels.numpy(), ref.threshold, k)
+    mem["closest"] = _closest(dist, index, labels.numpy(), s.train_set, s.names)
+    row = {"steps": steps_k, "guidance": w, "accuracy": round(float(correct.double().mean()), 4), "fd": round(fd, 4),
+           "fd_over_floor": round(fd / ref.fd_floor, 3) if ref.fd_floor > 0 else None,
+           "per_class_accuracy": [round(float(correct[labels == c].double().mean()), 4) for c in range(k)],
+           "memorisation": mem, "wall_seconds": round(secs, 2), "ms_per_image": round(1000 * secs / len(labels), 2)}
+    return row, x
+
+
+def _summarise(summary: dict, row: dict, fd_floor: float, progress: bool) -> str:
+    """Add one setting's flat numbers to ``summary`` (and say them with ``progress``); returns its tag."""
+    tag = f"{row['steps']}steps_{_key(row['guidance'])}"
+    summary[f"acc_{tag}"] = row["accuracy"]
+    summary[f"fd_{tag}"] = row["fd"]
+    summary[f"near_copy_share_{tag}"] = row["memorisation"]["near_copy_share"]
+    summary[f"wall_s_{tag}"] = row["wall_seconds"]
+    if progress:
+        print(f"{row['steps']} steps, guidance {row['guidance']:g}: accuracy {row['accuracy']:.4f}, FD {row['fd']:.3f} "
+              f"(floor {fd_floor:.3f}), near-copies {row['memorisation']['near_copy_share']:.3f}, "
+              f"{row['wall_seconds']:.1f} s", file=sys.stderr, flush=True)
+    return tag
+
+
 def evaluate(model: DiffusionModel, num_per_class: int = 50, guidance_scales=(1.0, 2.0, 3.0), full_steps: bool = False,
              seed: int = 0, *, steps: int = 100, variance: str = "beta_tilde", clip_x0: bool = False,
              chunk_size: int = 250, classifier: ImageClassifier | None = None, classifier_dir=None, data=None,
@@ -378,127 +481,84 @@ def evaluate(model: DiffusionModel, num_per_class: int = 50, guidance_scales=(1.
     bad arguments.
     """
     t_start = time.perf_counter()
-    _check_conditional(model)
+    s = _setup(model, num_per_class, guidance_scales, steps, chunk_size, classifier, classifier_dir, data,
+               near_copy_percentile)
     k = model.num_classes
-    notes: list[str] = []
-    source = data_source(model, data, notes)
-    train_set, test_set = load_data(source, "train"), load_data(source, "test")
-    scales = _check(model, num_per_class, guidance_scales, steps, chunk_size,
-                    int(np.bincount(train_set.labels, minlength=k)[:k].min()))
-    if not 0 < near_copy_percentile < 100:
-        raise ValueError(f"near_copy_percentile must be in (0, 100), got {near_copy_percentile}")
-    chunk_size = chunk_size - chunk_size % k
-    folder = Path(classifier_dir) if classifier_dir is not None else judge_dir(model, source)
-    clf, clf_info = get_classifier(classifier, folder, notes, source)
-    names = list(model.class_names) or clf_info["class_names"] or [str(i) for i in range(k)]
-    _check_judge(clf, clf_info["class_names"], model)
-
-    x_test, y_test = test_set.tensors()
-    test_pred, test_feats = predict(clf, x_test)
-    clf_acc = float((test_pred == y_test).double().mean())
-    clf_per_class = per_class_accuracy(test_pred, y_test, k)
-    clf_bal = balanced_accuracy(clf_per_class)
-    ref_weights = class_weights(test_set.labels)
-    ref_stats = feature_stats(test_feats.numpy(), ref_weights)
-
-    x_floor, _ = class_subset(train_set, num_per_class, seed)
-    _, floor_feats = predict(clf, x_floor)
-    fd_floor = frechet_distance(*feature_stats(floor_feats.numpy()), *ref_stats)
-
-    x_train, _ = train_set.tensors()
-    held_dist, _ = nearest_neighbours(x_test, x_train)
-    threshold = near_copy_threshold(held_dist, near_copy_percentile)
-    held_mem = memorisation(held_dist, test_set.labels, threshold, k)
-
+    ref = _reference(s, k, num_per_class, seed, near_copy_percentile)
     labels = balanced_labels(num_per_class, k)
-    n = len(labels)
     T = model.schedule.T
     step_counts = [steps] + ([T] if full_steps and T != steps else [])
-    summary: dict = {"num_samples": n, "num_per_class": num_per_class, "fd_floor": round(fd_floor, 4),
-                     "classifier_test_acc": round(clf_acc, 4), "classifier_balanced_test_acc": round(clf_bal, 4),
-                     "near_copy_threshold": round(threshold, 4)}
+    summary: dict = {"num_samples": len(labels), "num_per_class": num_per_class, "fd_floor": round(ref.fd_floor, 4),
+                     "classifier_test_acc": round(ref.clf_acc, 4),
+                     "classifier_balanced_test_acc": round(ref.clf_bal, 4), "near_copy_threshold": round(ref.threshold, 4)}
     results, grids = [], []
     for steps_k in step_counts:
-        for w in scales:
-            start = time.perf_counter()
-            x = quantize(generate(model, labels, steps_k, w, seed, chunk_size, variance=variance, clip_x0=clip_x0))
-            secs = time.perf_counter() - start
-            pred, feats = predict(clf, x)
-            correct = (pred == labels)
-            acc = float(correct.double().mean())
-            fd = frechet_distance(*feature_stats(feats.numpy()), *ref_stats)
-            per_class = [round(float(correct[labels == c].double().mean()), 4) for c in range(k)]
-            dist, index = nearest_neighbours(x, x_train)
-            mem = memorisation(dist, labels.numpy(), threshold, k)
-            mem["closest"] = _closest(dist, index, labels.numpy(), train_set, names)
-            results.append({"steps": steps_k, "guidance": w, "accuracy": round(acc, 4), "fd": round(fd, 4),
-                            "fd_over_floor": round(fd / fd_floor, 3) if fd_floor > 0 else None,
-                            "per_class_accuracy": per_class, "memorisation": mem, "wall_seconds": round(secs, 2),
-                            "ms_per_image": round(1000 * secs / n, 2)})
-            tag = f"{steps_k}steps_{_key(w)}"
-            summary[f"acc_{tag}"] = round(acc, 4)
-            summary[f"fd_{tag}"] = round(fd, 4)
-            summary[f"near_copy_share_{tag}"] = mem["near_copy_share"]
-            summary[f"wall_s_{tag}"] = round(secs, 2)
+        for w in s.scales:
+            row, x = _one_setting(model, s, ref, labels, steps_k, w, seed, variance, clip_x0)
+            results.append(row)
+            tag = _summarise(summary, row, ref.fd_floor, progress)
             if grid_dir is not None:
-                g = save_category_grid(x, labels, names, Path(grid_dir) / f"grid_{tag}.png", grid_per_class)
+                g = save_category_grid(x, labels, s.names, Path(grid_dir) / f"grid_{tag}.png", grid_per_class)
                 grids.append(repo_relative(g))
-            if progress:
-                print(f"{steps_k} steps, guidance {w:g}: accuracy {acc:.4f}, FD {fd:.3f} (floor {fd_floor:.3f}), "
-                      f"near-copies {mem['near_copy_share']:.3f}, {secs:.1f} s", file=sys.stderr, flush=True)
-
-    rec_w = model.recommended_guidance
-    walk = time_walk(model, rec_w, 4, seed) if timing else None
-    params = count_parameters(model.net)
-    summary.update({"parameters": params, "device": str(model.device), "torch_threads": torch.get_num_threads(),
-                    "seed": seed})
+    walk = time_walk(model, model.recommended_guidance, 4, seed) if timing else None
+    summary.update({"parameters": count_parameters(model.net), "device": str(model.device),
+                    "torch_threads": torch.get_num_threads(), "seed": seed})
     if walk:
         summary[f"walk_{walk['steps']}steps_4img_s"] = walk["seconds"]
     summary["total_wall_s"] = round(time.perf_counter() - t_start, 1)
+    sampling = {"variance": variance, "clip_x0": clip_x0, "steps": step_counts, "guidance_scales": s.scales,
+                "num_per_class": num_per_class, "num_samples": len(labels), "seed": seed}
+    return {"summary": summary, **_report_sections(model, s, ref, sampling),
+            "results": results, "grids": grids, "timing": walk,
+            "environment": {"device": str(model.device), "torch": torch.__version__,
+                            "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
+                            "machine": platform.machine()},
+            "notes": s.notes}
+
+
+def _report_sections(model: DiffusionModel, s: _Setup, ref: _Reference, sampling: dict) -> dict:
+    """The report's descriptive sections: what was measured, on which data, with which judge and how."""
+    k, source, n, seed = model.num_classes, s.source, sampling["num_samples"], sampling["seed"]
+    num_per_class, clip_x0 = sampling["num_per_class"], sampling["clip_x0"]
     what = "digits" if source == "mnist" else "images"
-    clf_data = clf_info.get("data", {})
+    n_test, n_train = len(ref.x_test), len(ref.x_train)
+    clf_data = s.clf_info.get("data", {})
     return {
-        "summary": summary,
         "model": {"path": repo_relative(model.path) if model.path else model.path, "kind": model.kind,
-                  "parameters": params, "schedule": model.schedule.name, "T": T, "image": [model.channels, model.image_size, model.image_size],
-                  "recommended_guidance": rec_w, "training": model.config.get("training", {})},
-        "data": {"source": data_name(source), "class_names": names, "train": train_set.description,
-                 "test": test_set.description},
-        "sampling": {"method": describe_sampler(METHOD, variance, clip_x0=clip_x0)
+                  "parameters": count_parameters(model.net), "schedule": model.schedule.name, "T": model.schedule.T,
+                  "image": [model.channels, model.image_size, model.image_size],
+                  "recommended_guidance": model.recommended_guidance, "training": model.config.get("training", {})},
+        "data": {"source": data_name(source), "class_names": s.names, "train": s.train_set.description,
+                 "test": s.test_set.description},
+        "sampling": {"method": describe_sampler(METHOD, sampling["variance"], clip_x0=clip_x0)
                                + ("" if clip_x0 else ", no clipping"),
-                     "variance": variance, "clip_x0": clip_x0,
-                     "steps": step_counts, "spacing": "linspace (respaced, Nichol & Dhariwal 2021)",
-                     "guidance_scales": scales, "num_per_class": num_per_class, "num_samples": n,
-                     "labels": f"0..{k - 1} repeated; every chunk holds all {k} classes", "chunk_size": chunk_size,
-                     "seed": seed, "noise": "one CPU generator seeded with `seed` per setting (same noise for every w)",
+                     "variance": sampling["variance"], "clip_x0": clip_x0,
+                     "steps": sampling["steps"], "spacing": "linspace (respaced, Nichol & Dhariwal 2021)",
+                     "guidance_scales": sampling["guidance_scales"], "num_per_class": num_per_class,
+                     "num_samples": n, "labels": f"0..{k - 1} repeated; every chunk holds all {k} classes",
+                     "chunk_size": s.chunk_size, "seed": seed,
+                     "noise": "one CPU generator seeded with `seed` per setting (same noise for every w)",
                      "postprocess": "samples rounded to uint8 levels, like saved images"},
-        "classifier": {**{key: v for key, v in clf_info.items() if key not in ("class_names", "data")},
-                       "test_accuracy": round(clf_acc, 4), "balanced_test_accuracy": round(clf_bal, 4),
-                       "per_class_test_accuracy": [None if a is None else round(a, 4) for a in clf_per_class],
+        "classifier": {**{key: v for key, v in s.clf_info.items() if key not in ("class_names", "data")},
+                       "test_accuracy": round(ref.clf_acc, 4), "balanced_test_accuracy": round(ref.clf_bal, 4),
+                       "per_class_test_accuracy": [None if a is None else round(a, 4) for a in ref.clf_per_class],
                        "trained_on": f"{clf_data.get('train', 'the train split')} (the train split only)",
-                       "features": f"penultimate layer ({test_feats.shape[1]} ReLU units)"},
-        "reference": {"real": f"{split_call(source, 'test')}: the {len(x_test)} held-out {what} "
-                              f"({', '.join(str(int(v)) for v in np.bincount(test_set.labels, minlength=k))} per class)",
-                      "weights": ("none (the held-out classes are balanced)" if ref_weights is None else
+                       "features": f"penultimate layer ({ref.feature_count} ReLU units)"},
+        "reference": {"real": f"{split_call(source, 'test')}: the {n_test} held-out {what} "
+                              f"({', '.join(str(int(v)) for v in np.bincount(s.test_set.labels, minlength=k))} per class)",
+                      "weights": ("none (the held-out classes are balanced)" if ref.ref_weights is None else
                                   "1 / (K n_c) per held-out image: every class weighs the same, as in the "
                                   "class-balanced sample sets"),
                       "fd_formula": "||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) on classifier features"},
-        "floor": {"fd": round(fd_floor, 4), "n": n,
+        "floor": {"fd": round(ref.fd_floor, 4), "n": n,
                   "how": f"a class-balanced random subset of {split_call(source, 'train')} ({num_per_class} per "
                          f"class, numpy default_rng({seed})), same size as the sample set, against the same "
-                         f"{len(x_test)} held-out {what}: the FD of real vs real at this sample size"},
-        "memorisation": {"threshold": round(threshold, 4), "percentile": near_copy_percentile,
-                         "train_images": len(x_train),
-                         "how": (f"L2 distance in pixel space ([-1, 1], {int(np.prod(x_train.shape[1:]))} values) from "
-                                 f"each image to its nearest image of {split_call(source, 'train')}; a sample is a "
-                                 f"near-copy when that distance is at most the threshold, the "
-                                 f"{near_copy_percentile:g} % quantile of the same distance for the "
-                                 f"{len(x_test)} held-out {what} (new images that are not copies)"),
-                         "held_out": {key: v for key, v in held_mem.items() if key != "per_class_near_copy_share"}},
-        "results": results,
-        "grids": grids,
-        "timing": walk,
-        "environment": {"device": str(model.device), "torch": torch.__version__, "python": platform.python_version(),
-                        "torch_threads": torch.get_num_threads(), "machine": platform.machine()},
-        "notes": notes,
+                         f"{n_test} held-out {what}: the FD of real vs real at this sample size"},
+        "memorisation": {"threshold": round(ref.threshold, 4), "percentile": ref.percentile, "train_images": n_train,
+                         "how": (f"L2 distance in pixel space ([-1, 1], {int(np.prod(ref.x_train.shape[1:]))} values) "
+                                 f"from each image to its nearest image of {split_call(source, 'train')}; a sample is "
+                                 f"a near-copy when that distance is at most the threshold, the "
+                                 f"{ref.percentile:g} % quantile of the same distance for the "
+                                 f"{n_test} held-out {what} (new images that are not copies)"),
+                         "held_out": {key: v for key, v in ref.held_mem.items() if key != "per_class_near_copy_share"}},
     }
