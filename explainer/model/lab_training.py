@@ -25,7 +25,7 @@ import torch
 from ..diffusion.forward import q_sample
 from ..diffusion.respacing import make_chain
 from ..diffusion.samplers import run
-from ..diffusion.schedules import make_schedule
+from ..diffusion.schedules import DDPM_T, make_schedule
 from ..paths import CHECKPOINTS
 from . import toy
 from .mlp import EpsMLP, LabModel, MLPConfig, load_lab_model, save_lab_model
@@ -46,7 +46,7 @@ class LabTrainConfig:
     hidden: int = 128
     blocks: int = 2
     schedule: str = "linear"
-    num_steps: int = 1000  # T
+    num_steps: int = DDPM_T  # T
     seed: int = 0
     max_seconds: float | None = None  # a time budget: stop there (and say so), the learning rate decayed by then
 

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from ..diffusion.forward import q_sample
 from .inputs import LRU
 from .forward import (ARTICLE_SCHEDULES, COLORS, CursorPlot, noise_like, prepare_image, schedule_rgb,
                            validate_inputs)
@@ -78,8 +79,10 @@ def pixel_histogram(image, t: int = 500, schedule: str = "linear", seed: int = 0
     """The numbers behind the picture: edges, observed and expected density, observed and expected moments."""
     t, schedule, seed = validate_inputs(t, schedule, seed)
     x0 = prepare_image(image)
-    ab = float(ARTICLE_SCHEDULES[schedule].alpha_bar_at(t))
-    x_t = math.sqrt(ab) * x0 + math.sqrt(1.0 - ab) * noise_like(x0, seed)  # float, not clipped for display
+    sch = ARTICLE_SCHEDULES[schedule]
+    ab = float(sch.alpha_bar_at(t))
+    eps = torch.tensor(noise_like(x0, seed))[None]
+    x_t = q_sample(torch.tensor(x0)[None], t, eps, sch)[0].numpy()  # float32, not clipped for display
     counts = bin_counts(x_t)
     p = x0_levels(x0)
     mean0 = float(p @ LEVELS)

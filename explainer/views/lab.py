@@ -27,7 +27,7 @@ from ..diffusion.exact import ExactDenoiser, marginal_density
 from ..diffusion.forward import q_chain, q_sample
 from ..diffusion.respacing import make_chain
 from ..diffusion.samplers import sample
-from ..diffusion.schedules import Schedule, make_schedule
+from ..diffusion.schedules import DDPM_T, Schedule, make_schedule
 from ..model import toy
 from ..model.lab_training import LabTrainConfig, train_steps, warm_up  # noqa: F401 (warm_up: for app.serve)
 from ..model.mlp import LabCheckpointError, LabModel, load_lab_model
@@ -42,7 +42,7 @@ ALL_CLASSES = [UNCONDITIONAL] + sorted({c for names in toy.CLASS_NAMES.values() 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("DDPM", "DDIM")
 INFERENCE_SCHEDULES = ("training", "other")
-T = 1000
+T = DDPM_T
 TRAINING_SCHEDULE = "linear"  # every lab model's (the presets' and live training's)
 NUM_POINTS = toy.NUM_POINTS  # training points of every data set
 MIN_PARTICLES, MAX_PARTICLES, DEFAULT_PARTICLES = 200, 5000, 2000

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from ..diffusion import exact
+from ..diffusion.forward import q_sample
 from ..diffusion.respacing import make_chain, map_to_training_steps
-from ..diffusion.schedules import make_schedule
+from ..diffusion.schedules import DDPM_T, make_schedule
 from ..model.checkpoint import DiffusionModel
 from ..paths import ASSETS
 from .inputs import check_int
 
-T = 1000  # the article's number of steps (the forward tabs)
+T = DDPM_T  # the article's number of steps (the forward tabs)
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,7 @@ def _answer_destroyed(_model) -> str:
 
 def _answer_closed_form(_model) -> str:
     sch = make_schedule("linear", T)
-    ab = float(sch.alpha_bar_at(500))
-    return (f"√(1 − ᾱ_500) = **{_fmt(math.sqrt(1 - ab))}**: one draw of ε scaled by that gives x_500 directly, "
+    return (f"√(1 − ᾱ_500) = **{_fmt(float(sch.noise_std_at(500)))}**: one draw of ε scaled by that gives x_500 directly, "
             f"where the chain would add 500 small noises of sizes √β_1 = {_fmt(math.sqrt(sch.betas[0]))} up to "
             f"√β_500 = {_fmt(math.sqrt(sch.betas[499]))}.")
 
@@ -121,9 +121,8 @@ def _answer_step(model) -> str:
 
 
 def x0_amplification(t: int, schedule: str = "linear") -> float:
-    """sqrt(1 - alpha_bar_t) / sqrt(alpha_bar_t): how much x0_hat magnifies an error in eps_hat (eq. 15)."""
-    ab = float(make_schedule(schedule, T).alpha_bar_at(t))
-    return math.sqrt(1 - ab) / math.sqrt(ab)
+    """sigma_t = sqrt(1 - alpha_bar_t) / sqrt(alpha_bar_t): how much x0_hat magnifies an error in eps_hat (eq. 15)."""
+    return float(make_schedule(schedule, T).sigma_at(t))
 
 
 def _answer_blurry(_model) -> str:
@@ -201,8 +200,7 @@ def exact_average_size(ts=(1000, 100, 10), dataset: str = "two moons", seed: int
     eps = torch.randn(1, points.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     out = {}
     for t in ts:
-        ab = float(sch.alpha_bar_at(t))
-        w = exact.posterior_weights(math.sqrt(ab) * x0 + math.sqrt(1 - ab) * eps, ab, points)
+        w = exact.posterior_weights(q_sample(x0, t, eps, sch), float(sch.alpha_bar_at(t)), points)
         out[int(t)] = float(exact.effective_points(w)[0])
     return out
 
