@@ -253,6 +253,25 @@ def test_training_lowers_the_loss_and_is_seeded():
     assert again.data_key == data.key
 
 
+def test_a_training_step_reports_l_simple_written_out():
+    """One step's loss is L_simple (Ho et al. eq. 14) of the untrained network on the first batch: x_t by eq. 4 and
+    the mean squared error of eps_hat, written out in numpy from the same seeded draws."""
+    data = toy.make_preset("two moons", 300, 0)
+    cfg = LabTrainConfig(train_steps=1, batch_size=64, hidden=16, blocks=1, seed=5)
+    torch.manual_seed(cfg.seed)
+    net = EpsMLP(cfg.mlp_config(0))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randint(0, 300, (64,), generator=gen)
+    t = torch.randint(1, 1001, (64,), generator=gen)
+    eps = torch.randn(64, 2, generator=gen).numpy().astype(np.float64)
+    ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[t.numpy() - 1][:, None]
+    x_t = np.sqrt(ab) * data.points[idx.numpy()] + np.sqrt(1 - ab) * eps
+    with torch.no_grad():
+        eps_hat = net(torch.as_tensor(x_t, dtype=torch.float32), t).double().numpy()
+    last = list(train_steps(data, cfg))[-1]
+    assert last.loss == pytest.approx(((eps_hat - eps) ** 2).mean(), rel=1e-5)
+
+
 def test_the_warm_up_leaves_nothing_to_load_for_the_first_training():
     """app.serve runs lab_training.warm_up at start: after it, the first real training imports no more modules
     (torch's optimizers import torch._dynamo when the first is made, about 1.4 s), checked in a new process."""

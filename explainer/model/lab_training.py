@@ -1,4 +1,4 @@
-"""Training the 2D lab's MLP: the DDPM objective on a point set, with the same q_sample as the U-Net.
+"""Training the 2D lab's MLP: the DDPM objective on a point set, with the U-Net's q_sample and L_simple (``losses``).
 
 Loss (Ho et al. 2020, *Denoising Diffusion Probabilistic Models*, eq. 14, "L_simple"):
 || eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t, y) ||^2, t ~ Uniform{1..T}; for a labelled set,
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..diffusion.forward import q_sample
+from ..diffusion.losses import simple_loss
 from ..diffusion.respacing import make_chain
 from ..diffusion.samplers import run
 from ..diffusion.schedules import DDPM_T, make_schedule
@@ -123,7 +124,7 @@ def train_steps(data: ToyData, cfg: LabTrainConfig | None = None, report_every: 
             y = labels_all[idx]
             drop = torch.rand(B, generator=gen) < cfg.label_dropout
             y = torch.where(drop, torch.full_like(y, data.num_classes), y)
-        loss = torch.nn.functional.mse_loss(net(q_sample(x0, t, eps, schedule), t, y), eps)
+        loss = simple_loss(net(q_sample(x0, t, eps, schedule), t, y), eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
