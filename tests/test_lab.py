@@ -575,6 +575,16 @@ def test_training_a_drawing_gives_the_session_its_network():
         next(vl.train("two moons", 5))
 
 
+def test_training_stops_at_the_sliders_maximum():
+    """The backend takes what the slider offers, 50..10,000 steps, and says so for more."""
+    with pytest.raises(ValueError, match=r"training steps must be in 50\.\.10000: 10001 is greater than the maximum "
+                                         r"10000"):
+        next(vl.train("two moons", 10_001))
+    with pytest.raises(ValueError, match="greater than the maximum 10000"):
+        next(vl.train("two moons", 20_000))
+    assert next(vl.train("two moons", 10_000)).total == 10_000  # the maximum itself starts
+
+
 def test_shipped_presets_load_when_present():
     for name in toy.PRESETS:
         model = vl.shipped_model(name)

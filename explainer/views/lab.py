@@ -47,7 +47,7 @@ TRAINING_SCHEDULE = "linear"  # every lab model's (the presets' and live trainin
 NUM_POINTS = toy.NUM_POINTS  # training points of every data set
 MIN_PARTICLES, MAX_PARTICLES, DEFAULT_PARTICLES = 200, 5000, 2000
 MIN_STEPS, DEFAULT_STEPS = 10, 100
-MIN_TRAIN_STEPS, MAX_TRAIN_STEPS = 50, 20_000
+MIN_TRAIN_STEPS, MAX_TRAIN_STEPS = 50, 10_000  # the training-steps slider's range
 MAX_DRAWING_SIDE = 2048  # the sketchpad's canvas is 400 x 400
 LIVE_SECONDS = 13.0  # live training stops by then (2 s left for start-up, data and reply): the 15 s promise
 LIVE_TRAIN = LabTrainConfig(max_seconds=LIVE_SECONDS)  # the presets: the same recipe, longer (checkpoints/lab)
