@@ -25,16 +25,16 @@ from starlette.middleware import Middleware
 
 from explainer.views import arch as va
 from explainer.views import client as vc
-from explainer.views import guard
 from explainer.views import forward as vf
 from explainer.views import histogram as vh
 from explainer.views import equations as vm
 from explainer.views import noise as vn
 from explainer.views import reverse as vr
-from explainer.views import sessions as vsess
 from explainer.views import step as vs
 from explainer.views import tour as vt
 from explainer.views import model_slot as views
+from explainer.server import guard, memory
+from explainer.server import sessions as vsess
 from explainer.render.images import MAX_FILE_BYTES
 from explainer.paths import ASSETS
 from explainer.views.inputs import (DIGIT_EXAMPLES, EMOJI_EXAMPLES, GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, class_word,
@@ -772,7 +772,7 @@ def build_app(models: views.ModelSlot | views.ModelRegistry | None = None, cache
 
 
 def keep_bounded(demo: gr.Blocks, ctx: AppContext, folder=None) -> vsess.Housekeeper:
-    """Forget closed and idle sessions and trim the cached files on a schedule (explainer/views/sessions.py)."""
+    """Forget closed and idle sessions and trim the cached files on a schedule (explainer/server/sessions.py)."""
     ref = weakref.ref(demo)
 
     def keep_in_cache() -> set:
@@ -887,7 +887,7 @@ def short_validation_error(request, exc):
 def launch(demo: gr.Blocks, **kwargs):
     """Serve ``demo`` as ``python app.py`` does (tests pass host, port and prevent_thread_lock in ``kwargs``).
 
-    Every request passes ``explainer.views.guard``: size limits, unknown endpoints, nosniff, checked arguments.
+    Every request passes ``explainer.server.guard``: size limits, unknown endpoints, nosniff, checked arguments.
     """
     check_arguments_first(demo)
     endpoints = lambda: ({fn.api_name for fn in demo.fns.values() if fn.api_name}, set(demo.fns))  # noqa: E731
@@ -911,7 +911,7 @@ def configure_threads() -> None:
 def serve(demo: gr.Blocks, shutdown_s: float = 1.0) -> None:
     """Serve until Ctrl-C or SIGTERM, then stop within about ``shutdown_s`` seconds (open page connections are not
     waited for) and exit, which removes the app's temporary folders (walk GIFs, pixels files)."""
-    vsess.fix_mmap_threshold()  # large freed arrays go back to the system at once (a server runs for weeks)
+    memory.fix_mmap_threshold()  # large freed arrays go back to the system at once (a server runs for weeks)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -13,7 +13,7 @@ kind: cheap calls, pixels files, walks, pages that open and close), and measures
    size every 30 s, and the slope of both over the second half.
 
 Targets (issue "a whole class at once"): RSS after 10,000 short sessions within 1.2x the warm reference; a soak
-ends with flat RSS and the temp folder under the app's bound (explainer/views/sessions.py: CACHE_BYTES).
+ends with flat RSS and the temp folder under the app's bound (explainer/server/sessions.py: CACHE_BYTES).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from load import call, folder_mb, rss_mb, start_app, upload  # noqa: E402
 
-from explainer.views.sessions import CACHE_BYTES, CACHE_ENV, SESSION_CAPACITY  # noqa: E402
+from explainer.server.sessions import CACHE_BYTES, CACHE_ENV, SESSION_CAPACITY  # noqa: E402
 
 
 def free_port() -> int:

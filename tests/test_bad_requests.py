@@ -1,4 +1,4 @@
-"""Every bad request through the HTTP API gets a clear answer (explainer/views/guard.py and app.launch).
+"""Every bad request through the HTTP API gets a clear answer (explainer/server/guard.py and app.launch).
 
 Raw ``POST /gradio_api/call/<api_name>`` requests (then the result stream), one session per call, against the
 app with a tiny checkpoint: a wrong value of every argument of every endpoint gets a message that names the
@@ -27,7 +27,7 @@ httpx = pytest.importorskip("httpx")
 import app  # noqa: E402
 from conftest import free_port  # noqa: E402
 from explainer.paths import ASSETS  # noqa: E402
-from explainer.views import guard  # noqa: E402
+from explainer.server import guard  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
 from explainer.views.inputs import shown  # noqa: E402
 

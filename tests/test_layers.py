@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "explainer"
-LAYERS = ["paths", "diffusion", "render", "model", "accel", "quality", "views", "__main__"]
+LAYERS = ["paths", "diffusion", "render", "model", "accel", "quality", "views", "server", "__main__"]
 
 
 def layer_of(module: str) -> int:

@@ -1,4 +1,4 @@
-"""The C heap gives freed memory back (explainer/views/sessions.py): in a subprocess, on glibc.
+"""The C heap gives freed memory back (explainer/server/memory.py): in a subprocess, on glibc.
 
 A long-running server makes and drops many mid-sized arrays; glibc keeps freed blocks in its heaps, so RSS grows
 while the live data do not. ``fix_mmap_threshold`` (set by ``python app.py``) and ``return_freed_memory`` (every
@@ -13,14 +13,14 @@ import textwrap
 import pytest
 
 from conftest import ROOT
-from explainer.views import sessions as vsess
+from explainer.server import memory, sessions
 
-pytestmark = pytest.mark.skipif(vsess._libc() is None or sys.platform != "linux", reason="glibc only")
+pytestmark = pytest.mark.skipif(memory._libc() is None or sys.platform != "linux", reason="glibc only")
 
 PRELUDE = textwrap.dedent("""
     import ctypes, sys
     import numpy as np
-    from explainer.views import sessions as vs
+    from explainer.server import memory
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
@@ -45,7 +45,7 @@ TRIM = """
     for b in blocks[:-1]:  # all freed but the last: it pins the heap's top, so free() cannot shrink the heap
         libc.free(b)
     before = rss()
-    assert vs.return_freed_memory()
+    assert memory.return_freed_memory()
     print(before, rss())
 """
 
@@ -57,7 +57,7 @@ def test_return_freed_memory_gives_the_heaps_free_pages_back():
 
 THRESHOLD = """
     if sys.argv[-1] == "fixed":
-        assert vs.fix_mmap_threshold()
+        assert memory.fix_mmap_threshold()
     a = np.ones(2_000_000); del a  # a 16 MB block freed: glibc raises its mmap threshold to 16 MB
     start = rss()
     arrays = [np.ones(400_000) for _ in range(40)]  # 40 blocks of 3.2 MB (pictures, noise)
@@ -79,7 +79,7 @@ def test_a_fixed_mmap_threshold_returns_freed_arrays_at_once():
 REUSE = """
     import resource
     if sys.argv[-1] == "fixed":
-        assert vs.fix_mmap_threshold()
+        assert memory.fix_mmap_threshold()
     def work():  # as a network step or an exact-denoiser chunk: 0.5 to 1 MB blocks made and dropped
         for _ in range(200):
             a = np.ones(131_072); b = np.ones(65_000); del a, b
@@ -95,11 +95,11 @@ def test_compute_sized_blocks_are_reused_without_page_faults():
     threshold gave each its own, zeroed by the kernel: about 380 page faults a round, 45 % slower served walks)."""
     [fixed] = run(REUSE.replace('sys.argv[-1] == "fixed"', "True"))
     assert fixed < 200, fixed
-    [low] = run(REUSE.replace('sys.argv[-1] == "fixed"', "True").replace("vs.fix_mmap_threshold()",
-                                                                         "vs.fix_mmap_threshold(256 * 1024)"))
+    [low] = run(REUSE.replace('sys.argv[-1] == "fixed"', "True").replace("memory.fix_mmap_threshold()",
+                                                                         "memory.fix_mmap_threshold(256 * 1024)"))
     assert low > 200 * 300, low  # the threshold of before: every block faults its pages in again
 
 
 def test_every_sweep_returns_freed_memory(tmp_path):
-    keeper = vsess.Housekeeper(holder=lambda: None, file_sets=lambda: [], folder=tmp_path)
+    keeper = sessions.Housekeeper(holder=lambda: None, file_sets=lambda: [], folder=tmp_path)
     assert keeper.sweep().memory_returned

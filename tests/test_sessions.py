@@ -26,7 +26,7 @@ import app  # noqa: E402
 from conftest import free_port  # noqa: E402
 from explainer.paths import ROOT  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
-from explainer.views import sessions as vsess  # noqa: E402
+from explainer.server import sessions as vsess  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@
   call whose body is not JSON of the right shape 400; every response carries ``X-Content-Type-Options: nosniff``.
 - ``Argument`` and ``check_arguments``: an endpoint's arguments checked by kind (number, choice, file ...)
   before Gradio reads them, with messages that name the argument and its allowed range or type, and show
-  at most the start of a wrong value (``inputs.shown``).
+  at most the start of a wrong value (``views.inputs.shown``).
 
 No gradio import here: the app describes its endpoints with ``Argument``s and hands the guard a function that
 lists them.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..render.images import MAX_FILE_BYTES
-from .inputs import check_bool, check_choice, check_int, check_number, shown
+from ..views.inputs import check_bool, check_choice, check_int, check_number, shown
 
 MAX_BODY_BYTES = 1 << 20  # an API call's JSON: its arguments (files travel as upload paths)
 MAX_UPLOAD_BYTES = MAX_FILE_BYTES + (1 << 20)  # one upload at the file limit, with room for the form around it
