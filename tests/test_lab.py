@@ -450,6 +450,16 @@ def test_field_view_with_and_without_a_network():
         vl.field_view("two moons", 100, cls="N")
 
 
+def test_the_lab_takes_every_tabs_guidance_range():
+    """Guidance w in 0..10 in the field and the walk, as on the reverse and noise tabs; more is refused, saying so."""
+    img, text = vl.field_view("8 Gaussians", 100, "linear", "N", 10.0)
+    assert img.shape == (vl.PANEL, 2 * vl.PANEL + 8, 3) and "guidance w = 10" in text
+    for bad in (lambda: vl.field_view("8 Gaussians", 100, "linear", "N", 10.5),
+                lambda: next(vl.walk("8 Gaussians", cls="N", guidance=10.5))):
+        with pytest.raises(ValueError, match="guidance scale must be in 0.0..10.0: 10.5 is greater than the maximum"):
+            bad()
+
+
 def test_walk_streams_records_and_measures():
     model = tiny_trained()
     ups = list(vl.walk("8 Gaussians", "DDPM", 20, 0.0, "training", 300, "unconditional", 1.0, 1, model))

@@ -32,7 +32,8 @@ from ..model import toy
 from ..model.lab_training import LabTrainConfig, train_steps, warm_up  # noqa: F401 (warm_up: for app.serve)
 from ..model.mlp import LabCheckpointError, LabModel, load_lab_model
 from ..paths import CHECKPOINTS
-from .inputs import LRU, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, seeded_normal
+from .inputs import (GUIDANCE_MAX, LRU, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int,
+                     seeded_normal)
 
 LAB_CHECKPOINTS = CHECKPOINTS / "lab"
 DRAWN = "draw your own"
@@ -51,7 +52,6 @@ MIN_TRAIN_STEPS, MAX_TRAIN_STEPS = 50, 10_000  # the training-steps slider's ran
 MAX_DRAWING_SIDE = 2048  # the sketchpad's canvas is 400 x 400
 LIVE_SECONDS = 13.0  # live training stops by then (2 s left for start-up, data and reply): the 15 s promise
 LIVE_TRAIN = LabTrainConfig(max_seconds=LIVE_SECONDS)  # the presets: the same recipe, longer (checkpoints/lab)
-GUIDANCE_MAX = 8.0
 TRACKED = 4  # particles whose trajectories are drawn
 RECORDED_FRAMES = 100  # at most this many frames of a walk are kept for the scrubber (plus x_T)
 SHOWN_FRAMES = 20  # pictures streamed per walk
