@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .model.checkpoint import CheckpointError
 from .paths import DEFAULT_CHECKPOINT
-from .diffusion.respacing import SPACINGS
+from .diffusion.respacing import SPACINGS, VARIANCES
 from .diffusion.schedules import SCHEDULES
 
 
@@ -24,7 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m explainer",
         description="ddpm-explainer: sample from, draw figures with, train and evaluate a small DDPM.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_sample, _add_figures, _add_train, _add_evaluate):
+        add(sub)
+    return parser
 
+
+def _add_sample(sub) -> None:
+    """``sample``: images from pure noise with any sampler setting, as a PNG grid (and an .npz)."""
     s = sub.add_parser("sample", help="draw images with the reverse process and save a grid / npz",
                        description="Sample images: start from pure noise and run the reverse process.")
     _add_model_args(s)
@@ -35,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="inference steps (respaced; default: all T)")
     s.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which timesteps to keep (default linspace)")
     s.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm", help="DDPM ancestral or DDIM (default ddpm)")
-    s.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta_tilde",
+    s.add_argument("--variance", choices=VARIANCES, default="beta_tilde",
                    help="DDPM sigma_t^2: beta_tilde (posterior, default; best measured quality) or beta (Ho et al.)")
     s.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (0: deterministic)")
     s.add_argument("--schedule", choices=SCHEDULES, default=None,
@@ -52,18 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the network runs (default auto: the fastest path that agrees with eager torch; on a GPU "
                         "the whole step replayed as a CUDA graph); see explainer/accel/fast.py")
 
+
+def _add_figures(sub) -> None:
+    """``figures``: the article's figures, regenerated from the model and the real math."""
     f = sub.add_parser("figures", help="regenerate the article's figures from the real math and model",
                        description="Write the article's figures (PNG, GIF where it moves) into --out.")
     _add_model_args(f)
     f.add_argument("--out", default="figures", help="output folder (default figures/)")
     f.add_argument("--image", default=None,
                    help="image for the forward-process figures (default: the bundled photo assets/astronaut.jpg)")
-    f.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta_tilde",
+    f.add_argument("--variance", choices=VARIANCES, default="beta_tilde",
                    help="DDPM sigma_t^2 of the reverse walk (default beta_tilde; the captions name it)")
     f.add_argument("--clip", action=argparse.BooleanOptionalAction, default=None,
                    help="clip x0_hat to [-1, 1] at every step of the reverse walk (default: as the card recommends)")
     f.add_argument("--seed", type=int, default=0)
 
+
+def _add_train(sub) -> None:
+    """``train``: TrainConfig's fields as flags; its defaults reproduce the shipped model."""
     t = sub.add_parser("train", help="train a U-Net (defaults reproduce the shipped model)",
                        description="Train a DDPM U-Net on the bundled MNIST digits, an .npz data set or a folder of "
                        "images. For several processes (DistributedDataParallel; same global batch and learning "
@@ -110,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh even where --out holds a finished model (refused otherwise)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_evaluate(sub) -> None:
+    """``evaluate``: the settings of ``quality.evaluate.evaluate``, and where its report goes."""
     e = sub.add_parser("evaluate", help="measure sample quality: judge accuracy, Frechet distance, near-copies",
                        description="Write a JSON report on samples of a class-conditional model: accuracy by an "
                        "independent judge (overall and per class), Frechet distance on its features against held-out "
@@ -120,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-per-class", type=int, default=50, help="samples per class for each setting (default 50)")
     e.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="guidance scales to test")
     e.add_argument("--steps", type=int, default=100, help="respaced DDPM steps (default 100)")
-    e.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta_tilde",
+    e.add_argument("--variance", choices=VARIANCES, default="beta_tilde",
                    help="DDPM sigma_t^2 (default beta_tilde)")
     e.add_argument("--clip", action="store_true", help="clip x0_hat to [-1, 1] at every step")
     e.add_argument("--full-steps", action="store_true", help="also sample with all T steps (slow on CPU)")
@@ -136,7 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save one PNG per setting, a row of samples per class (grid_<steps>steps_g<w>.png)")
     e.add_argument("--update-checkpoint", action="store_true",
                    help="store the headline metrics in the checkpoint's config.json")
-    return parser
 
 
 def cmd_sample(args) -> int:
