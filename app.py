@@ -38,7 +38,7 @@ from explainer.server import sessions as vsess
 from explainer.render.images import MAX_FILE_BYTES
 from explainer.paths import ASSETS
 from explainer.views.inputs import (DIGIT_EXAMPLES, EMOJI_EXAMPLES, GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, class_word,
-                                    default_class, default_example, digit_choices, example_images, image_word)
+                                    default_class, default_example, class_choices, example_images, image_word)
 from explainer.views.model_slot import ModelUnavailable
 
 PHOTOS = [str(ASSETS / n) for n in ("astronaut.jpg", "camera.png", "coffee.jpg", "chelsea.jpg")]
@@ -114,7 +114,7 @@ class AppContext:
 
     @property
     def classes(self) -> list:
-        return digit_choices(self.model)
+        return class_choices(self.model)
 
     @property
     def default_class(self) -> str:
@@ -256,7 +256,7 @@ def class_dropdown(label: str, value=None):
     """A follower update: the class dropdown with the model's own classes and a label in its words."""
     def update(slot: views.ModelSlot):
         model = slot.model
-        return gr.Dropdown(choices=digit_choices(model), value=value if value is not None else default_class(model),
+        return gr.Dropdown(choices=class_choices(model), value=value if value is not None else default_class(model),
                            label=label.format(cls=class_word(model)))
     return update
 

@@ -75,7 +75,7 @@ def load(path: str | None):
 
 def walk_args(model, **kw) -> dict:
     """A guided 100-step DDPM walk of the model's default class (what the reverse tab starts with)."""
-    return dict(digit=default_class(model), guidance=3.0, sampler="DDPM", steps=100) | kw
+    return dict(label=default_class(model), guidance=3.0, sampler="DDPM", steps=100) | kw
 
 
 def first_frame(model, **kw) -> tuple[float, float]:

@@ -518,7 +518,7 @@ def test_other_schedule_calls_the_network_at_matching_noise_levels(tiny_model):
 
 @pytest.mark.parametrize("kwargs,words", [
     (dict(steps=5), "inference steps must be in 10..1000"), (dict(steps=1001), "inference steps"),
-    (dict(guidance=-1), "guidance"), (dict(digit="11"), "digit class"), (dict(sampler="PLMS"), "sampler"),
+    (dict(guidance=-1), "guidance"), (dict(label="11"), "digit class"), (dict(sampler="PLMS"), "sampler"),
     (dict(schedule="cosine"), "inference schedule"), (dict(compare="all"), "side-by-side"),
     (dict(seed=2**40), "seed"),
 ])
@@ -681,10 +681,10 @@ def test_noise_views(tiny_model):
 
 @pytest.mark.parametrize("kwargs,words", [
     (dict(source="video"), "source"), (dict(num_t=1), "timesteps"), (dict(num_t=500), "timesteps"),
-    (dict(image=None), "no digit given"), (dict(digit="x"), "digit class"),
+    (dict(image=None), "no digit given"), (dict(label="x"), "digit class"),
 ])
 def test_noise_removal_rejects_bad_values(tiny_model, kwargs, words):
-    args = dict(source="real digit", image=DIGIT, digit="unconditional", guidance=1.0, num_t=50, seed=0) | kwargs
+    args = dict(source="real digit", image=DIGIT, label="unconditional", guidance=1.0, num_t=50, seed=0) | kwargs
     with pytest.raises(ValueError, match=words):
         vn.noise_removal(tiny_model, **args)
 

@@ -66,7 +66,7 @@ def to_u8(x: np.ndarray) -> np.ndarray:
 # ---- inputs: class names and uploads for a colour model ----
 
 def test_class_words_and_choices(colour, tiny_model):
-    assert vi.digit_choices(colour) == ["unconditional", *CLASS_NAMES]
+    assert vi.class_choices(colour) == ["unconditional", *CLASS_NAMES]
     assert vi.class_word(colour) == "class" and vi.image_word(colour) == "image"
     assert vi.class_word(tiny_model) == "digit class" and vi.image_word(tiny_model) == "digit"
     assert vi.default_class(colour) == "Smileys & Emotion" and vi.default_class(tiny_model) == "3"

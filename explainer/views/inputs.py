@@ -62,11 +62,11 @@ def default_example(model: DiffusionModel | None) -> str:
 
 def default_class(model: DiffusionModel | None) -> str:
     """The class a walk starts with: "3" for digits, else the first class (unconditional if there is none)."""
-    choices = digit_choices(model)
+    choices = class_choices(model)
     return "3" if "3" in choices else choices[min(1, len(choices) - 1)]
 
 
-def digit_choices(model: DiffusionModel | None) -> list[str]:
+def class_choices(model: DiffusionModel | None) -> list[str]:
     """The class dropdown: "unconditional" and the model's class names."""
     if model is not None and not model.num_classes:
         return [UNCONDITIONAL]
@@ -74,12 +74,12 @@ def digit_choices(model: DiffusionModel | None) -> list[str]:
     return [UNCONDITIONAL] + list(names)
 
 
-def class_labels(model: DiffusionModel, digit: str, n: int) -> torch.Tensor | None:
+def class_labels(model: DiffusionModel, label: str, n: int) -> torch.Tensor | None:
     """[n] labels for a class name, or None (unconditional: the network uses its null label)."""
-    digit = check_choice(class_word(model), str(digit), digit_choices(model))
-    if digit == UNCONDITIONAL:
+    label = check_choice(class_word(model), str(label), class_choices(model))
+    if label == UNCONDITIONAL:
         return None
-    return torch.full((n,), model.class_names.index(digit), dtype=torch.long, device=model.device)
+    return torch.full((n,), model.class_names.index(label), dtype=torch.long, device=model.device)
 
 
 def digit_tensor(model: DiffusionModel, image) -> torch.Tensor:

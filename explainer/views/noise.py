@@ -29,8 +29,9 @@ from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_
                      digit_tensor, image_word, seeded_normal)
 from .model_slot import eps_fn_for
 
-SOURCES = ("reverse walk", "real digit")  # API values; "real digit" means a real image for any model
-SOURCE_ALIASES = {"real image": "real digit"}
+REAL_IMAGE = "real digit"  # the real-image source's published API value, for every model (its label names the pictures)
+SOURCES = ("reverse walk", REAL_IMAGE)
+SOURCE_ALIASES = {"real image": REAL_IMAGE}
 EPS_QUANTILE = 0.999  # the shared noise scale covers this fraction of the noise values shown
 MIN_T, MAX_T = 2, 200  # how many timesteps the grid may hold
 GRID_COLUMNS = 5
@@ -61,12 +62,12 @@ class NoiseRemoval:
         return len(self.ts)
 
 
-def noise_removal(model: DiffusionModel, source: str = "real digit", image=None, digit: str = UNCONDITIONAL,
+def noise_removal(model: DiffusionModel, source: str = REAL_IMAGE, image=None, label: str = UNCONDITIONAL,
                   guidance: float = 1.0, num_t: int = 50, seed: int = 0) -> NoiseRemoval:
     """Compute x_t, eps_hat and x0_hat at ``num_t`` timesteps spread evenly over 1..T (see module doc)."""
     source = check_choice("source", SOURCE_ALIASES.get(source, source), SOURCES)
-    digit = str(digit)
-    class_labels(model, digit, 1)  # validates the class
+    label = str(label)
+    class_labels(model, label, 1)  # validates the class
     guidance = check_float("guidance scale", guidance, 0.0, GUIDANCE_MAX)
     num_t = check_int("number of timesteps", num_t, MIN_T, min(MAX_T, model.schedule.T))
     seed = check_int("seed", seed, 0, SEED_MAX)
@@ -74,14 +75,14 @@ def noise_removal(model: DiffusionModel, source: str = "real digit", image=None,
     eps_fn = eps_fn_for(model)
     if source == "reverse walk":  # sampled as the model's card recommends (clipped x0_hat for the emoji model)
         chain = make_chain(model.schedule, num_t, "linspace")
-        recs = list(sample(eps_fn, chain, shape, method="ddpm", labels=class_labels(model, digit, 1), guidance=guidance,
+        recs = list(sample(eps_fn, chain, shape, method="ddpm", labels=class_labels(model, label, 1), guidance=guidance,
                            null_label=model.null_label, seed=seed, device=model.device,
                            clip_x0=model.recommended_clip_x0))
         x_t = torch.cat([r.x_t for r in recs]).cpu()
         eps_hat = torch.cat([r.eps for r in recs]).cpu()
         ts = torch.tensor([r.t for r in recs])
         x0_hat = x0_from_eps(x_t, ts, eps_hat, model.schedule)  # the one-shot formula itself, never clipped
-        result = NoiseRemoval(source, ts.tolist(), x_t, eps_hat, x0_hat, label=digit,
+        result = NoiseRemoval(source, ts.tolist(), x_t, eps_hat, x0_hat, label=label,
                               eps_scale=shared_scale(eps_hat), clipped_walk=model.recommended_clip_x0)
         final = recs[-1].x_prev.cpu()
         result.errors["x0_hat vs the final sample"] = ((x0_hat - final) ** 2).mean(dim=(1, 2, 3)).numpy()
@@ -93,10 +94,10 @@ def noise_removal(model: DiffusionModel, source: str = "real digit", image=None,
     t = torch.from_numpy(ts)
     x_t = q_sample(x0.expand(n, -1, -1, -1), t, eps.expand(n, -1, -1, -1), model.schedule)
     with torch.inference_mode():  # one batched network call for every t (doubled batch under guidance)
-        eps_hat = guided_eps(eps_fn, x_t.to(model.device), t.to(model.device), class_labels(model, digit, n), guidance,
+        eps_hat = guided_eps(eps_fn, x_t.to(model.device), t.to(model.device), class_labels(model, label, n), guidance,
                              model.null_label).float().cpu()
     x0_hat = x0_from_eps(x_t, t, eps_hat, model.schedule)
-    result = NoiseRemoval(f"real {image_word(model)}", ts.tolist(), x_t, eps_hat, x0_hat, x0, eps, label=digit,
+    result = NoiseRemoval(f"real {image_word(model)}", ts.tolist(), x_t, eps_hat, x0_hat, x0, eps, label=label,
                           eps_scale=shared_scale(eps_hat, eps))
     result.errors["eps_hat vs true eps"] = ((eps_hat - eps) ** 2).mean(dim=(1, 2, 3)).numpy()
     result.errors["x0_hat vs true x0"] = ((x0_hat - x0) ** 2).mean(dim=(1, 2, 3)).numpy()

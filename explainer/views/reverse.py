@@ -28,7 +28,7 @@ from ..diffusion.schedules import make_schedule
 from .step import record_step
 from ..render.display import captioned, hstack, strip, to_uint8, upscale, vstack
 from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_bool, check_choice, check_float, check_int,
-                     class_labels, class_word, digit_choices, even_indices, is_digit_model, seeded_normal)
+                     class_choices, class_labels, class_word, even_indices, is_digit_model, seeded_normal)
 from .model_slot import eps_fn_for, network_path
 
 SAMPLERS = ("DDPM", "DDIM")
@@ -125,9 +125,9 @@ def _panel(x_t: np.ndarray, x0_hat: np.ndarray, t: int, name: str) -> np.ndarray
     return vstack([captioned(hstack([left, right]), name, height=16)], pad=0)
 
 
-def validate_walk_args(model: DiffusionModel, digit, guidance, sampler, steps, schedule, seed, compare, steps_b,
+def validate_walk_args(model: DiffusionModel, label, guidance, sampler, steps, schedule, seed, compare, steps_b,
                        clip_x0=False):
-    digit = check_choice(class_word(model), str(digit), digit_choices(model))
+    label = check_choice(class_word(model), str(label), class_choices(model))
     guidance = check_float("guidance scale", guidance, 0.0, GUIDANCE_MAX)
     sampler = check_choice("sampler", sampler, SAMPLERS)
     steps = check_int("number of inference steps", steps, MIN_STEPS, model.schedule.T)
@@ -136,24 +136,27 @@ def validate_walk_args(model: DiffusionModel, digit, guidance, sampler, steps, s
     compare = check_choice("side-by-side mode", compare, COMPARE_MODES)
     steps_b = check_int("second number of steps", steps_b, MIN_STEPS, model.schedule.T)
     clip_x0 = check_bool("clip x0_hat", clip_x0)
-    return digit, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0
+    return label, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0
 
 
-def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: float = 3.0, sampler: str = "DDPM",
-                 steps: int = 100, schedule: str = "training", seed: int = 0, compare: str = "off",
-                 steps_b: int = 20, clip_x0: bool = False):
+def reverse_walk(model: DiffusionModel, label: str = UNCONDITIONAL, guidance: float | None = None,
+                 sampler: str = "DDPM", steps: int = 100, schedule: str = "training", seed: int = 0,
+                 compare: str = "off", steps_b: int = 20, clip_x0: bool = False):
     """Sample from pure noise, yielding WalkUpdates as it goes (both walks in side-by-side mode).
 
     Both walks start from the same x_T (drawn from ``seed``) and use the same per-step noise stream.
+    label: the class name (or "unconditional"); guidance: w, by default the model card's recommended one.
     clip_x0: clip x0_hat to [-1, 1] at every step (the DDPM step then takes the posterior mean of the clipped
     x0_hat, Ho et al. 2020 eq. 7), as the reference implementations do; the article's formula does not.
     """
-    digit, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0 = validate_walk_args(
-        model, digit, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0)
+    if guidance is None:
+        guidance = model.recommended_guidance
+    label, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0 = validate_walk_args(
+        model, label, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0)
     specs = walk_specs(sampler, steps, schedule, compare, steps_b)
     shape = (1, model.channels, model.image_size, model.image_size)
     x_T = seeded_normal(shape, seed).to(model.device)
-    labels = class_labels(model, digit, 1)
+    labels = class_labels(model, label, 1)
     eps_fn = eps_fn_for(model)
     walks, runs = [], []
     for spec in specs:
@@ -168,7 +171,7 @@ def reverse_walk(model: DiffusionModel, digit: str = UNCONDITIONAL, guidance: fl
     total = sum(w.total for w in walks)
     show_every = [max(1, w.total // SHOWN_FRAMES) for w in walks]
     what = "digit" if is_digit_model(model) else "class"
-    cond = "unconditional" if labels is None else f"{what} {digit}, guidance w = {guidance:g}"
+    cond = "unconditional" if labels is None else f"{what} {label}, guidance w = {guidance:g}"
     cond += "; x0_hat clipped to [-1, 1] at every step" if clip_x0 else ""
     panels = [_panel(w.frames[0], w.x0_hats[0], w.ts[0], w.name) for w in walks]
     path = network_path(model, eps_fn)
