@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from explainer.diffusion.respacing import make_chain  # noqa: E402
 from explainer.diffusion.samplers import run  # noqa: E402
 from explainer.model import toy  # noqa: E402
-from explainer.model.lab_training import evaluate  # noqa: E402
+from explainer.quality.points import evaluate  # noqa: E402
 from explainer.views import lab as vl  # noqa: E402
 
 

@@ -20,6 +20,7 @@ from explainer.model import toy
 from explainer.model.lab_training import LabTrainConfig, train, train_steps
 from explainer.model.mlp import (EpsMLP, LabCheckpointError, LabModel, MLPConfig, load_lab_model,
                                  save_lab_model)
+from explainer.quality import points as qp
 from explainer.views import lab as vl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -135,7 +136,7 @@ def test_exact_reverse_walk_lands_on_training_points():
     den = ExactDenoiser(data, LINEAR)
     for method in ("ddpm", "ddim"):
         x0 = run(den, make_chain(LINEAR, 50), (300, 2), method=method, seed=3, dtype=torch.float64).numpy()
-        dist, idx = toy.nearest_distances(x0, data)
+        dist, idx = qp.nearest_distances(x0, data)
         assert dist.max() < 1e-6, method
         assert len(np.unique(idx)) == len(data)  # and it visits all of them
 
@@ -145,7 +146,7 @@ def test_exact_guidance_pulls_particles_into_the_class():
     den = ExactDenoiser(data.points, LINEAR, data.labels, 8)
     x0 = run(den, make_chain(LINEAR, 40), (300, 2), labels=torch.full((300,), 2), guidance=3.0, null_label=8,
              seed=0).numpy()
-    _, idx = toy.nearest_distances(x0, data.points)
+    _, idx = qp.nearest_distances(x0, data.points)
     assert (data.labels[idx] == 2).mean() > 0.98
 
 
@@ -309,17 +310,66 @@ def test_a_time_budget_stops_training_with_the_learning_rate_decayed():
 
 def test_distances_of_simple_cases():
     a = np.random.default_rng(0).normal(size=(500, 2))
-    assert toy.sliced_wasserstein(a, a) == pytest.approx(0.0, abs=1e-12)
-    assert toy.energy_distance(a, a) == pytest.approx(0.0, abs=1e-12)
+    assert qp.sliced_wasserstein(a, a) == pytest.approx(0.0, abs=1e-12)
+    assert qp.energy_distance(a, a) == pytest.approx(0.0, abs=1e-12)
     one = a[:, :1]
-    assert toy.sliced_wasserstein(one, one + 0.3) == pytest.approx(0.3)  # 1-D: W1 of a shift is the shift
+    assert qp.sliced_wasserstein(one, one + 0.3) == pytest.approx(0.3)  # 1-D: W1 of a shift is the shift
     v = np.array([0.4, -0.3])  # 2-D: a shift by v gives |v| E|cos| = |v| 2 / pi over random directions
-    assert toy.sliced_wasserstein(a, a + v, projections=4000) == pytest.approx(0.5 * 2 / np.pi, rel=0.03)
-    assert toy.energy_distance(np.zeros((1, 2)), v[None]) == pytest.approx(2 * 0.5)
+    assert qp.sliced_wasserstein(a, a + v, projections=4000) == pytest.approx(0.5 * 2 / np.pi, rel=0.03)
+    assert qp.energy_distance(np.zeros((1, 2)), v[None]) == pytest.approx(2 * 0.5)
     b = a[:300] + 1.0  # different sizes
-    assert toy.sliced_wasserstein(a, b) > 0.5
-    assert toy.share_on_points(a[:50], a) == 1.0
-    assert toy.share_on_points(a + 5.0, a) == 0.0
+    assert qp.sliced_wasserstein(a, b) > 0.5
+    assert qp.share_on_points(a[:50], a, 1e-6) == 1.0  # each sample is a point
+    assert qp.share_on_points(a + 5.0, a, 1.0) == 0.0
+
+
+def sliced_w1_written_out(a: np.ndarray, b: np.ndarray) -> float:
+    """Sliced Wasserstein-1 over the measure's 256 seeded directions: the mean absolute difference of the sorted
+    projections (sets of one size), or of their quantiles at (k + 1/2) / m, m the larger size."""
+    u = np.random.default_rng(0).standard_normal((2, 256))
+    u /= np.linalg.norm(u, axis=0)
+    if len(a) == len(b):
+        return float(np.abs(np.sort(a @ u, axis=0) - np.sort(b @ u, axis=0)).mean())
+    q = (np.arange(max(len(a), len(b))) + 0.5) / max(len(a), len(b))
+    return float(np.abs(np.quantile(a @ u, q, axis=0) - np.quantile(b @ u, q, axis=0)).mean())
+
+
+def energy_written_out(a: np.ndarray, b: np.ndarray) -> float:
+    """2 E|X - Y| - E|X - X'| - E|Y - Y'| over all pairs."""
+    mean_dist = lambda p, q: np.linalg.norm(p[:, None] - q[None], axis=-1).mean()
+    return 2 * mean_dist(a, b) - mean_dist(a, a) - mean_dist(b, b)
+
+
+def share_within(x: np.ndarray, pts: np.ndarray, tol: float) -> float:
+    """The share of x with a point of pts within tol, by brute force."""
+    return float((np.linalg.norm(x[:, None] - pts[None], axis=-1).min(1) <= tol).mean())
+
+
+def test_evaluate_measures_walks_against_fresh_data_written_out():
+    """evaluate (the presets' records): seed s's walk against fresh sample 100 + s, fresh sample 200 + s against it
+    the floor, means over the seeds; 'on a training point' within sqrt(1 - abar_1) = sqrt(beta_1) = 0.01."""
+    d = toy.make_preset("8 Gaussians", 200, 0)
+    exact = ExactDenoiser(d.points, LINEAR)
+    got = qp.evaluate(exact, d, steps=10, n=200, seeds=2)
+    xs = [run(exact, make_chain(LINEAR, 10), (200, 2), seed=10 + s).double().numpy() for s in range(2)]
+    refs, others = [d.fresh(200, 100 + s) for s in range(2)], [d.fresh(200, 200 + s) for s in range(2)]
+    sw = np.mean([sliced_w1_written_out(x, r) for x, r in zip(xs, refs)])
+    sw_floor = np.mean([sliced_w1_written_out(o, r) for o, r in zip(others, refs)])
+    ed = np.mean([energy_written_out(x, r) for x, r in zip(xs, refs)])
+    ed_floor = np.mean([energy_written_out(o, r) for o, r in zip(others, refs)])
+    training = np.mean([sliced_w1_written_out(d.points, r) for r in refs])
+    assert got["sliced_wasserstein"] == pytest.approx(sw, abs=1e-5)
+    assert got["sliced_wasserstein_floor"] == pytest.approx(sw_floor, abs=1e-5)
+    assert got["sliced_wasserstein_ratio"] == pytest.approx(sw / sw_floor, abs=1e-3)
+    assert got["energy_distance"] == pytest.approx(ed, abs=1e-6)
+    assert got["energy_distance_ratio"] == pytest.approx(ed / ed_floor, abs=1e-3)
+    assert got["on_training_point"] == pytest.approx(np.mean([share_within(x, d.points, 0.01) for x in xs]), abs=1e-4)
+    assert got["fresh_on_training_point"] == pytest.approx(np.mean([share_within(o, d.points, 0.01) for o in others]),
+                                                           abs=1e-4)
+    assert got["on_training_point"] > 0.5 > got["fresh_on_training_point"]  # the exact denoiser memorises
+    assert got["training_points_ratio"] == pytest.approx(training / sw_floor, abs=1e-3)
+    with pytest.raises(ValueError, match="3 point sets for 2 references"):
+        qp.measure(xs + xs[:1], qp.fresh(d, 200, [100, 101], [200, 201], 0.01))
 
 
 @pytest.mark.parametrize("name", toy.PRESETS)
@@ -332,11 +382,11 @@ def test_presets_are_seeded_standardised_and_fresh(name):
     assert 0.9 < (d.points ** 2).mean() < 1.1  # unit variance on average
     f = d.fresh(2000, 5)
     assert not np.isin(f, d.points).any()
-    assert toy.sliced_wasserstein(f, d.points) < 0.12  # same distribution
+    assert qp.sliced_wasserstein(f, d.points) < 0.12  # same distribution
     if name == "8 Gaussians":
         assert d.class_names == list(toy.COMPASS) and set(d.labels.tolist()) == set(range(8))
         c = d.fresh(200, 1, label=2)
-        _, idx = toy.nearest_distances(c, d.points)
+        _, idx = qp.nearest_distances(c, d.points)
         assert (d.labels[idx] == 2).mean() > 0.99
     else:
         assert d.labels is None and d.class_names == []
@@ -369,7 +419,7 @@ def test_training_points_are_stratified_fresh_points_independent():
     for name in toy.PRESETS:  # representative: closer to fresh data than another fresh sample is
         d = toy.make_preset(name, 2000, 0)
         ref, other = d.fresh(2000, 100), d.fresh(2000, 200)
-        assert toy.sliced_wasserstein(d.points, ref) < toy.sliced_wasserstein(other, ref) * 1.05, name
+        assert qp.sliced_wasserstein(d.points, ref) < qp.sliced_wasserstein(other, ref) * 1.05, name
         assert d.key.endswith(":stratified")
 
 
@@ -475,8 +525,8 @@ def test_walk_streams_records_and_measures():
     assert "sliced Wasserstein" in rec.metrics and "plain noise" in rec.metrics and "Where they landed" in rec.metrics
     # the exact denoiser memorises: most of its particles land on a training point, plain noise does not
     d = vl.lab_data("8 Gaussians")
-    exact_share = toy.share_on_points(rec.final["exact"], d.points, 0.01)
-    assert exact_share > 0.6 and toy.share_on_points(rec.final["noise"], d.points, 0.01) < 0.2
+    exact_share = qp.share_on_points(rec.final["exact"], d.points, 0.01)
+    assert exact_share > 0.6 and qp.share_on_points(rec.final["noise"], d.points, 0.01) < 0.2
     pic, text, t, schedule = vl.walk_frame(rec, 3)
     assert pic.shape == end.picture.shape and t == rec.ts[3] and schedule == "linear" and "Step" in text
     with pytest.raises(ValueError, match="frame must be in"):
@@ -536,19 +586,25 @@ def test_the_exact_walk_ahead_stops_with_the_viewer_and_reports_errors(monkeypat
 
 
 def test_metrics_show_what_the_training_points_themselves_score():
-    """The table's row for the training points: their mean distance to the same fresh samples, over the floor."""
+    """The table's rows, written out: the training points' and plain noise's mean distance to the same fresh samples
+    over the floor, the share within sqrt(1 - abar_1) = sqrt(beta_1) = 0.01 of a training point, fresh data's too."""
     model = tiny_trained()
     rec = list(vl.walk("two moons", "DDPM", 10, 0.0, "training", 200, "unconditional", 1.0, 2, model))[-1].walk
-    row = next(line for line in rec.metrics.splitlines() if line.startswith("| the training points themselves"))
-    floor_row = next(line for line in rec.metrics.splitlines() if line.startswith("| fresh data (the floor)"))
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in rec.metrics.splitlines() if line.startswith("| ")}
     d = vl.lab_data("two moons")
     refs = [d.fresh(200, 1_000_003 + j) for j in range(vl.REFERENCES)]
     others = [d.fresh(200, 2_000_003 + j) for j in range(vl.REFERENCES)]
-    sw = np.mean([toy.sliced_wasserstein(d.points, r, vl.PROJECTIONS) for r in refs])
-    floor = np.mean([toy.sliced_wasserstein(o, r, vl.PROJECTIONS) for o, r in zip(others, refs)])
-    cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert float(cells[1]) == pytest.approx(sw, abs=1e-4) and float(cells[2]) == pytest.approx(sw / floor, abs=0.01)
-    assert cells[3] == "100.0 %" and f"{floor:.4f}" in floor_row
+    floor = np.mean([sliced_w1_written_out(o, r) for o, r in zip(others, refs)])
+    for name, x, share in (("the training points themselves", d.points, 1.0),
+                           ("plain noise x_T", rec.final["noise"], share_within(rec.final["noise"], d.points, 0.01))):
+        sw = np.mean([sliced_w1_written_out(x, r) for r in refs])
+        cells = rows[name]
+        assert float(cells[0]) == pytest.approx(sw, abs=1e-4) and float(cells[1]) == pytest.approx(sw / floor, abs=0.01)
+        assert cells[2] == f"{100 * share:.1f} %"
+    fresh_share = np.mean([share_within(o, d.points, 0.01) for o in others])
+    assert rows["fresh data (the floor)"][0].startswith(f"{floor:.4f}")
+    assert rows["fresh data (the floor)"][2] == f"{100 * fresh_share:.1f} %"
     assert "a stratified one" in rec.metrics and "scores what they score" in rec.metrics
 
 

@@ -7,8 +7,8 @@ Diffusion Guidance*). AdamW with the U-Net's warm-up and cosine decay
 (``training.lr_at``) and EMA weights (``training.ema_update``); the EMA network is the result.
 
 ``train_steps`` yields a ``TrainProgress`` every ``report_every`` steps (and the finished model last), so a UI can
-show progress and stop between two steps; ``train`` runs it to the end. ``evaluate`` measures a model's samples
-against fresh data, and ``python -m explainer.model.lab_training`` retrains the shipped presets (checkpoints/lab).
+show progress and stop between two steps; ``train`` runs it to the end. ``quality.points.evaluate`` measures a
+model's samples against fresh data, and ``python -m explainer.quality.lab_presets`` retrains the shipped presets.
 """
 from __future__ import annotations
 
@@ -16,20 +16,15 @@ import copy
 import platform
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from ..diffusion.forward import q_sample
 from ..diffusion.losses import simple_loss
-from ..diffusion.respacing import make_chain
-from ..diffusion.samplers import run
 from ..diffusion.schedules import DDPM_T, make_schedule
-from ..paths import CHECKPOINTS
 from . import toy
-from .mlp import EpsMLP, LabModel, MLPConfig, load_lab_model, save_lab_model
+from .mlp import EpsMLP, LabModel, MLPConfig
 from .toy import ToyData
 from .training import ema_update, lr_at
 
@@ -157,99 +152,3 @@ def train(data: ToyData, cfg: LabTrainConfig | None = None) -> LabModel:
         pass
     return last.model
 
-
-# ---------------------------------------------------------------- evaluation and the shipped presets
-
-
-def sample_points(model, chain, n: int, seed: int, labels=None, guidance: float = 1.0, null_label=None,
-                  method: str = "ddpm") -> np.ndarray:
-    """n particles walked from N(0, I) along ``chain`` by ``samplers.run`` (any eps function), as float64 numpy."""
-    x = run(model, chain, (n, 2), method=method, labels=labels, guidance=guidance, null_label=null_label, seed=seed)
-    return x.double().numpy()
-
-
-def evaluate(model, data: ToyData, steps: int = 100, n: int = 2000, seeds: int = 3, method: str = "ddpm") -> dict:
-    """Distances of ``model``'s samples (``steps`` respaced steps) to fresh data, against the data-vs-data floor.
-
-    For each seed: n particles, a fresh reference sample and a second fresh sample (the floor), all of size n;
-    sliced Wasserstein and energy distances are averaged over the seeds. Also the share of particles within
-    sqrt(1 - abar_1) of a training point, and the training points' own distance to the same fresh samples (what
-    a sampler that returns them, as the exact denoiser nearly does, would score). ``model``: any eps function with a
-    ``schedule`` (an exact denoiser too).
-    """
-    chain = make_chain(model.schedule, steps)
-    tol = float(np.sqrt(1.0 - model.schedule.alpha_bars[0]))
-    rows = []
-    for s in range(seeds):
-        x = sample_points(model, chain, n, 10 + s, method=method)
-        ref, other = data.fresh(n, 100 + s), data.fresh(n, 200 + s)
-        rows.append([toy.sliced_wasserstein(x, ref), toy.sliced_wasserstein(other, ref),
-                     toy.energy_distance(x, ref), toy.energy_distance(other, ref),
-                     toy.share_on_points(x, data.points, tol), toy.share_on_points(other, data.points, tol),
-                     toy.sliced_wasserstein(data.points, ref)])
-    m = np.mean(rows, axis=0)
-    return {"steps": steps, "method": method, "particles": n, "seeds": seeds,
-            "sliced_wasserstein": round(float(m[0]), 5), "sliced_wasserstein_floor": round(float(m[1]), 5),
-            "sliced_wasserstein_ratio": round(float(m[0] / m[1]), 3),
-            "training_points_ratio": round(float(m[6] / m[1]), 3),
-            "energy_distance": round(float(m[2]), 6), "energy_distance_floor": round(float(m[3]), 6),
-            "energy_distance_ratio": round(float(m[2] / m[3]), 3),
-            "on_training_point": round(float(m[4]), 4), "fresh_on_training_point": round(float(m[5]), 4)}
-
-
-PRESET_STEPS = 8000  # the shipped presets: the live recipe, trained longer (8 narrow Gaussians need it)
-
-
-def train_presets(out, names=toy.PRESETS, cfg: LabTrainConfig | None = None, points: int = toy.NUM_POINTS,
-                  log=print) -> dict:
-    """Train and evaluate each preset's network; write ``out/<preset>/`` (weights + config with the records)."""
-    cfg = cfg or LabTrainConfig(train_steps=PRESET_STEPS)
-    results = {}
-    for name in names:
-        data = toy.make_preset(name, points, 0)
-        model = train(data, cfg)
-        model.info["eval"] = evaluate(model, data, seeds=EVAL_SEEDS)
-        save_lab_model(Path(out) / toy.slug(name), model)
-        results[name] = model.info
-        t, e = model.info["training"], model.info["eval"]
-        log(f"{name}: {t['steps_done']} steps in {t['seconds']} s, loss {t['final_loss']}; 100 DDPM steps: sliced "
-            f"Wasserstein {e['sliced_wasserstein']} = {e['sliced_wasserstein_ratio']}x the floor, energy distance "
-            f"{e['energy_distance_ratio']}x")
-    return results
-
-
-EVAL_SEEDS = 8  # walks averaged in the shipped presets' records (one walk's ratio varies by tens of percent)
-
-
-def evaluate_presets(out, names=toy.PRESETS, seeds: int = EVAL_SEEDS, log=print) -> None:
-    """Re-measure the shipped presets (``evaluate`` with ``seeds`` walks) and rewrite their records, not weights."""
-    for name in names:
-        folder = Path(out) / toy.slug(name)
-        model = load_lab_model(folder)
-        model.info["eval"] = evaluate(model, toy.make_preset(name, toy.NUM_POINTS, 0), seeds=seeds)
-        save_lab_model(folder, model)
-        e = model.info["eval"]
-        log(f"{name}: sliced Wasserstein {e['sliced_wasserstein']} = {e['sliced_wasserstein_ratio']}x the floor, "
-            f"energy distance {e['energy_distance_ratio']}x, on a training point {e['on_training_point']}")
-
-
-def main(argv=None) -> None:
-    import argparse
-    p = argparse.ArgumentParser(description="Train the 2D lab's preset networks (the shipped checkpoints/lab).")
-    p.add_argument("--out", default=str(CHECKPOINTS / "lab"))
-    p.add_argument("--presets", nargs="*", default=list(toy.PRESETS), choices=list(toy.PRESETS))
-    p.add_argument("--steps", type=int, default=PRESET_STEPS)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--hidden", type=int, default=LabTrainConfig.hidden, help="width of the MLP")
-    p.add_argument("--blocks", type=int, default=LabTrainConfig.blocks, help="residual blocks of the MLP")
-    p.add_argument("--evaluate-only", action="store_true", help="re-measure the shipped networks, do not train")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.evaluate_only:
-        evaluate_presets(args.out, args.presets)
-        return
-    train_presets(args.out, args.presets, LabTrainConfig(train_steps=args.steps, hidden=args.hidden, blocks=args.blocks))
-
-
-if __name__ == "__main__":
-    main()

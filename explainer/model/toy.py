@@ -1,4 +1,4 @@
-"""Two-dimensional data sets for the 2D lab, and distances between point sets.
+"""Two-dimensional data sets for the 2D lab (their distances: ``quality.points``).
 
 Presets: two moons, a swiss roll, 8 Gaussians (one class per Gaussian), a checkerboard and concentric rings;
 and a drawing turned into points (each stroke pixel gets its share of them, each a uniformly random spot in it).
@@ -13,11 +13,6 @@ point still follows the distribution, but 2,000 of them cover it without the cha
 draws: independent draws of two moons with seeds 0 to 9 are 0.85x to 1.62x the data-vs-data floor away from fresh
 data (seed 0: 1.62x, its centre 2.2 standard errors off), stratified ones 0.76x to 0.78x. Fresh samples, the
 references of every distance, are independent draws.
-
-Distances: the sliced Wasserstein distance (the mean over random directions of the 1-D Wasserstein-1 distance
-of the projections; Bonneel et al. 2015, *Sliced and Radon Wasserstein Barycenters of Measures*) and the energy
-distance (Szekely & Rizzo 2013, *Energy statistics: A class of statistics based on distances*); and the share of
-samples that land on a training point.
 """
 from __future__ import annotations
 
@@ -243,66 +238,3 @@ def make_drawn(image, n: int = NUM_POINTS, seed: int = 0, name: str = "your draw
     pts, _ = sampler(np.random.default_rng(int(seed)), int(n), stratified=True)
     return ToyData(name, pts, None, [], f"drawn-{digest}:{int(n)}:{int(seed)}:stratified", sampler)
 
-
-# ---- distances between point sets ----
-
-
-def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int = 256, seed: int = 0) -> float:
-    """Sliced Wasserstein-1: the mean over random unit directions u of W1(<a, u>, <b, u>).
-
-    W1 of two 1-D samples is the mean absolute difference of their quantiles (sorted values when the sizes
-    match; otherwise both quantile functions on a common grid).
-    """
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    rng = np.random.default_rng(seed)
-    u = rng.standard_normal((a.shape[1], projections))
-    u /= np.linalg.norm(u, axis=0, keepdims=True)
-    pa, pb = np.sort(a @ u, axis=0), np.sort(b @ u, axis=0)
-    if len(pa) != len(pb):
-        q = (np.arange(max(len(pa), len(pb))) + 0.5) / max(len(pa), len(pb))
-        pa = np.quantile(pa, q, axis=0)
-        pb = np.quantile(pb, q, axis=0)
-    return float(np.abs(pa - pb).mean())
-
-
-def _mean_pairwise(a: np.ndarray, b: np.ndarray, chunk: int = 1024) -> float:
-    total = 0.0
-    for s in range(0, len(a), chunk):
-        d = a[s:s + chunk, None, :] - b[None, :, :]
-        total += float(np.sqrt((d * d).sum(-1)).sum())
-    return total / (len(a) * len(b))
-
-
-def energy_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Energy distance 2 E||X - Y|| - E||X - X'|| - E||Y - Y'||, V-statistic form (all pairs, each with itself too)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return max(0.0, 2 * _mean_pairwise(a, b) - _mean_pairwise(a, a) - _mean_pairwise(b, b))
-
-
-def nearest_distances(samples: np.ndarray, points: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Distance from each sample to its nearest point, and that point's index."""
-    samples, points = np.asarray(samples, np.float64), np.asarray(points, np.float64)
-    sq = (points * points).sum(1)
-    dist, idx = np.empty(len(samples)), np.empty(len(samples), dtype=np.int64)
-    for s in range(0, len(samples), chunk):
-        x = samples[s:s + chunk]
-        d2 = (x * x).sum(1)[:, None] - 2 * x @ points.T + sq[None]
-        i = d2.argmin(1)
-        idx[s:s + chunk] = i
-        dist[s:s + chunk] = np.sqrt(np.maximum(d2[np.arange(len(x)), i], 0.0))
-    return dist, idx
-
-
-def typical_spacing(points: np.ndarray) -> float:
-    """The median distance from a training point to its nearest other training point."""
-    points = np.asarray(points, np.float64)
-    sq = (points * points).sum(1)
-    d2 = sq[:, None] - 2 * points @ points.T + sq[None]
-    np.fill_diagonal(d2, np.inf)
-    return float(np.median(np.sqrt(np.maximum(d2.min(1), 0.0))))
-
-
-def share_on_points(samples: np.ndarray, points: np.ndarray, tol: float | None = None) -> float:
-    """The share of samples within ``tol`` of a training point (default: a tenth of ``typical_spacing``)."""
-    tol = 0.1 * typical_spacing(points) if tol is None else tol
-    return float((nearest_distances(samples, points)[0] <= tol).mean())

@@ -32,6 +32,7 @@ from ..model import toy
 from ..model.lab_training import LabTrainConfig, train_steps, warm_up  # noqa: F401 (warm_up: for app.serve)
 from ..model.mlp import LabCheckpointError, LabModel, load_lab_model
 from ..paths import CHECKPOINTS
+from ..quality import points
 from .inputs import (GUIDANCE_MAX, LRU, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int,
                      seeded_normal)
 
@@ -61,7 +62,6 @@ EXTENT = 3.5  # the pictures show [-EXTENT, EXTENT]^2
 PANEL = 300  # pixels of one square panel
 HEAT_GRID = 100  # density evaluated on HEAT_GRID^2 points, then enlarged
 FIELD_GRID = 15  # arrows per side
-PROJECTIONS = 256  # sliced Wasserstein directions
 LOSS_POINTS = 1000  # training points the field's loss numbers are measured on
 
 PARTICLE = (25, 45, 120)
@@ -763,24 +763,11 @@ def _walk_ahead(run, other, steps: list[Future], stop: threading.Event) -> None:
 REFERENCES = 3  # fresh reference samples each distance is averaged over
 
 
-def _references(data: toy.ToyData, n: int, label: int | None) -> tuple[list[np.ndarray], np.ndarray, float, float]:
-    """REFERENCES fresh samples of n points; the floor: the distances of REFERENCES more fresh samples to them; the
-    share of fresh points on a training point; and the training points' own mean distance to the fresh samples
-    (cached per data set, size and class, so walks compare)."""
-    def make():
-        refs = [data.fresh(n, 1_000_003 + j, label) for j in range(REFERENCES)]
-        others = [data.fresh(n, 2_000_003 + j, label) for j in range(REFERENCES)]
-        floors = np.array([toy.sliced_wasserstein(o, r, PROJECTIONS) for o, r in zip(others, refs)])
-        pts = data.class_points(label)
-        share = toy.share_on_points(others[0], pts, _land_tolerance())
-        training = float(np.mean([toy.sliced_wasserstein(pts, r, PROJECTIONS) for r in refs]))
-        return refs, floors, share, training
-    return _floor_cache.get((data.key, n, label), make)
-
-
-def _land_tolerance() -> float:
-    """'On a training point': within the noise level sqrt(1 - abar_1) of the schedule's first step."""
-    return float(np.sqrt(1.0 - training_schedule().alpha_bars[0]))
+def _references(data: toy.ToyData, n: int, label: int | None) -> points.Fresh:
+    """REFERENCES pairs of fresh samples of n points (cached per data set, size and class, so walks compare)."""
+    return _floor_cache.get((data.key, n, label), lambda: points.fresh(
+        data, n, [1_000_003 + j for j in range(REFERENCES)], [2_000_003 + j for j in range(REFERENCES)],
+        points.landing_tolerance(training_schedule()), label))
 
 
 _floor_cache = LRU(32)
@@ -790,10 +777,9 @@ def walk_metrics(data: toy.ToyData, final: dict, label: int | None, seed: int = 
     """Markdown: each set of final particles against fresh data (sliced Wasserstein averaged over REFERENCES fresh
     samples, and the data-vs-data floor), and the share that lands on a training point."""
     n = len(final["noise"])
-    refs, floors, fresh_share, training_sw = _references(data, n, label)
+    ref = _references(data, n, label)
+    floors, training_sw = ref.floors, ref.training
     floor = float(floors.mean())
-    pts = data.class_points(label)
-    tol = _land_tolerance()
     rows = [("network (MLP)", final.get("network")), ("exact denoiser", final.get("exact")),
             ("plain noise x_T", final["noise"])]
     lines = ["| particles at the end | distance to fresh data (sliced Wasserstein) | × floor | on a training point |",
@@ -801,25 +787,26 @@ def walk_metrics(data: toy.ToyData, final: dict, label: int | None, seed: int = 
     for name, x in rows:
         if x is None:
             continue
-        sw = float(np.mean([toy.sliced_wasserstein(x, r, PROJECTIONS) for r in refs]))
-        lines.append(f"| {name} | {sw:.4f} | {sw / floor:.2f} | {100 * toy.share_on_points(x, pts, tol):.1f} % |")
+        m = points.measure(x, ref)
+        sw = m["sliced_wasserstein"]
+        lines.append(f"| {name} | {sw:.4f} | {sw / floor:.2f} | {100 * m['on_training_point']:.1f} % |")
     lines.append(f"| the training points themselves | {training_sw:.4f} | {training_sw / floor:.2f} | 100.0 % |")
     lines.append(f"| fresh data (the floor) | {floor:.4f} ({floors.min():.4f} to {floors.max():.4f}) | 1.00 "
                  f"({floors.min() / floor:.2f} to {floors.max() / floor:.2f}) | "
-                 f"{100 * fresh_share:.1f} % |")
+                 f"{100 * ref.fresh_share:.1f} % |")
     text = "\n".join(lines)
     text += (f"\n\nFresh data: new samples of {n} points from the same distribution"
              f"{'' if label is None else ' and class'}, never trained on; each distance is the mean over "
              f"{REFERENCES} of them, and the floor is the distance between such samples: what a perfect sampler "
-             f"would get. 'On a training point': within {tol:.2g} (the noise level √(1 − ᾱ_1) of the schedule's "
-             f"first step) of one of the {len(pts)} training points. The training points are a finite draw from "
+             f"would get. 'On a training point': within {ref.tol:.2g} (the noise level √(1 − ᾱ_1) of the schedule's "
+             f"first step) of one of the {len(ref.points)} training points. The training points are a finite draw from "
              "the distribution too, a stratified one (spread evenly along the shape, without the clumps and gaps "
              "of independent draws), so they usually score below the floor: a sampler that returns them (the exact "
              "denoiser does, nearly) scores what they score. Finite samples make every distance noisy "
              "(see the floor's own range): one walk's ratio moves by tens of percent from seed to seed; "
              "benchmarks/lab_speed.py averages many walks.")
     if data.labels is not None:
-        text += "\n\n" + _class_numbers(data, final, label, refs[0])
+        text += "\n\n" + _class_numbers(data, final, label, ref.refs[0])
     return text
 
 
@@ -830,7 +817,7 @@ def _class_numbers(data: toy.ToyData, final: dict, label: int | None, ref: np.nd
         x = final.get(key)
         if x is None:
             continue
-        _, idx = toy.nearest_distances(x, data.points)
+        _, idx = points.nearest_distances(x, data.points)
         cls = data.labels[idx]
         if label is None:
             counts = np.bincount(cls, minlength=data.num_classes) / len(x)
