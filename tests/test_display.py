@@ -58,3 +58,37 @@ def test_strip_captions_each_frame():
     assert s.shape == (8 + 14, 8 + 4 + 8, 3)
     assert (s[:8, :8] == 0).all() and (s[:8, 12:] == 255).all()
     assert (s[8:, :8] < 128).any()  # caption text drawn in the band
+
+
+def test_titled_writes_over_the_top_left_corner_and_keeps_the_size():
+    img = np.full((40, 120, 3), 90, np.uint8)
+    out = D.titled(img, "t = 5")
+    assert out.shape == img.shape and out.dtype == np.uint8
+    box = out[:14, :10]
+    assert (box == 255).any() and (box < 90).any()  # a white box with dark text in it
+    assert (out[14:] == 90).all() and (out[:, 60:] == 90).all()  # the rest untouched
+    assert D.titled(np.full((20, 60), 90, np.uint8), "x").shape == (20, 60, 3)  # gray becomes RGB
+
+
+def test_gif_keeps_gray_levels_and_gives_colour_frames_one_palette(tmp_path):
+    from PIL import Image
+    gray = [np.full((4, 6, 1), v, np.uint8) for v in (0, 77, 255)]
+    with Image.open(D.save_gif(gray, tmp_path / "g.gif", ms_per_frame=50)) as gif:
+        assert gif.n_frames == 3
+        levels = []
+        for k in range(3):
+            gif.seek(k)
+            levels.append(int(np.asarray(gif.convert("L"))[0, 0]))
+            assert gif.info["duration"] == (50 if k < 2 else 1500)
+    assert levels == [0, 77, 255]
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (5, 3), dtype=np.uint8)  # five colours: a palette holds them exactly
+    frames = [colours[rng.integers(0, 5, (8, 8))] for _ in range(7)]
+    with Image.open(D.save_gif(frames, tmp_path / "c.gif", ms_per_frame=80)) as gif:
+        assert gif.n_frames == 7
+        palettes = set()
+        for k, f in enumerate(frames):  # no dithering: every pixel keeps its colour exactly
+            gif.seek(k)
+            np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), f)
+            palettes.add(bytes(gif.palette.palette))
+    assert len(palettes) == 1  # one palette for all frames

@@ -3,7 +3,8 @@
 The one implementation of these helpers for the app's views, the article's figures and the CLI.
 Pictures are uint8 numpy arrays, [H,W] (grayscale) or [H,W,C]. Layouts pad with a ``value`` (white
 by default): ``hstack`` / ``vstack`` place pictures of any size (top- / left-aligned), ``grid`` tiles
-a batch of same-sized pictures, ``captioned`` adds a text band, ``strip`` is a captioned row.
+a batch of same-sized pictures, ``captioned`` adds a text band, ``titled`` writes a title over the top-left
+corner, ``strip`` is a captioned row; ``save_gif`` writes an animation.
 """
 from __future__ import annotations
 
@@ -89,6 +90,15 @@ def captioned(img: np.ndarray, text: str, height: int = 14) -> np.ndarray:
     return np.concatenate([img, np.asarray(band)], axis=0)
 
 
+def titled(img: np.ndarray, text: str) -> np.ndarray:
+    """``text`` in a white box over the picture's top-left corner: a caption that keeps the picture's size (RGB)."""
+    pic = Image.fromarray(as_rgb(img))
+    draw = ImageDraw.Draw(pic)
+    draw.rectangle([0, 0, int(draw.textlength(text)) + 6, 13], fill=(255, 255, 255))
+    draw.text((3, 1), text, fill=(0, 0, 0))
+    return np.array(pic)
+
+
 def strip(frames, labels, pad: int = 4) -> np.ndarray:
     """A row of pictures, each captioned (e.g. with its t)."""
     return hstack([captioned(f, lab) for f, lab in zip(frames, labels)], pad=pad)
@@ -107,8 +117,18 @@ def save_grid(x: torch.Tensor, path, nrow: int = 8, scale: int = 2) -> Path:
 
 
 def save_gif(frames: list[np.ndarray], path, ms_per_frame: int = 40, hold_last_ms: int = 1500) -> Path:
-    """Animated GIF from uint8 [H,W,C] frames (C = 1 or 3), looping forever; the last frame is held."""
-    ims = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
+    """Animated GIF from uint8 [H,W] or [H,W,C] frames (C = 1 or 3), looping forever; the last frame is held.
+
+    Gray frames keep their 256 levels. Colour frames share one palette, taken from a few of them, without
+    dithering: every frame shows the same colour as the same index (no flicker, no speckle).
+    """
+    arrays = [f[..., 0] if f.ndim == 3 and f.shape[-1] == 1 else f for f in frames]
+    if arrays[0].ndim == 3:
+        sample = np.concatenate(arrays[::max(1, len(arrays) // 6)] + arrays[-1:], axis=0)
+        palette = Image.fromarray(sample).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        ims = [Image.fromarray(a).quantize(palette=palette, dither=Image.Dither.NONE) for a in arrays]
+    else:
+        ims = [Image.fromarray(a) for a in arrays]
     durations = [ms_per_frame] * (len(ims) - 1) + [hold_last_ms]
     ims[0].save(path, save_all=True, append_images=ims[1:], duration=durations, loop=0, optimize=False)
     return Path(path)

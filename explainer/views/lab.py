@@ -33,6 +33,7 @@ from ..model.lab_training import LabTrainConfig, train_steps, warm_up  # noqa: F
 from ..model.mlp import LabCheckpointError, LabModel, load_lab_model
 from ..paths import CHECKPOINTS
 from ..quality import points
+from ..render.display import hstack, titled
 from .inputs import (GUIDANCE_MAX, LRU, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int,
                      seeded_normal)
 
@@ -60,6 +61,7 @@ MIN_FRAME_S = 0.1  # at most 10 streamed pictures a second
 YIELD_EVERY_S = 0.1  # never compute longer than this without yielding (Stop and progress)
 EXTENT = 3.5  # the pictures show [-EXTENT, EXTENT]^2
 PANEL = 300  # pixels of one square panel
+PANEL_GAP = 8  # white pixels between two panels side by side
 HEAT_GRID = 100  # density evaluated on HEAT_GRID^2 points, then enlarged
 FIELD_GRID = 15  # arrows per side
 LOSS_POINTS = 1000  # training points the field's loss numbers are measured on
@@ -255,15 +257,6 @@ def _polyline(draw: ImageDraw.ImageDraw, path: np.ndarray, colour, width: int = 
         draw.line(pts, fill=colour, width=width)
 
 
-def _title(img: np.ndarray, text: str) -> np.ndarray:
-    pic = Image.fromarray(img)
-    d = ImageDraw.Draw(pic)
-    w = int(d.textlength(text)) + 6
-    d.rectangle([0, 0, w, 13], fill=(255, 255, 255))
-    d.text((3, 1), text, fill=(0, 0, 0))
-    return np.array(pic)
-
-
 def _message_panel(text: str, size: int = PANEL) -> np.ndarray:
     pic = Image.new("RGB", (size, size), (245, 245, 245))
     d = ImageDraw.Draw(pic)
@@ -283,16 +276,6 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             cur = f"{cur} {word}".strip()
     return lines + ([cur] if cur else [])
-
-
-def side_by_side(panels: list[np.ndarray], pad: int = 8) -> np.ndarray:
-    h = max(p.shape[0] for p in panels)
-    out = np.full((h, sum(p.shape[1] for p in panels) + pad * (len(panels) - 1), 3), 255, dtype=np.uint8)
-    x = 0
-    for p in panels:
-        out[:p.shape[0], x:x + p.shape[1]] = p
-        x += p.shape[1] + pad
-    return out
 
 
 def _frame_border(img: np.ndarray) -> np.ndarray:
@@ -349,7 +332,7 @@ def forward_view(dataset: str, t: int = 100, schedule: str = "linear", seed: int
         _polyline(draw, paths[:, j], PATH_COLOURS[j % len(PATH_COLOURS)], 1)
         for (x, y), r in ((to_px(paths[0, j]), 3), (to_px(paths[-1, j]), 4)):
             draw.ellipse([x - r, y - r, x + r, y + r], outline=PATH_COLOURS[j % len(PATH_COLOURS)], width=2)
-    img = _frame_border(_title(np.asarray(pic), f"{data.name}: x_t at t = {t} ({schedule.name})"))
+    img = _frame_border(titled(np.asarray(pic), f"{data.name}: x_t at t = {t} ({schedule.name})"))
     s = schedule.summary_at(t)
     snr = "inf" if t == 0 else f"{s['snr']:.4g}"
     text = (f"**t = {t}**, {schedule.name} schedule: ᾱ_t = {ab:.4g}, mean factor √ᾱ_t = {np.sqrt(ab):.4f}, "
@@ -411,7 +394,7 @@ def field_view(dataset: str, t: int = 100, schedule: str = "linear", cls: str = 
     try:
         data = lab_data(dataset, sketch)
     except NothingDrawn as e:
-        return side_by_side([_message_panel(str(e))] * 2), str(e)
+        return hstack([_message_panel(str(e))] * 2, pad=PANEL_GAP), str(e)
     t = validate_t(t)
     sched = _schedule(check_choice("schedule", schedule, SCHEDULES))
     label = class_label(data, cls)
@@ -428,13 +411,13 @@ def field_view(dataset: str, t: int = 100, schedule: str = "linear", cls: str = 
     grid = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=torch.float32)
     base = heat_map(data, ab)
     ex_eps = _field_eps(exact.at_alpha_bar(ab), grid, model_t, label, guidance, exact.null_label)
-    right = _frame_border(_title(_arrows(base.copy(), grid.numpy(), ex_eps), "exact denoiser of the training points"))
+    right = _frame_border(titled(_arrows(base.copy(), grid.numpy(), ex_eps), "exact denoiser of the training points"))
     if net is None:
         left = _message_panel(no_network_message(data))
         numbers = no_network_message(data)
     else:
         net_eps = _field_eps(net, grid, model_t, label, guidance, net.null_label)
-        left = _frame_border(_title(_arrows(base.copy(), grid.numpy(), net_eps), f"network (MLP, {source})"))
+        left = _frame_border(titled(_arrows(base.copy(), grid.numpy(), net_eps), f"network (MLP, {source})"))
         numbers = f"Network: {source}. " + _loss_numbers(data, net, exact, t, sched, model_t, seed)
     cond = "" if label is None else f" Class {data.class_names[label]} with guidance w = {guidance:g}."
     text = (f"**−ε̂(x_t, t) at t = {t}**{shown_at} ({sched.name} schedule; the network is called at its training step "
@@ -443,7 +426,7 @@ def field_view(dataset: str, t: int = 100, schedule: str = "linear", cls: str = 
             "arrows point at the training points themselves (at small t, sharply at the nearest one); the "
             "network's field is smoother: it has learned the shape, not the individual points. At large t both "
             "just point at the data's centre.")
-    return side_by_side([left, right]), text
+    return hstack([left, right], pad=PANEL_GAP), text
 
 
 def _loss_numbers(data, net: LabModel, exact: ExactDenoiser, t: int, sched: Schedule, model_t: int, seed: int) -> str:
@@ -554,7 +537,7 @@ def walk_panel(data: toy.ToyData, alpha_bar: float, t: int, pos: np.ndarray, x0:
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour + (255,), outline=(0, 0, 0, 255))
     pic = np.array(Image.alpha_composite(pic, layer).convert("RGB"))
     _zoom_inset(pic, data, pos, label)
-    return _frame_border(_title(pic, f"{title}, t = {t}"))
+    return _frame_border(titled(pic, f"{title}, t = {t}"))
 
 
 ZOOM_HALF = 0.1  # the inset shows [c - ZOOM_HALF, c + ZOOM_HALF]^2 around the densest training point c
@@ -686,7 +669,7 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
         for name in runs:
             pos, x0 = current[name]
             panels.append(walk_panel(data, ab, t, pos, x0, *rec.by_method(name, step), NAMES[name], label))
-        return side_by_side(panels)
+        return hstack(panels, pad=PANEL_GAP)
 
     yield LabWalkUpdate(picture(0, rec.ts[0], rec.alpha_bars[0]), f"Starting from N(0, I): {settings}. {note}",
                         0, len(chain))
@@ -849,7 +832,7 @@ def walk_frame(rec: LabWalk | None, index: int = 0):
         panels.append(walk_panel(data, ab, t, rec.pos[name][index].astype(np.float32), x0,
                                  *rec.by_method(name, step), NAMES[name], rec.label))
     text = f"**Step {step} of {rec.steps}, t = {t}** ({rec.settings})."
-    return side_by_side(panels), text, t, _schedule_choice(rec.schedule)
+    return hstack(panels, pad=PANEL_GAP), text, t, _schedule_choice(rec.schedule)
 
 
 def _schedule_choice(name: str) -> str:

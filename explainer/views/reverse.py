@@ -19,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..model.checkpoint import DiffusionModel
 from ..diffusion.respacing import make_chain
 from ..diffusion.samplers import sample
 from ..diffusion.schedules import make_schedule
 from .step import record_step
-from ..render.display import captioned, hstack, strip, to_uint8, upscale, vstack
+from ..render.display import captioned, hstack, save_gif, strip, to_uint8, upscale, vstack
 from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_bool, check_choice, check_float, check_int,
                      class_choices, class_labels, class_word, even_indices, is_digit_model, seeded_normal)
 from .model_slot import eps_fn_for, network_path
@@ -248,18 +247,13 @@ class GifStore:
     def save(self, walks: list[Walk], max_frames: int = SHOWN_FRAMES) -> str:
         """An animated GIF of the walk(s) (at most ``max_frames`` frames, the last one held); returns its path.
 
-        All frames share one palette, taken from a few of them (colour walks included), without dithering.
+        All frames share one palette, taken from a few of them (colour walks included), without dithering
+        (``display.save_gif``).
         """
         if not walks:
             raise ValueError("no walk recorded yet: run a reverse walk first")
-        idx = even_indices(walks[0].done + 1, max_frames)
-        arrays = [walk_frame(walks, k) for k in idx]
-        sample = np.concatenate(arrays[::max(1, len(arrays) // 6)] + arrays[-1:], axis=0)
-        palette = Image.fromarray(sample).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
-        frames = [Image.fromarray(a).quantize(palette=palette, dither=Image.Dither.NONE) for a in arrays]
         path = self.folder / f"reverse-walk-{uuid.uuid4().hex[:10]}.gif"
-        durations = [80] * (len(frames) - 1) + [1500]
-        frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+        save_gif([walk_frame(walks, k) for k in even_indices(walks[0].done + 1, max_frames)], path, ms_per_frame=80)
         with self.lock:
             gifs = sorted(self.folder.glob("*.gif"), key=lambda p: p.stat().st_mtime)
             for old in gifs[:-self.keep]:
