@@ -12,6 +12,7 @@ training the MLP on the chosen data set, with progress).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +26,7 @@ from PIL import Image, ImageDraw
 from ..accel.share import TaskShare
 from ..diffusion.exact import ExactDenoiser, marginal_density
 from ..diffusion.forward import q_chain, q_sample
-from ..diffusion.respacing import make_chain
+from ..diffusion.respacing import SamplingChain, make_chain
 from ..diffusion.samplers import sample
 from ..diffusion.schedules import DDPM_T, Schedule, make_schedule
 from ..model import toy
@@ -600,6 +601,154 @@ def other_schedule() -> Schedule:
     return _schedule("cosine" if TRAINING_SCHEDULE == "linear" else "linear")
 
 
+@dataclass
+class _WalkSetup:
+    """A walk's checked settings and what follows from them: the network, the schedules and the sampling chain."""
+
+    data: toy.ToyData
+    sampler: str
+    eta: float
+    n: int
+    label: int | None
+    guidance: float
+    seed: int
+    net: LabModel | None
+    source: str
+    train_sched: Schedule
+    inference: Schedule | None  # the other schedule, when it is chosen
+    chain: SamplingChain
+
+    @property
+    def method(self) -> str:
+        return self.sampler.lower()
+
+    @property
+    def schedule_name(self) -> str:
+        return (self.inference or self.train_sched).name
+
+    def settings(self) -> str:
+        cls = None if self.label is None else self.data.class_names[self.label]
+        cond = "" if cls is None else f", class {cls}, guidance w = {self.guidance:g}"
+        return (f"{self.sampler}{f' (eta = {self.eta:g})' if self.method == 'ddim' else ''}, {len(self.chain)} steps "
+                f"of the {self.schedule_name} schedule, {self.n} particles, seed {self.seed}{cond}")
+
+    def note(self) -> str:
+        """Where the network comes from (or that none has learned the data), and what another schedule changes."""
+        note = f"Network: {self.source}." if self.net is not None else no_network_message(self.data)
+        if self.inference is not None:
+            note += (f" With the {self.schedule_name} schedule the network is called at the {self.train_sched.name} "
+                     f"step of nearest noise level (it knows no other), the exact denoiser at the {self.schedule_name} "
+                     f"level itself: its first steps are noisier (ᾱ_T = {self.inference.alpha_bars[-1]:.2g}) than any "
+                     "the network saw, and DDIM, which carries x0_hat forward without fresh noise, magnifies that "
+                     "mismatch.")
+        return note
+
+
+def _walk_setup(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, trained, sketch) -> _WalkSetup:
+    """Check a walk's inputs, find the network that learned the data and build the chain (on the other schedule, when
+    chosen: ``respacing.make_chain``)."""
+    data, sampler, steps, eta, sched_choice, n, label, guidance, seed = validate_walk_args(
+        dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, sketch)
+    net, source = network_for(data, trained)
+    train_sched = net.schedule if net is not None else training_schedule()
+    inference = None if sched_choice == "training" else other_schedule()
+    chain = make_chain(train_sched, steps, "linspace", inference)
+    return _WalkSetup(data, sampler, eta, n, label, guidance, seed, net, source, train_sched, inference, chain)
+
+
+def _start_walks(setup: _WalkSetup, share: TaskShare, x_T: torch.Tensor) -> tuple[dict, dict]:
+    """Each denoiser's walk (``samplers.sample``) of all particles, and of the tracked ones under the other sampler
+    (DDIM with eta = 0 beside DDPM, DDPM beside DDIM), from the same x_T and with the same noise."""
+    net, exact, chain = setup.net, exact_for(setup.data), setup.chain
+    # the network is called at its training steps; the exact denoiser at the chain's own noise levels (exact for
+    # any schedule), one eps function per walk
+    fns = {"network": (lambda: net, net.null_label)} if net is not None else {}
+    fns["exact"] = (lambda: exact.along(chain, share), exact.null_label)
+    other_method = "ddim" if setup.method == "ddpm" else "ddpm"
+    labels = None if setup.label is None else torch.full((setup.n,), setup.label, dtype=torch.long)
+    k = min(TRACKED, setup.n)
+    runs, others = {}, {}
+    for name, (make_fn, null) in fns.items():
+        runs[name] = sample(make_fn(), chain, (setup.n, 2), method=setup.method, labels=labels,
+                            guidance=setup.guidance, null_label=null, eta=setup.eta,
+                            generator=torch.Generator().manual_seed(setup.seed + 1), x_T=x_T)
+        others[name] = sample(make_fn(), chain, (k, 2), method=other_method, eta=0.0,
+                              labels=None if labels is None else labels[:k], guidance=setup.guidance, null_label=null,
+                              generator=torch.Generator().manual_seed(setup.seed + 2), x_T=x_T[:k])
+    return runs, others
+
+
+def _new_record(setup: _WalkSetup, names: list[str], x_T: torch.Tensor) -> tuple[LabWalk, set[int]]:
+    """The walk's record, x_T its frame 0, with room for the tracked particles' every step and for the frames kept for
+    the scrubber (RECORDED_FRAMES, evenly spread); returns it and the steps whose frames it keeps."""
+    chain, n, k = setup.chain, setup.n, min(TRACKED, setup.n)
+    other_label = "DDIM (eta = 0)" if setup.method == "ddpm" else "DDPM"
+    rec = LabWalk(setup.data, setup.settings(), setup.sampler, other_label, setup.schedule_name, len(chain),
+                  setup.label)
+    keep = set(np.round(np.linspace(0, len(chain), min(RECORDED_FRAMES, len(chain)) + 1)).astype(int).tolist())
+    for name in names:
+        rec.pos[name] = np.zeros((len(keep), n, 2), np.float16)
+        rec.x0[name] = np.zeros((len(keep), n, 2), np.float16)
+        rec.paths[name] = np.zeros((len(chain) + 1, k, 2), np.float32)
+        rec.other[name] = np.zeros((len(chain) + 1, k, 2), np.float32)
+        rec.pos[name][0] = x_T.numpy()
+        rec.paths[name][0] = rec.other[name][0] = x_T[:k].numpy()
+    rec.frames.append(0)
+    rec.ts.append(int(chain.timesteps[0]))
+    rec.alpha_bars.append(float(chain.alpha_bar[0]))
+    return rec, keep
+
+
+def _side_by_side_steps(runs: dict, others: dict, total: int, share: TaskShare):
+    """Advance every walk (and its tracked companion) a step at a time, yielding (step, {name: (record, companion's
+    record)}). The exact denoiser walks in its own thread, as far ahead as it gets (``_walk_ahead``); this one advances
+    the others, then computes chunks of the exact walk's current step (``accel.share``) until it is done. Closing the
+    generator stops the exact walk's thread."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    exact_steps = [Future() for _ in range(total)]
+    stop = threading.Event()
+    try:
+        pool.submit(_walk_ahead, runs["exact"], others["exact"], exact_steps, stop)
+        for i in range(total):
+            results = {name: _advance(runs[name], others[name]) for name in runs if name != "exact"}
+            share.help_until(exact_steps[i])  # compute chunks of the exact walk's current step until step i is done
+            results["exact"] = exact_steps[i].result()
+            _count_step()
+            yield i + 1, results
+    finally:
+        stop.set()
+        pool.shutdown(wait=True)
+
+
+def _record_step(rec: LabWalk, current: dict, results: dict, step: int, chain: SamplingChain,
+                 keep: set[int]) -> tuple[int, float]:
+    """Take in a step's records: each walk's particles and x0_hat (``current``), the tracked paths, and a frame for the
+    scrubber when ``keep`` has the step; returns t and alpha_bar after the step."""
+    for name, (r, o) in results.items():
+        current[name] = (r.x_prev.numpy(), r.x0_hat.numpy())
+        rec.paths[name][step] = r.x_prev[:rec.paths[name].shape[1]].numpy()
+        rec.other[name][step] = o.x_prev.numpy()
+    t_prev = next(iter(results.values()))[0].t_prev
+    ab_prev = float(chain.alpha_bar_prev[step - 1])
+    if step in keep:
+        j = len(rec.frames)
+        rec.frames.append(step)
+        rec.ts.append(t_prev)
+        rec.alpha_bars.append(ab_prev)
+        for name in current:
+            rec.pos[name][j], rec.x0[name][j] = current[name]
+    return t_prev, ab_prev
+
+
+def _walk_picture(rec: LabWalk, current: dict, step: int, t: int, ab: float) -> np.ndarray:
+    """Each denoiser's panel at a step (``current``: name -> particles and x0_hat or None), a message in place of a
+    missing network."""
+    panels = [] if "network" in current else [_message_panel(no_network_message(rec.data))]
+    for name, (pos, x0) in current.items():
+        panels.append(walk_panel(rec.data, ab, t, pos, x0, *rec.by_method(name, step), NAMES[name], rec.label))
+    return hstack(panels, pad=PANEL_GAP)
+
+
 def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT_STEPS, eta: float = 0.0,
          schedule: str = "training", particles: int = DEFAULT_PARTICLES, cls: str = UNCONDITIONAL,
          guidance: float = 1.0, seed: int = 0, trained: LabModel | None = None, sketch=None):
@@ -612,116 +761,38 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
     walk's current step (``accel.share``), so both cores stay busy. The last update carries the recorded walk and
     its numbers.
     """
-    data, sampler, steps, eta, sched_choice, n, label, guidance, seed = validate_walk_args(
-        dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, sketch)
-    net, source = network_for(data, trained)
-    train_sched = net.schedule if net is not None else training_schedule()
-    inference = None if sched_choice == "training" else other_schedule()
-    chain = make_chain(train_sched, steps, "linspace", inference)
-    method = sampler.lower()
-    other_method, other_eta = ("ddim", 0.0) if method == "ddpm" else ("ddpm", 0.0)
-    other_chain = chain
-    exact = exact_for(data)
-    # the network is called at its training steps; the exact denoiser at the chain's own noise levels (exact for
-    # any schedule), one eps function per walk
-    fns = {"network": (lambda: net, net.null_label)} if net is not None else {}
+    setup = _walk_setup(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, trained, sketch)
     share = TaskShare()  # the network's thread computes part of the exact denoiser's step once its own is done
-    fns["exact"] = (lambda: exact.along(chain, share), exact.null_label)
-    x_T = seeded_normal((n, 2), seed)
-    labels = None if label is None else torch.full((n,), label, dtype=torch.long)
-    k = min(TRACKED, n)
-    runs, others = {}, {}
-    for name, (make_fn, null) in fns.items():
-        runs[name] = sample(make_fn(), chain, (n, 2), method=method, labels=labels, guidance=guidance, null_label=null,
-                            eta=eta, generator=torch.Generator().manual_seed(seed + 1), x_T=x_T)
-        others[name] = sample(make_fn(), other_chain, (k, 2), method=other_method, eta=other_eta,
-                              labels=None if labels is None else labels[:k], guidance=guidance, null_label=null,
-                              generator=torch.Generator().manual_seed(seed + 2), x_T=x_T[:k])
-    sched_name = (inference or train_sched).name
-    other_label = "DDIM (eta = 0)" if other_method == "ddim" else "DDPM"
-    cond = "" if label is None else f", class {data.class_names[label]}, guidance w = {guidance:g}"
-    settings = (f"{sampler}{f' (eta = {eta:g})' if method == 'ddim' else ''}, {len(chain)} steps of the "
-                f"{sched_name} schedule, {n} particles, seed {seed}{cond}")
-    rec = LabWalk(data, settings, sampler, other_label, sched_name, len(chain), label)
-    keep = set(np.round(np.linspace(0, len(chain), min(RECORDED_FRAMES, len(chain)) + 1)).astype(int).tolist())
-    for name in runs:
-        rec.pos[name] = np.zeros((len(keep), n, 2), np.float16)
-        rec.x0[name] = np.zeros((len(keep), n, 2), np.float16)
-        rec.paths[name] = np.zeros((len(chain) + 1, k, 2), np.float32)
-        rec.other[name] = np.zeros((len(chain) + 1, k, 2), np.float32)
-        rec.pos[name][0] = x_T.numpy()
-        rec.paths[name][0] = rec.other[name][0] = x_T[:k].numpy()
-    rec.frames.append(0)
-    rec.ts.append(int(chain.timesteps[0]))
-    rec.alpha_bars.append(float(chain.alpha_bar[0]))
+    x_T = seeded_normal((setup.n, 2), setup.seed)
+    runs, others = _start_walks(setup, share, x_T)
+    rec, keep = _new_record(setup, list(runs), x_T)
     current = {name: (x_T.numpy(), None) for name in runs}
-    note = f"Network: {source}." if net is not None else no_network_message(data)
-    if inference is not None:
-        note += (f" With the {sched_name} schedule the network is called at the {train_sched.name} step of nearest "
-                 f"noise level (it knows no other), the exact denoiser at the {sched_name} level itself: its first "
-                 f"steps are noisier (ᾱ_T = {inference.alpha_bars[-1]:.2g}) than any the network saw, and DDIM, which "
-                 "carries x0_hat forward without fresh noise, magnifies that mismatch.")
-
-    def picture(step: int, t: int, ab: float) -> np.ndarray:
-        panels = []
-        if net is None:
-            panels.append(_message_panel(no_network_message(data)))
-        for name in runs:
-            pos, x0 = current[name]
-            panels.append(walk_panel(data, ab, t, pos, x0, *rec.by_method(name, step), NAMES[name], label))
-        return hstack(panels, pad=PANEL_GAP)
-
-    yield LabWalkUpdate(picture(0, rec.ts[0], rec.alpha_bars[0]), f"Starting from N(0, I): {settings}. {note}",
-                        0, len(chain))
+    total, note = len(setup.chain), setup.note()
+    yield LabWalkUpdate(_walk_picture(rec, current, 0, rec.ts[0], rec.alpha_bars[0]),
+                        f"Starting from N(0, I): {rec.settings}. {note}", 0, total)
     started = last_yield = last_picture = time.perf_counter()
-    show_every = max(1, len(chain) // SHOWN_FRAMES)
-    pool = ThreadPoolExecutor(max_workers=1)  # the exact denoiser's thread walks on by itself, step after step
-    names = list(runs)
-    exact_steps = [Future() for _ in range(len(chain))]
-    stop = threading.Event()
-    try:
-        pool.submit(_walk_ahead, runs["exact"], others["exact"], exact_steps, stop)
-        for i in range(len(chain)):
-            results = {name: _advance(runs[name], others[name]) for name in names if name != "exact"}
-            share.help_until(exact_steps[i])  # compute chunks of the exact walk's current step until step i is done
-            results["exact"] = exact_steps[i].result()
-            _count_step()
-            step = i + 1
-            for name, (r, o) in results.items():
-                current[name] = (r.x_prev.numpy(), r.x0_hat.numpy())
-                rec.paths[name][step] = r.x_prev[:k].numpy()
-                rec.other[name][step] = o.x_prev.numpy()
-            r = results[names[0]][0]
-            t_prev = r.t_prev
-            ab_prev = float(chain.alpha_bar_prev[i])
-            if step in keep:
-                j = len(rec.frames)
-                rec.frames.append(step)
-                rec.ts.append(t_prev)
-                rec.alpha_bars.append(ab_prev)
-                for name in runs:
-                    rec.pos[name][j], rec.x0[name][j] = current[name]
+    show_every = max(1, total // SHOWN_FRAMES)
+    with contextlib.closing(_side_by_side_steps(runs, others, total, share)) as stepped:
+        for step, results in stepped:
+            t_prev, ab_prev = _record_step(rec, current, results, step, setup.chain, keep)
             now = time.perf_counter()
             show = step == 1 or (step % show_every == 0 and now - last_picture >= MIN_FRAME_S)
-            if step == len(chain) or not (show or now - last_yield >= YIELD_EVERY_S):
+            if step == total or not (show or now - last_yield >= YIELD_EVERY_S):
                 continue
-            pic = picture(step, t_prev, ab_prev) if show else None
+            pic = _walk_picture(rec, current, step, t_prev, ab_prev) if show else None
             if show:
                 last_picture = now
             last_yield = time.perf_counter()
-            yield LabWalkUpdate(pic, f"step {step}/{len(chain)}, t = {t_prev}", step, len(chain))
-    finally:
-        stop.set()
-        pool.shutdown(wait=True)
+            yield LabWalkUpdate(pic, f"step {step}/{total}, t = {t_prev}", step, total)
     seconds = time.perf_counter() - started
     for name in runs:
         rec.final[name] = current[name][0].astype(np.float64)
     rec.final["noise"] = x_T.numpy().astype(np.float64)
-    done = f"Done: {settings}, in {seconds:.2f} s. {note}"
-    end = picture(len(chain), 0, 1.0)
-    yield LabWalkUpdate(end, done + " Measuring the distances...", len(chain), len(chain))
-    rec.metrics = walk_metrics(data, rec.final, label, seed)
-    yield LabWalkUpdate(end, done, len(chain), len(chain), rec, True)  # the end picture again: API callers read the last
+    done = f"Done: {rec.settings}, in {seconds:.2f} s. {note}"
+    end = _walk_picture(rec, current, total, 0, 1.0)
+    yield LabWalkUpdate(end, done + " Measuring the distances...", total, total)
+    rec.metrics = walk_metrics(rec.data, rec.final, setup.label, setup.seed)
+    yield LabWalkUpdate(end, done, total, total, rec, True)  # the end picture again: API callers read the last
 
 
 def _advance(run, other):
@@ -822,17 +893,11 @@ def walk_frame(rec: LabWalk | None, index: int = 0):
     if rec is None:
         raise ValueError("no walk recorded yet: press 'Run' first")
     index = check_int("frame", index, 0, rec.done)
-    data = rec.data
     step, t, ab = rec.frames[index], rec.ts[index], rec.alpha_bars[index]
-    panels = []
-    if "network" not in rec.pos:
-        panels.append(_message_panel(no_network_message(data)))
-    for name in rec.pos:
-        x0 = rec.x0[name][index].astype(np.float32) if index > 0 else None
-        panels.append(walk_panel(data, ab, t, rec.pos[name][index].astype(np.float32), x0,
-                                 *rec.by_method(name, step), NAMES[name], rec.label))
+    current = {name: (rec.pos[name][index].astype(np.float32),
+                      rec.x0[name][index].astype(np.float32) if index > 0 else None) for name in rec.pos}
     text = f"**Step {step} of {rec.steps}, t = {t}** ({rec.settings})."
-    return hstack(panels, pad=PANEL_GAP), text, t, _schedule_choice(rec.schedule)
+    return _walk_picture(rec, current, step, t, ab), text, t, _schedule_choice(rec.schedule)
 
 
 def _schedule_choice(name: str) -> str:
