@@ -190,7 +190,7 @@ def per_call_ms(fn, model, batch, reps=50):
     return 1000 * time_it(go, dev) / reps
 
 
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--device", default="cuda")
@@ -201,7 +201,108 @@ def main(argv=None):
     ap.add_argument("--no-diffusers", action="store_true")
     ap.add_argument("--variants", default="", help="comma-separated name parts: time only the variants whose names "
                     "contain one (eager fp32, the baseline, always runs); e.g. --variants compile")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def call_speed(model, variants, n) -> None:
+    """Step 2a: one network call per variant at a few batch sizes (the eps functions; walk graphs have none)."""
+    dev = model.device
+    print(f"\n== speed: one network call, ms (best of runs, {'CUDA-synchronised' if dev.type == 'cuda' else 'cpu'}) ==")
+    call_batches = [1, 8, n, 2 * n]
+    print(f"{'variant':26}" + "".join(f"{'B=' + str(b):>10}" for b in call_batches))
+    for name, fn in variants.items():
+        if isinstance(fn, (str, Graphed)):
+            continue
+        try:
+            print(f"{name:26}" + "".join(f"{per_call_ms(fn, model, b, 20 if b > 64 else 50):10.3f}"
+                                         for b in call_batches), flush=True)
+        except Exception as e:
+            print(f"{name:26} FAILED: {type(e).__name__}: {e}")
+
+
+def walk_speed(model, variants, args, gen) -> tuple[dict, dict]:
+    """Step 2b: a whole walk per variant, guided and not; then the fastest with CPU noise and with host frames."""
+    dev = model.device
+    print(f"\n== speed: full {args.steps}-step DDPM walk of {args.n} digits "
+          f"(noise from a generator on {dev.type}) ==", flush=True)
+    rows = {}
+    for name, fn in variants.items():
+        if isinstance(fn, str):
+            continue
+        try:
+            g3 = time_it(lambda: walk(fn, model, args.n, args.steps, 3.0, generator=gen.manual_seed(0)), dev)
+            g1 = time_it(lambda: walk(fn, model, args.n, args.steps, 1.0, generator=gen.manual_seed(0)), dev)
+            rows[name] = (g3, g1)
+            print(f"{name:44} guided {g3:.3f} s, w=1 {g1:.3f} s", flush=True)
+        except Exception as e:
+            print(f"{name:26} FAILED: {type(e).__name__}: {e}")
+            traceback.print_exc()
+    extra = {}
+    best_name = min(rows, key=lambda k: rows[k][0]) if rows else None
+    if best_name and dev.type == "cuda":
+        fn = variants[best_name]
+        extra[f"{best_name}, noise drawn on the CPU (seed)"] = time_it(
+            lambda: walk(fn, model, args.n, args.steps, 3.0, seed=0), dev)
+        extra[f"{best_name}, frames to host every 10"] = time_it(
+            lambda: walk(fn, model, args.n, args.steps, 3.0, generator=gen.manual_seed(0), frames_every=10), dev)
+    return rows, extra
+
+
+def diffusers_speed(args, dev, gen) -> float | None:
+    """Step 3: diffusers' DDPMPipeline on a UNet2DModel of similar size, the same walk unconditional; None if absent."""
+    try:
+        from diffusers import DDPMPipeline, DDPMScheduler
+        unet = diffusers_unet(dev)
+        pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000))
+        pipe.set_progress_bar_config(disable=True)
+        pipe(batch_size=args.n, num_inference_steps=3, generator=gen.manual_seed(0), output_type="np")
+        diff_s = time_it(lambda: pipe(batch_size=args.n, num_inference_steps=args.steps,
+                                      generator=gen.manual_seed(0), output_type="np"), dev)
+        print(f"diffusers reference: DDPMPipeline + UNet2DModel ({count_parameters(unet):,} params), "
+              f"fp32, {args.n} digits x {args.steps} steps, unconditional ({args.n} per step): {diff_s:.3f} s")
+        return diff_s
+    except Exception as e:
+        print(f"diffusers reference FAILED: {type(e).__name__}: {e}")
+        return None
+
+
+def speed_table(rows, extra, diff_s, args, dev) -> None:
+    """The walks side by side (x eager, x diffusers), and the targets judged only where they apply."""
+    eager = rows.get("eager fp32")
+    print(f"\n{'variant':44}{'guided w=3 s':>13}{'(128/call)' if args.n == 64 else '':>11}{'w=1 s':>9}"
+          f"{'x eager':>9}{'x diffusers':>13}")
+    for name, (g3, g1) in rows.items():
+        xe = f"{eager[0] / g3:8.1f}x" if eager else ""
+        xd = f"{diff_s / g3:12.1f}x" if diff_s else ""
+        print(f"{name:44}{g3:13.3f}{'':11}{g1:9.3f}{xe:>9}{xd:>13}")
+    for name, s in extra.items():
+        xe = f"{eager[0] / s:8.1f}x" if eager else ""
+        xd = f"{diff_s / s:12.1f}x" if diff_s else ""
+        print(f"{name:44}{s:13.3f}{'':11}{'':>9}{xe:>9}{xd:>13}")
+    if not rows:
+        return
+    targeted = dev.type == "cuda" and args.n == 64 and args.steps == 1000  # the setting the targets are for
+
+    def verdict(label, col):
+        name = min(rows, key=lambda k: rows[k][col])
+        secs = rows[name][col]
+        line = f"fastest {label}: {name}: {secs:.3f} s"
+        if targeted:
+            line += f" (target <= 0.5 s: {'MET' if secs <= 0.5 else 'MISSED'})"
+        if diff_s:
+            line += f"; {diff_s / secs:.1f}x diffusers"
+            if targeted:
+                line += f" (target >= 20x: {'MET' if diff_s / secs >= 20 else 'MISSED'})"
+        print(line)
+    if not targeted:
+        print("\n(the targets are for a CUDA GPU, 64 digits, 1000 steps: none judged here)")
+    print()
+    verdict(f"guided w=3 ({2 * args.n} per call)", 0)
+    verdict(f"w=1 ({args.n} per call, the work per step of diffusers' walk)", 1)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available; run this on a machine with a CUDA GPU, or with --device cpu for a dry run")
@@ -225,89 +326,13 @@ def main(argv=None):
         for line in equivalence(model, variants, batches, args.equiv_steps):
             print(line, flush=True)
 
-    print(f"\n== speed: one network call, ms (best of runs, {'CUDA-synchronised' if dev.type == 'cuda' else 'cpu'}) ==")
-    call_batches = [1, 8, args.n, 2 * args.n]
-    print(f"{'variant':26}" + "".join(f"{'B=' + str(b):>10}" for b in call_batches))
-    for name, fn in variants.items():
-        if isinstance(fn, (str, Graphed)):
-            continue
-        try:
-            print(f"{name:26}" + "".join(f"{per_call_ms(fn, model, b, 20 if b > 64 else 50):10.3f}"
-                                         for b in call_batches), flush=True)
-        except Exception as e:
-            print(f"{name:26} FAILED: {type(e).__name__}: {e}")
-
-    print(f"\n== speed: full {args.steps}-step DDPM walk of {args.n} digits "
-          f"(noise from a generator on {dev.type}) ==", flush=True)
+    call_speed(model, variants, args.n)
     # every timed walk (ours and diffusers') draws its noise on the walk's device: a CPU generator would time
     # the host's random numbers (one row below shows what that costs)
     gen = torch.Generator(device=dev)
-    rows = {}
-    for name, fn in variants.items():
-        if isinstance(fn, str):
-            continue
-        try:
-            g3 = time_it(lambda: walk(fn, model, args.n, args.steps, 3.0, generator=gen.manual_seed(0)), dev)
-            g1 = time_it(lambda: walk(fn, model, args.n, args.steps, 1.0, generator=gen.manual_seed(0)), dev)
-            rows[name] = (g3, g1)
-            print(f"{name:44} guided {g3:.3f} s, w=1 {g1:.3f} s", flush=True)
-        except Exception as e:
-            print(f"{name:26} FAILED: {type(e).__name__}: {e}")
-            traceback.print_exc()
-    extra = {}
-    best_name = min(rows, key=lambda k: rows[k][0]) if rows else None
-    if best_name and dev.type == "cuda":
-        fn = variants[best_name]
-        extra[f"{best_name}, noise drawn on the CPU (seed)"] = time_it(
-            lambda: walk(fn, model, args.n, args.steps, 3.0, seed=0), dev)
-        extra[f"{best_name}, frames to host every 10"] = time_it(
-            lambda: walk(fn, model, args.n, args.steps, 3.0, generator=gen.manual_seed(0), frames_every=10), dev)
-
-    diff_s = None
-    if not args.no_diffusers:
-        try:
-            from diffusers import DDPMPipeline, DDPMScheduler
-            unet = diffusers_unet(dev)
-            pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000))
-            pipe.set_progress_bar_config(disable=True)
-            pipe(batch_size=args.n, num_inference_steps=3, generator=gen.manual_seed(0), output_type="np")
-            diff_s = time_it(lambda: pipe(batch_size=args.n, num_inference_steps=args.steps,
-                                          generator=gen.manual_seed(0), output_type="np"), dev)
-            print(f"diffusers reference: DDPMPipeline + UNet2DModel ({count_parameters(unet):,} params), "
-                  f"fp32, {args.n} digits x {args.steps} steps, unconditional ({args.n} per step): {diff_s:.3f} s")
-        except Exception as e:
-            print(f"diffusers reference FAILED: {type(e).__name__}: {e}")
-
-    eager = rows.get("eager fp32")
-    print(f"\n{'variant':44}{'guided w=3 s':>13}{'(128/call)' if args.n == 64 else '':>11}{'w=1 s':>9}"
-          f"{'x eager':>9}{'x diffusers':>13}")
-    for name, (g3, g1) in rows.items():
-        xe = f"{eager[0] / g3:8.1f}x" if eager else ""
-        xd = f"{diff_s / g3:12.1f}x" if diff_s else ""
-        print(f"{name:44}{g3:13.3f}{'':11}{g1:9.3f}{xe:>9}{xd:>13}")
-    for name, s in extra.items():
-        xe = f"{eager[0] / s:8.1f}x" if eager else ""
-        xd = f"{diff_s / s:12.1f}x" if diff_s else ""
-        print(f"{name:44}{s:13.3f}{'':11}{'':>9}{xe:>9}{xd:>13}")
-    if rows:
-        targeted = dev.type == "cuda" and args.n == 64 and args.steps == 1000  # the setting the targets are for
-
-        def verdict(label, col):
-            name = min(rows, key=lambda k: rows[k][col])
-            secs = rows[name][col]
-            line = f"fastest {label}: {name}: {secs:.3f} s"
-            if targeted:
-                line += f" (target <= 0.5 s: {'MET' if secs <= 0.5 else 'MISSED'})"
-            if diff_s:
-                line += f"; {diff_s / secs:.1f}x diffusers"
-                if targeted:
-                    line += f" (target >= 20x: {'MET' if diff_s / secs >= 20 else 'MISSED'})"
-            print(line)
-        if not targeted:
-            print("\n(the targets are for a CUDA GPU, 64 digits, 1000 steps: none judged here)")
-        print()
-        verdict(f"guided w=3 ({2 * args.n} per call)", 0)
-        verdict(f"w=1 ({args.n} per call, the work per step of diffusers' walk)", 1)
+    rows, extra = walk_speed(model, variants, args, gen)
+    diff_s = None if args.no_diffusers else diffusers_speed(args, dev, gen)
+    speed_table(rows, extra, diff_s, args, dev)
     for name, fn in variants.items():
         errors = fn.capture_errors if isinstance(fn, fast.FastEps) else []
         if errors:
