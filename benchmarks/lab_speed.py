@@ -101,11 +101,17 @@ def main(argv=None) -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"torch {torch.__version__}, {args.threads} torch thread(s), {os.cpu_count()} CPUs, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (other processes slow every timing)")
-    presets = toy.PRESETS[:2] if args.quick else toy.PRESETS
     reps = 8 if args.quick else 20
-    ts = [int(t) for t in np.linspace(7, 993, reps)]
+    repaint(reps)
+    walk_time(args.quick)
+    sketch, last = live_training()
+    if not args.speed_only:
+        quality(args, sketch, last)
 
-    # ---- repaint at 2,000 points / particles
+
+def repaint(reps: int) -> None:
+    """Server time of the forward view, the field view and the scrubber when t moves (distinct t: no cache hits)."""
+    ts = [int(t) for t in np.linspace(7, 993, reps)]
     vl.forward_view("two moons", 5)  # load data, paths
     vl.field_view("two moons", 5)
     fwd = median_ms(vl.forward_view, [("two moons", t) for t in ts])
@@ -117,9 +123,11 @@ def main(argv=None) -> None:
     print(f"repaint at 2000 particles (median, server time): forward view {fwd:.1f} ms, field view {field:.1f} ms, "
           f"scrubber {scrub:.1f} ms")
 
-    # ---- the 100-step walk
+
+def walk_time(quick: bool) -> None:
+    """The 100-step walk as streamed, each denoiser's steps alone, and what the second core gains."""
     streamed, times, cpus = [], [], []
-    for seed in range(1 if args.quick else 5):
+    for seed in range(1 if quick else 5):
         t0, c0 = time.perf_counter(), time.process_time()
         frames = 0
         for u in vl.walk("two moons", "DDPM", 100, 0.0, "training", 2000, "unconditional", 1.0, seed):
@@ -139,7 +147,7 @@ def main(argv=None) -> None:
         if fn is None:
             continue
         times = []
-        for seed in range(1 if args.quick else 3):
+        for seed in range(1 if quick else 3):
             t0 = time.perf_counter()
             run(fn if name == "network" else fn.along(chain), chain, (2000, 2), seed=seed)
             times.append(time.perf_counter() - t0)
@@ -151,7 +159,9 @@ def main(argv=None) -> None:
               f"{np.median(streamed) / both:.2f} (1.00: no gain from the second core; 0.5: a perfect split); "
               f"two threads of matrix products and exps do {second_core_gain():.2f}x the work of one here")
 
-    # ---- live training on a drawing
+
+def live_training():
+    """The live recipe on a drawing after the server's warm-up; returns the drawing and the last training update."""
     sketch = {"composite": spiral_drawing(), "layers": [], "background": None}
     t0 = time.perf_counter()
     vl.warm_up()  # as python app.py does in the background at start
@@ -165,10 +175,12 @@ def main(argv=None) -> None:
     print(f"live training on a drawing ({vl.NUM_POINTS} points, {steps} steps of batch "
           f"{vl.LIVE_TRAIN.batch_size}): {wall:.1f} s wall ({cpu:.1f} s CPU), after the server's warm-up at start "
           f"({warm:.1f} s, once per process)")
+    return sketch, last
 
-    if args.speed_only:
-        return
-    # ---- quality against fresh data
+
+def quality(args, sketch, last) -> None:
+    """Every model's particles against fresh data, as a multiple of the data-vs-data floor."""
+    presets = toy.PRESETS[:2] if args.quick else toy.PRESETS
     seeds = 2 if args.quick else args.seeds
     print(f"100 DDPM steps, 2000 particles, against fresh data (mean of {seeds} walks):")
     for name in presets:
