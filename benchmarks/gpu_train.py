@@ -2,11 +2,13 @@
 
     python3 benchmarks/gpu_train.py [--minutes 3.5] [--out $OUT]      # on a machine with a CUDA GPU
     python benchmarks/gpu_train.py --dry-run --out /tmp/x             # the same code paths, tiny, on the CPU
+    python benchmarks/gpu_train.py --dry-run --steps 6 --out /tmp/x   # a step budget: ends the same on a busy CPU
 
 For each model (emoji first: it gains the most): a short timed probe of ``--probe-steps`` steps, then a run with
 as many steps as fit in ``--minutes`` at the probed rate (so the learning rate's cosine decay ends when the time
-does), bf16 autocast, batch 256, then a quick evaluation on the GPU (judge accuracy, Frechet distance against
-the held-out set, near-copies) at the shipped model's recommended guidance. Each model comes back as
+does; ``--steps N`` trains N steps instead, with no time cap), bf16 autocast, batch 256, then a quick evaluation
+on the GPU (judge accuracy, Frechet distance against the held-out set, near-copies) at the shipped model's
+recommended guidance. Each model comes back as
 ``<out>/<name>/model.safetensors``, ``config.json`` and ``eval.json`` (the training state stays behind: it is the
 largest file and only resumes a run); the log is ``<out>/gpu_train.log``. That is 7 files of at most ~12 MB.
 
@@ -64,6 +66,18 @@ def steps_per_second(folder: Path) -> float:
     return t["steps"] / max(t["wall_time_s"], 1e-6)
 
 
+def sized_run(args, rate: float) -> tuple[int, list[str], float]:
+    """The run's steps, its time-cap flags and the subprocess's timeout.
+
+    ``--steps`` is a step budget: no time cap, so the run ends on its last step (and is final) however busy the
+    machine is. Otherwise as many steps as fit in ``--minutes`` at the probed rate, capped at 1.15x the minutes.
+    """
+    if args.steps is not None:
+        return args.steps, [], max(600.0, 1.5 * args.steps / max(rate, 1e-6) + 120)
+    steps = max(args.probe_steps, int(rate * 60 * args.minutes))
+    return steps, ["--max-minutes", str(args.minutes * 1.15)], 60 * args.minutes * 1.5 + 120
+
+
 def train_one(name: str, spec: dict, args, scratch: Path, file) -> Path | None:
     device = "cpu" if args.dry_run else "cuda"
     common = [sys.executable, "-m", "explainer", "train", "--device", device, "--batch-size",
@@ -74,12 +88,13 @@ def train_one(name: str, spec: dict, args, scratch: Path, file) -> Path | None:
            file, timeout=300) != 0:
         return None
     rate = steps_per_second(probe)  # (start-up and the first, slower steps included: a safe estimate)
-    steps = max(args.probe_steps, int(rate * 60 * args.minutes))
-    log(f"{name}: {rate:.1f} steps/s in the probe -> {steps} steps in {args.minutes} min", file)
+    steps, cap, timeout = sized_run(args, rate)
+    budget = "(--steps)" if args.steps is not None else f"in {args.minutes} min"
+    log(f"{name}: {rate:.1f} steps/s in the probe -> {steps} steps {budget}", file)
     final = scratch / name
-    if run(common + ["--out", str(final), "--train-steps", str(steps), "--max-minutes", str(args.minutes * 1.15),
-                     "--save-every", str(max(500, steps // 4)), "--warmup", str(min(500, steps // 10))] + extra,
-           file, timeout=60 * args.minutes * 1.5 + 120) != 0:
+    if run(common + ["--out", str(final), "--train-steps", str(steps)] + cap
+           + ["--save-every", str(max(500, steps // 4)), "--warmup", str(min(500, steps // 10))] + extra,
+           file, timeout=timeout) != 0:
         return None
     report = final / "eval.json"
     per_class = "4" if args.dry_run else str(args.eval_per_class)
@@ -98,6 +113,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "out" / "gpu"))
     ap.add_argument("--minutes", type=float, default=3.5, help="training time per model")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="training steps per model instead of --minutes (a step budget: no time cap)")
     ap.add_argument("--probe-steps", type=int, default=150)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--eval-per-class", type=int, default=50)
