@@ -4,8 +4,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import statistics
-import time
 
 import numpy as np
 import pytest
@@ -92,14 +90,30 @@ def test_forward_caches_the_image_and_noise():
     assert vf.prepare_image(arr) is vf.prepare_image(arr.copy())  # arrays are keyed by content
 
 
-def test_forward_noise_is_fast_at_256_px():
+def count_fresh_work(monkeypatch) -> list[str]:
+    """Record every image decode, noise draw and matplotlib render from now on: the slow parts of a slider move."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from explainer.render import images
+
+    done = []
+    for owner, name in ((images, "load_image"), (vf, "seeded_normal"), (FigureCanvasAgg, "draw")):
+        def counted(*args, _real=getattr(owner, name), _name=name, **kwargs):
+            done.append(_name)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(owner, name, counted)
+    return done
+
+
+def test_moving_t_reuses_the_image_and_the_noise(monkeypatch):
+    """What keeps the slider live at 256 px, checked by the work done, not by the time taken (benchmarks/app_latency.py
+    times it): after the first picture, a move of t is one closed-form step."""
     vf.forward_noise(PHOTO, 10, "linear", 0)
-    times = []
+    work = count_fresh_work(monkeypatch)
     for t in range(100, 1000, 45):
-        t0 = time.perf_counter()
         vf.forward_noise(PHOTO, t, "linear", 0)
-        times.append(time.perf_counter() - t0)
-    assert statistics.median(times) < 0.01, f"median {statistics.median(times) * 1e3:.1f} ms"  # target: <= 10 ms
+    assert work == []
+    vf.forward_noise(PHOTO, 10, "linear", 1_234_567)  # a new seed: new noise, once
+    assert work == ["seeded_normal"]
 
 
 @pytest.mark.parametrize("kwargs,words", [
@@ -257,14 +271,13 @@ def test_pixel_histogram_checks_its_inputs():
         vh.pixel_histogram_view(PHOTO, 10, "sigmoid", 0)
 
 
-def test_pixel_histogram_is_fast_at_256_px():
+def test_moving_t_redraws_the_histogram_without_matplotlib(monkeypatch):
+    """The histogram's axes are rendered once per schedule; a move of t only paints bars on a copy of them."""
     vh.pixel_histogram_view(PHOTO, 1, "linear", 0)
-    times = []
+    work = count_fresh_work(monkeypatch)
     for t in range(2, 42):
-        t0 = time.perf_counter()
         vh.pixel_histogram_view(PHOTO, t, "linear", 0)
-        times.append(time.perf_counter() - t0)
-    assert statistics.median(times) < 0.05  # a loose bound (measured: about 3 ms); benchmarks/app_latency times it
+    assert work == []
 
 
 def test_compare_uses_the_same_noise_for_both_schedules():
