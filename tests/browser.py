@@ -47,13 +47,13 @@ def require_browser():
 
 @contextlib.contextmanager
 def app_threads():
-    """Torch's threads as the app sets them (``app.configure_threads``) for the block, then as they were."""
+    """Torch's threads as the app sets them (``configure_threads``) for the block, then as they were."""
     import torch
 
-    import app
+    from explainer.server.launch import configure_threads
 
     threads = torch.get_num_threads()
-    app.configure_threads()
+    configure_threads()
     try:
         yield
     finally:
@@ -82,11 +82,12 @@ def screenshot_dir(slot, tiny_ckpt, tmp_path_factory) -> Path:
 
 @contextlib.contextmanager
 def served(models):
-    """Serve ``app.build_app(models)`` as ``python app.py`` does, on a free port; yields its URL."""
-    import app
+    """Serve ``build_app(models)`` as ``python app.py`` does, on a free port; yields its URL."""
+    from explainer.server.launch import launch
+    from explainer.ui import CSS, build_app
 
-    demo = app.build_app(models)
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+    demo = build_app(models)
+    _, url, _ = launch(demo, css=CSS, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                            quiet=True)
     try:
         yield url

@@ -20,11 +20,12 @@ gr = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-import app  # noqa: E402
 from conftest import free_port  # noqa: E402
 from explainer.views import reverse as vr  # noqa: E402
 from explainer.views import tour  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
+from explainer.server import launch as serving  # noqa: E402
+from explainer.ui import CSS, build_app  # noqa: E402
 
 from explainer.paths import ROOT  # noqa: E402
 from explainer.paths import ASSETS  # noqa: E402
@@ -35,9 +36,9 @@ ENDPOINTS = ["/forward_noise", "/forward_curves", "/forward_histogram", "/forwar
 
 
 def launch(slot=None):
-    demo = app.build_app(slot)
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                           quiet=True)
+    demo = build_app(slot)
+    _, url, _ = serving.launch(demo, css=CSS, server_name="127.0.0.1", server_port=free_port(),
+                               prevent_thread_lock=True, quiet=True)
     return demo, url
 
 
@@ -45,7 +46,7 @@ def launch(slot=None):
 def server(tiny_ckpt):
     """The app with the tiny checkpoint, found through $DDPM_EXPLAINER_CHECKPOINT as `python app.py` would."""
     threads = torch.get_num_threads()
-    app.configure_threads()
+    serving.configure_threads()
     old = os.environ.get(views.CHECKPOINT_ENV)
     os.environ[views.CHECKPOINT_ENV] = str(tiny_ckpt)
     try:
@@ -257,7 +258,7 @@ def test_app_switches_to_the_fast_path(tiny_ckpt, tmp_path, monkeypatch):
     """The app builds explainer.accel.fast's path in the background, switches to it, and walks as eager does."""
     monkeypatch.setenv("DDPM_EXPLAINER_CACHE", str(tmp_path / "cache"))  # a fresh export, not a cached file
     threads = torch.get_num_threads()
-    app.configure_threads()
+    serving.configure_threads()
     slot = views.load_slot(str(tiny_ckpt), device="cpu", fast=True)
     eager = views.load_slot(str(tiny_ckpt), device="cpu", fast=False).require()
     try:

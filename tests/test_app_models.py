@@ -17,10 +17,11 @@ gr = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-import app  # noqa: E402
 from explainer.model.emoji import CLASS_NAMES  # noqa: E402
 from explainer.paths import ASSETS  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
+from explainer.server import launch as serving  # noqa: E402
+from explainer.ui import CSS, build_app  # noqa: E402
 from test_app_client import free_port, read  # noqa: E402
 from test_views_colour import is_colour, make_colour_checkpoint  # noqa: E402
 
@@ -45,10 +46,10 @@ def registry(tiny_ckpt, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(registry):
     threads = torch.get_num_threads()
-    app.configure_threads()
-    demo = app.build_app(registry)
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                           quiet=True)
+    serving.configure_threads()
+    demo = build_app(registry)
+    _, url, _ = serving.launch(demo, css=CSS, server_name="127.0.0.1", server_port=free_port(),
+                               prevent_thread_lock=True, quiet=True)
     yield url
     demo.close()
     torch.set_num_threads(threads)

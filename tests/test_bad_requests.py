@@ -1,4 +1,4 @@
-"""Every bad request through the HTTP API gets a clear answer (explainer/server/guard.py and app.launch).
+"""Every bad request through the HTTP API gets a clear answer (explainer/server/guard.py, arguments.py and launch.py).
 
 Raw ``POST /gradio_api/call/<api_name>`` requests (then the result stream), one session per call, against the
 app with a tiny checkpoint: a wrong value of every argument of every endpoint gets a message that names the
@@ -24,10 +24,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
 httpx = pytest.importorskip("httpx")
 
-import app  # noqa: E402
 from conftest import free_port  # noqa: E402
 from explainer.paths import ASSETS  # noqa: E402
 from explainer.server import guard  # noqa: E402
+from explainer.server import launch as serving  # noqa: E402
+from explainer.server.arguments import argument_of  # noqa: E402
+from explainer.ui import CSS, build_app  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
 from explainer.views.inputs import shown  # noqa: E402
 
@@ -37,9 +39,9 @@ ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 
 @pytest.fixture(scope="module")
 def server(tiny_ckpt):
-    demo = app.build_app(views.load_slot(str(tiny_ckpt)))
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                           quiet=True)
+    demo = build_app(views.load_slot(str(tiny_ckpt)))
+    _, url, _ = serving.launch(demo, css=CSS, server_name="127.0.0.1", server_port=free_port(),
+                               prevent_thread_lock=True, quiet=True)
     yield demo, url
     demo.close()
 
@@ -83,7 +85,7 @@ def assert_clean(message: str, *words: str):
 
 def arguments(demo, fn) -> list[guard.Argument]:
     names = fn.input_parameter_names or []
-    return [app.argument_of(b, names[i] if i < len(names) and names[i] else f"argument {i + 1}")
+    return [argument_of(b, names[i] if i < len(names) and names[i] else f"argument {i + 1}")
             for i, b in enumerate(fn.inputs)]
 
 

@@ -24,7 +24,7 @@ FORWARD, COMPARE = "[data-ddpm-view=forward]", "[data-ddpm-view=compare]"
 
 @pytest.fixture(scope="module")
 def app_page(tiny_ckpt):
-    import app
+    from explainer.ui import common as ui
     from explainer.views import model_slot as views
 
     requests = []
@@ -32,7 +32,7 @@ def app_page(tiny_ckpt):
                                    before_goto=lambda pg: pg.on("request", lambda r: requests.append(r.url))) as page:
         open_tab(page, "Forward diffusion")  # (the tour is the first tab)
         wait_for_view(page, "forward", seed="0")
-        yield app, page, requests
+        yield ui, page, requests
 
 
 def canvas(page, css: str) -> np.ndarray:
@@ -67,14 +67,14 @@ def assert_close(page_img: np.ndarray, server: np.ndarray):
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_x_t_numbers_and_curves_follow_t(app_page, schedule):
-    app, page, _ = app_page
+    ui, page, _ = app_page
     from explainer.views import forward as vf
 
     choose(page, schedule)
     for t in (0, 1, 137, 500, 999, 1000):
         set_t(page, "fwd-t", t)
         wait_for_view(page, "forward", t=str(t), schedule=schedule)
-        assert_close(canvas(page, "#fwd-xt"), vf.noised(app.PHOTOS[0], t, schedule, 0))
+        assert_close(canvas(page, "#fwd-xt"), vf.noised(ui.PHOTOS[0], t, schedule, 0))
         assert np.array_equal(canvas(page, "#fwd-curves"), vf.schedule_curves_image(t, schedule))
         cells = page.evaluate("() => Object.fromEntries([...document.querySelectorAll('#fwd-numbers td[data-key]')]"
                               ".map(td => [td.dataset.key, td.textContent]))")
@@ -90,7 +90,7 @@ def test_x_t_numbers_and_curves_follow_t(app_page, schedule):
 
 @pytest.mark.parametrize("schedule,t", [("linear", 0), ("linear", 40), ("cosine", 500), ("linear", 1000)])
 def test_histogram_is_the_servers(app_page, schedule, t):
-    app, page, _ = app_page
+    ui, page, _ = app_page
     from explainer.views import histogram as vh
 
     choose(page, schedule)
@@ -98,7 +98,7 @@ def test_histogram_is_the_servers(app_page, schedule, t):
     wait_for_view(page, "forward", t=str(t), schedule=schedule)
     got = page.evaluate(f"() => {{ const h = document.querySelector({FORWARD!r}).__ddpm.hist; return "
                         "{...h, observed: Array.from(h.observed), expected: Array.from(h.expected)}; }")
-    want = vh.pixel_histogram(app.PHOTOS[0], t, schedule, 0)
+    want = vh.pixel_histogram(ui.PHOTOS[0], t, schedule, 0)
     assert np.allclose(got["expected"], want["expected"], rtol=0, atol=1e-9)  # the same Phi-sum
     n = 256 * 256 * 3
     width = np.diff(want["edges"])
@@ -106,13 +106,13 @@ def test_histogram_is_the_servers(app_page, schedule, t):
     assert moved.sum() < 0.01 * n  # (the int16 noise moves a few values across a bin edge)
     for key in ("mean", "std", "expected_mean", "expected_std", "outside"):
         assert got[key] == pytest.approx(want[key], abs=1e-3), key
-    server_img, _ = vh.pixel_histogram_view(app.PHOTOS[0], t, schedule, 0)
+    server_img, _ = vh.pixel_histogram_view(ui.PHOTOS[0], t, schedule, 0)
     assert (canvas(page, "#fwd-hist") != server_img).any(axis=-1).mean() < 0.01
     assert f"at t = {t}" in page.locator("#fwd-hist-text").inner_text()
 
 
 def test_moving_t_sends_nothing_to_the_server(app_page):
-    app, page, requests = app_page
+    ui, page, requests = app_page
     choose(page, "linear")
     set_t(page, "fwd-t", 500)
     wait_for_view(page, "forward", t="500")
@@ -153,7 +153,7 @@ def test_moving_t_sends_nothing_to_the_server(app_page):
 
 
 def test_a_new_seed_or_upload_sends_new_pixels(app_page):
-    app, page, _ = app_page
+    ui, page, _ = app_page
     from explainer.paths import ASSETS
     from explainer.views import forward as vf
 
@@ -163,7 +163,7 @@ def test_a_new_seed_or_upload_sends_new_pixels(app_page):
     seed.fill("11")
     seed.press("Enter")
     wait_for_view(page, "forward", seed="11", t="300")
-    assert_close(canvas(page, "#fwd-xt"), vf.noised(app.PHOTOS[0], 300, "cosine", 11))
+    assert_close(canvas(page, "#fwd-xt"), vf.noised(ui.PHOTOS[0], 300, "cosine", 11))
     digit = str(ASSETS / "digit_7.png")
     page.locator("#fwd-image input[type=file]").set_input_files(digit)
     page.wait_for_function("() => document.querySelector('#fwd-xt').width === 28")
@@ -171,7 +171,7 @@ def test_a_new_seed_or_upload_sends_new_pixels(app_page):
 
 
 def test_compare_tab_paints_both_schedules(app_page):
-    app, first_page, _ = app_page
+    ui, first_page, _ = app_page
     from explainer.views import forward as vf
 
     requests = []  # a fresh page: no event of the tests above is still under way
@@ -185,7 +185,7 @@ def test_compare_tab_paints_both_schedules(app_page):
         set_t(page, "cmp-t", t)
         wait_for_view(page, "compare", t=str(t))
         for name in vf.SCHEDULE_NAMES:
-            assert_close(canvas(page, f"#cmp-{name}"), vf.noised(app.PHOTOS[0], t, name, 0))
+            assert_close(canvas(page, f"#cmp-{name}"), vf.noised(ui.PHOTOS[0], t, name, 0))
         assert np.array_equal(canvas(page, "#cmp-curves"), vf.compare_curves_image(t))
         text = page.locator("#cmp-text").inner_text()
         assert f"at t = {t}" in text and "327 of 1000" in text and "65 of 1000" in text

@@ -14,10 +14,11 @@ gr = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-import app  # noqa: E402
 from conftest import free_port  # noqa: E402
 from explainer.views import lab as vl  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
+from explainer.server import launch as serving  # noqa: E402
+from explainer.ui import CSS, build_app  # noqa: E402
 
 DOCUMENTED = {"/lab_forward", "/lab_field", "/lab_walk", "/lab_train"}
 SESSION_HELPERS = {"/lab_scrub", "/lab_classes", "/lab_use_drawing"}  # UI helpers: callable, not in the API docs
@@ -28,10 +29,10 @@ PRIVATE = {"/lab_stop"}  # the Stop button: cancels, nothing to call
 def served(tiny_ckpt):
     """The whole app (the tiny U-Net for the digit tabs; the 2D lab with whatever checkpoints/lab holds)."""
     threads = torch.get_num_threads()
-    app.configure_threads()
-    demo = app.build_app(views.load_slot(str(tiny_ckpt), fast=False))
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                           quiet=True)
+    serving.configure_threads()
+    demo = build_app(views.load_slot(str(tiny_ckpt), fast=False))
+    _, url, _ = serving.launch(demo, css=CSS, server_name="127.0.0.1", server_port=free_port(),
+                               prevent_thread_lock=True, quiet=True)
     yield demo, url
     demo.close()
     torch.set_num_threads(threads)

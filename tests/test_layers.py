@@ -1,7 +1,10 @@
-"""The package's layers: every import inside ``explainer`` points down the stack, and the backend never imports gradio.
+"""The package's layers: every import inside ``explainer`` points down the stack, and only the web app imports gradio.
 
-paths -> diffusion (pure math) -> render (pixels, figures) -> model -> accel -> quality -> views -> the CLI.
-A module may import from its own layer and from any layer below it, never from one above.
+paths -> diffusion (pure math) -> render (pixels, figures) -> model -> accel -> quality -> views (what each tab
+computes) -> server (serving: guard, sessions, launch) -> ui (the Gradio widgets). A module may import from its own
+layer and from any layer below it, never from one above. The command line (``explainer/__main__.py``) stands on
+views, beside the web app: it imports neither server nor ui, and nothing imports it. Only server and ui import
+gradio (or the web framework under it); ``app.py`` only builds the app from ui and serves it with server.
 """
 from __future__ import annotations
 
@@ -11,7 +14,11 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "explainer"
-LAYERS = ["paths", "diffusion", "render", "model", "accel", "quality", "views", "server", "__main__"]
+APP = PACKAGE.parent / "app.py"
+LAYERS = ["paths", "diffusion", "render", "model", "accel", "quality", "views", "server", "ui"]
+CLI = "__main__"
+WEB_LAYERS = {"server", "ui"}  # the only layers that import the web framework
+WEB_PACKAGES = {"gradio", "gradio_client", "fastapi", "starlette"}
 
 
 def layer_of(module: str) -> int:
@@ -20,7 +27,14 @@ def layer_of(module: str) -> int:
     assert parts[0] == "explainer", module
     if len(parts) == 1:
         return len(LAYERS)  # the package itself: nothing imports it
+    if parts[1] == CLI:
+        return LAYERS.index("views") + 0.5  # above views, below server
     return LAYERS.index(parts[1])
+
+
+def layer_name(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "explainer"
 
 
 def module_name(path: Path) -> str:
@@ -52,14 +66,17 @@ def imported_modules(source: str, name: str, is_package: bool = False) -> list[t
 
 def upward_imports(source: str, name: str, is_package: bool = False) -> list[str]:
     """What ``source`` (module ``name``) imports against the rule, one line of explanation each."""
-    own = layer_of(name)
+    own, own_name = layer_of(name), layer_name(name)
     bad = []
     for line, target in imported_modules(source, name, is_package):
         root = target.split(".")[0]
-        if root in ("gradio", "gradio_client"):
-            bad.append(f"line {line}: imports {target}; the backend never imports gradio")
+        if root in WEB_PACKAGES and own_name not in WEB_LAYERS:
+            bad.append(f"line {line}: imports {target}; only explainer/ui and explainer/server import the web app's "
+                       "framework")
+        elif root == "explainer" and target != "explainer" and layer_name(target) == CLI and own_name != CLI:
+            bad.append(f"line {line}: imports {target}, the command line; nothing imports it")
         elif root == "explainer" and target != "explainer" and layer_of(target) > own:
-            bad.append(f"line {line}: imports {target} (layer {LAYERS[layer_of(target)]}) from layer {LAYERS[own]}")
+            bad.append(f"line {line}: imports {target} (layer {layer_name(target)}) from layer {own_name}")
     return bad
 
 
@@ -90,3 +107,29 @@ def test_the_checker_sees_an_upward_import(source):
 def test_the_checker_allows_downward_imports():
     src = "from ..diffusion.respacing import make_chain\nfrom . import display\nimport numpy\n"
     assert upward_imports(src, "explainer.render.figures") == []
+
+
+@pytest.mark.parametrize("source,module", [("import gradio as gr\n", "explainer.ui.reverse"),
+                                           ("from fastapi.responses import JSONResponse\n", "explainer.server.launch"),
+                                           ("from ..server.sessions import session_of\n", "explainer.ui.lab"),
+                                           ("from ..views import reverse\n", "explainer.server.launch")])
+def test_the_web_layers_import_gradio_and_what_is_below(source, module):
+    assert upward_imports(source, module) == []
+
+
+@pytest.mark.parametrize("source,module", [("from ..ui import build_app\n", "explainer.server.launch"),
+                                           ("from .server import launch\n", "explainer.__main__"),
+                                           ("import gradio\n", "explainer.__main__"),
+                                           ("from starlette.middleware import Middleware\n", "explainer.views.guard"),
+                                           ("from .. import __main__\n", "explainer.ui.common")])
+def test_the_checker_sees_a_web_import_outside_the_web_layers(source, module):
+    """The server never imports the widgets; the command line and the views never import the web app."""
+    assert len(upward_imports(source, module)) == 1
+
+
+def test_app_py_only_builds_the_app_and_serves_it():
+    """The entry point stays thin: it imports the app from explainer.ui and serving from explainer.server."""
+    source = APP.read_text()
+    modules = {m for _, m in imported_modules(source, "app") if m != "__future__"}
+    assert modules and all(m.startswith(("explainer.ui", "explainer.server")) for m in modules), modules
+    assert len(source.splitlines()) <= 60

@@ -22,16 +22,18 @@ gr = pytest.importorskip("gradio")
 from gradio.state_holder import StateHolder  # noqa: E402
 from gradio_client import Client  # noqa: E402
 
-import app  # noqa: E402
 from conftest import free_port  # noqa: E402
 from explainer.paths import ROOT  # noqa: E402
 from explainer.views import model_slot as views  # noqa: E402
+from explainer.server import launch as serving  # noqa: E402
 from explainer.server import sessions as vsess  # noqa: E402
+from explainer.ui import CSS, build_app  # noqa: E402
+from explainer.ui.common import MODEL_SLOTS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def demo(tiny_ckpt):
-    return app.build_app(views.load_slot(str(tiny_ckpt)))
+    return build_app(views.load_slot(str(tiny_ckpt)))
 
 
 def holder_with_sessions(demo, n: int, walk_state: bool = True) -> StateHolder:
@@ -209,8 +211,8 @@ def test_sweeping_thread_runs_and_stops_with_its_owner(demo):
 
 @pytest.fixture(scope="module")
 def served(demo):
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                           quiet=True)
+    _, url, _ = serving.launch(demo, css=CSS, server_name="127.0.0.1", server_port=free_port(),
+                               prevent_thread_lock=True, quiet=True)
     yield demo, url
     demo.close()
 
@@ -239,7 +241,7 @@ def test_walks_queue_in_the_model_slots_and_report_their_place(served):
 
     _, url = served
     long = ("1", 3.0, "DDPM", 1000, "training", 0, "two step counts", 1000)
-    busy = [Client(url, verbose=False).submit(*long, api_name="/reverse_walk") for _ in range(app.MODEL_SLOTS)]
+    busy = [Client(url, verbose=False).submit(*long, api_name="/reverse_walk") for _ in range(MODEL_SLOTS)]
     deadline = time.time() + 60
     while any(len(j.outputs()) < 2 for j in busy) and time.time() < deadline:
         time.sleep(0.05)
@@ -263,7 +265,7 @@ def test_closing_the_page_lets_the_housekeeper_forget_the_session(served):
     demo, url = served
     unload = [d.fn for d in demo.fns.values() if any(t[1] == "unload" for t in d.targets)]
     assert len(unload) == 1
-    keeper = unload[0].keeper
+    keeper = unload[0].__self__  # (the unload event's handler is the housekeeper's session_closed)
     keeper.closed_grace_s = 0.0
     client = Client(url, verbose=False)
     client.predict(3, api_name="/tour_step")
@@ -284,7 +286,7 @@ def test_session_capacity_is_bounded():
     import inspect
 
     assert vsess.SESSION_CAPACITY <= 1000
-    assert "state_session_capacity=vsess.SESSION_CAPACITY" in inspect.getsource(app.launch)
+    assert "state_session_capacity=sessions.SESSION_CAPACITY" in inspect.getsource(serving.launch)
 
 
 # ---------------------------------------------------------------- stopping `python app.py`

@@ -16,8 +16,8 @@ unbounded. ``Housekeeper`` sweeps on a schedule:
 ``SessionWork`` lets one session run one walk at a time: a new walk in the same session supersedes the running
 one, which stops at its next step (so nothing stays locked if a walk is abandoned without ever finishing).
 
-Nothing here imports the web framework: the session store (``holder``) and the sets of cached file paths are
-passed in, duck-typed (``session_data``, ``time_last_used``, ``lock``, ``delete_state``).
+The sweep reads the session store (``holder``) and the sets of cached file paths duck-typed (``session_data``,
+``time_last_used``, ``lock``, ``delete_state``); ``keep_bounded`` hands it Gradio's (``gradio_internals``).
 """
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import gradio as gr
+
+from .gradio_internals import cached_file_sets, files_kept, session_store
 from .memory import return_freed_memory
 
 SESSION_CAPACITY = 300  # sessions kept at most (the oldest used is dropped beyond): about 100 MB of settings
@@ -85,6 +88,10 @@ class Housekeeper:
         if session:
             with self._lock:
                 self._closed[session] = time.monotonic()
+
+    def session_closed(self, request: gr.Request) -> None:
+        """The unload event's handler: ``closed`` for the request's session."""
+        self.closed(session_of(request))
 
     def forget(self, session: str) -> bool:
         """Drop a session's state now (its State values' delete callbacks run). True if it was there."""
@@ -269,3 +276,18 @@ class SessionWork:
 
     def __len__(self) -> int:
         return len(self._running)
+
+
+def session_of(request: gr.Request | None) -> str | None:
+    """The session a call belongs to (None for a call that names none)."""
+    return request.session_hash if request is not None else None
+
+
+def keep_bounded(demo: gr.Blocks, work: SessionWork, folder: str | os.PathLike | None = None) -> Housekeeper:
+    """A started housekeeper for ``demo``: it forgets closed and idle sessions (``work`` too) and trims the cached
+    files (all of ``folder``'s, the app's own cache folder, where given). Call it inside the Blocks."""
+    ref = weakref.ref(demo)
+    keeper = Housekeeper(holder=lambda: session_store(ref()), file_sets=lambda: cached_file_sets(ref()),
+                         keep=lambda: files_kept(ref()), work=work, folder=folder)
+    demo.unload(keeper.session_closed)  # (the event holds the keeper as long as the app lives)
+    return keeper.start()

@@ -1,0 +1,116 @@
+"""The reverse diffusion tab: streamed walks, side by side, a scrubber and the step taken apart."""
+from __future__ import annotations
+
+import gradio as gr
+
+from ..server.sessions import RESULT_TTL_S, session_of
+from ..views import reverse as vr
+from ..views import step as vs
+from ..views.inputs import GUIDANCE_MAX, SEED_MAX, class_word
+from .common import (CHEAP, GUIDANCE_INFO, HEAVY, AppContext, class_dropdown, clear_errors, guidance_default,
+                     model_T, tab_intro)
+
+CLIP_INFO = ("what the reference implementations do: x0_hat beyond the data's range is cut back, and the step "
+             "takes the posterior mean towards it. The article's formula has no clipping; a small model's colours "
+             "drift without it. On by default where the model's card recommends it")
+
+
+def clip_default(model) -> bool:
+    """The clip checkbox's value for ``model``: its card's recommendation (off for the digits, on for the emoji)."""
+    return model is not None and model.recommended_clip_x0
+
+
+def stream_walk(ctx: AppContext, gifs: vr.GifStore):
+    """The reverse walk handler: streams each walk's panel, then the recorded walks, scrubber, strip and GIF."""
+    def reverse_walk(digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b, clip_x0=False,
+                     model_name=None, request: gr.Request = None, progress=gr.Progress()):
+        # (``digit`` is the class label's published argument name; a walk this session started before stops)
+        walk = vr.reverse_walk(ctx.need_model(model_name), digit, guidance, sampler, steps, schedule, seed,
+                               compare_mode, steps_b, clip_x0)
+        for u in ctx.work.newest(session_of(request), walk):
+            progress((u.step, u.total), desc="sampling")
+            panels = [p if p is not None else gr.skip() for p in u.panels]
+            if len(panels) == 1:  # one walk: hide the second picture
+                panels.append(gr.Image(value=None, visible=False) if u.step == 0 else gr.skip())
+            elif u.step == 0:
+                panels[1] = gr.Image(value=u.panels[1], visible=True)
+            if not u.finished:
+                yield *panels, u.status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                continue
+            last = u.walks[0].done
+            done = (*panels, u.status, u.walks, gr.Slider(maximum=last, value=last, interactive=True),
+                    vr.walk_strip(u.walks))
+            yield *done, gr.skip()  # the finished walk at once,
+            # then its GIF, with the scrubber's range but not its value (the learner may be scrubbing already)
+            yield *done[:-2], gr.Slider(maximum=last, interactive=True), done[-1], gifs.save(u.walks)
+    return clear_errors(reverse_walk)
+
+
+def reverse_tab(ctx: AppContext) -> None:
+    """Reverse diffusion: streamed walks, side by side, a scrubber and the step taken apart."""
+    with gr.Tab("Reverse diffusion", id="reverse"):
+        tab_intro("reverse")
+        r_notice = gr.Markdown(ctx.slot.notice(), elem_id="reverse-notice")
+        with gr.Row():
+            with gr.Column(scale=1):
+                r_class = gr.Dropdown(ctx.classes, value=ctx.default_class, label=class_word(ctx.model),
+                                      elem_id="rev-class")
+                r_guidance = gr.Slider(0, GUIDANCE_MAX, value=guidance_default(ctx.model), step=0.5,
+                                       label="guidance scale w (1 = plain conditional, 0 = unconditional)",
+                                       info=GUIDANCE_INFO, elem_id="rev-guidance")
+                r_sampler = gr.Radio(list(vr.SAMPLERS), value="DDPM", label="sampler", elem_id="rev-sampler")
+                r_steps = gr.Slider(vr.MIN_STEPS, ctx.T, value=100, step=1, label="inference steps",
+                                    elem_id="rev-steps")
+                r_schedule = gr.Radio(list(vr.INFERENCE_SCHEDULES), value="training",
+                                      label="inference schedule (the training one or the other one)",
+                                      elem_id="rev-schedule")
+                r_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed", elem_id="rev-seed")
+                r_compare = gr.Dropdown(list(vr.COMPARE_MODES), value="off", label="side by side (same starting noise)",
+                                        elem_id="rev-compare")
+                r_steps_b = gr.Slider(vr.MIN_STEPS, ctx.T, value=20, step=1,
+                                      label="second walk's steps ('two step counts')", elem_id="rev-steps-b")
+                r_clip = gr.Checkbox(clip_default(ctx.model), label="clip x0_hat to [-1, 1] at every step",
+                                     info=CLIP_INFO, elem_id="rev-clip")
+                with gr.Row():
+                    r_run = gr.Button("Sample", variant="primary", elem_id="rev-run")
+                    r_stop = gr.Button("Stop", variant="stop", elem_id="rev-stop")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    r_panel_a = gr.Image(label="walk", interactive=False, elem_id="rev-a", format="png")
+                    r_panel_b = gr.Image(label="second walk", interactive=False, elem_id="rev-b", format="png")
+                r_status = gr.Markdown(elem_id="rev-status")
+                r_scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the recorded walk",
+                                    interactive=False, elem_id="rev-scrub")
+                r_frame = gr.Image(label="recorded frame", interactive=False, elem_id="rev-frame", format="png")
+                r_step = gr.Image(label="the step from this frame, taken apart: x_t' = (x_t without the "
+                                  "scaled eps_hat) + sigma z", interactive=False, elem_id="rev-step", format="png")
+                r_step_text = gr.Markdown(elem_id="rev-step-text")
+                r_strip = gr.Image(label="10 frames of the walk (the article's figure 9)", interactive=False,
+                                   format="png")
+                r_gif = gr.File(label="the walk as a GIF", interactive=False)
+        r_walks = gr.State(None, time_to_live=RESULT_TTL_S)
+    ctx.widgets.update({"reverse.digit": r_class, "reverse.guidance": r_guidance, "reverse.sampler": r_sampler,
+                        "reverse.steps": r_steps, "reverse.schedule": r_schedule, "reverse.seed": r_seed,
+                        "reverse.compare": r_compare, "reverse.steps_b": r_steps_b, "reverse.clip": r_clip})
+
+    ctx.follow(r_notice, lambda slot: slot.notice())
+    ctx.follow(r_class, class_dropdown("{cls}"))
+    ctx.follow(r_steps, lambda slot: gr.Slider(maximum=model_T(slot.model)))
+    ctx.follow(r_steps_b, lambda slot: gr.Slider(maximum=model_T(slot.model)))
+    ctx.follow(r_clip, lambda slot: gr.Checkbox(value=clip_default(slot.model)))
+    ctx.follow(r_guidance, lambda slot: gr.Slider(value=guidance_default(slot.model)))
+    walk = r_run.click(stream_walk(ctx, vr.GifStore()),
+                       [r_class, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare, r_steps_b, r_clip,
+                        ctx.model_name],
+                       [r_panel_a, r_panel_b, r_status, r_walks, r_scrub, r_strip, r_gif],
+                       api_name="reverse_walk", **HEAVY)
+    r_stop.click(None, None, None, cancels=[walk], api_name="reverse_stop", api_visibility="private")
+    # endpoints that read a session's recorded result: callable, but not in the API docs
+    r_scrub.change(clear_errors(vr.walk_frame), [r_walks, r_scrub], r_frame, api_name="reverse_scrub",
+                   api_visibility="undocumented", **CHEAP)
+    r_scrub.change(clear_errors(vs.step_anatomy), [r_walks, r_scrub], [r_step, r_step_text], api_name="reverse_step",
+                   api_visibility="undocumented", **CHEAP)
+    # a finished walk shows its last frame and step even where the scrubber's value stays the same (same step count)
+    walk.success(clear_errors(lambda walks, index: (vr.walk_frame(walks, index), *vs.step_anatomy(walks, index))),
+                 [r_walks, r_scrub], [r_frame, r_step, r_step_text], api_name="reverse_walk_finished",
+                 api_visibility="private", **CHEAP)
