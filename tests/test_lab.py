@@ -18,8 +18,8 @@ from explainer.diffusion.samplers import ddpm_step, run, sample
 from explainer.diffusion.schedules import make_schedule
 from explainer.model import toy
 from explainer.model.lab_training import LabTrainConfig, train, train_steps
-from explainer.model.mlp import (EpsMLP, LabCheckpointError, LabModel, MLPConfig, load_lab_model,
-                                 save_lab_model)
+from explainer.model.mlp import (EpsMLP, LabCheckpointError, LabCheckpointMissing, LabModel, MLPConfig,
+                                 load_lab_model, save_lab_model)
 from explainer.quality import points as qp
 from explainer.views import lab as vl
 
@@ -240,6 +240,34 @@ def test_lab_checkpoint_round_trip_and_clear_errors(tmp_path):
     (tmp_path / "m" / "config.json").write_text('{"format": "ddpm-explainer/1"}')
     with pytest.raises(LabCheckpointError, match="not a 2D-lab config"):
         load_lab_model(tmp_path / "m")
+
+
+def test_a_damaged_lab_checkpoint_says_damaged_not_missing(tmp_path, monkeypatch):
+    """Truncated weights or a garbage config: the error, and the lab's message for a preset, say damaged."""
+    net = EpsMLP(MLPConfig(hidden=16, blocks=1))
+    save_lab_model(tmp_path / "m", LabModel(net, LINEAR))
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a copy cut short
+    with pytest.raises(LabCheckpointError, match="damaged") as err:
+        load_lab_model(tmp_path / "m")
+    assert not isinstance(err.value, LabCheckpointMissing)
+    (tmp_path / "m" / "config.json").write_bytes(b"\x89PNG\r\n\x00 garbage")
+    with pytest.raises(LabCheckpointError, match="damaged"):
+        load_lab_model(tmp_path / "m")
+    with pytest.raises(LabCheckpointMissing, match="missing"):
+        load_lab_model(tmp_path / "nothing")
+    name = "two moons"
+    folder = tmp_path / "lab" / toy.slug(name)
+    save_lab_model(folder, LabModel(net, LINEAR))
+    (folder / "model.safetensors").write_bytes(b"not safetensors at all")
+    monkeypatch.setattr(vl, "LAB_CHECKPOINTS", tmp_path / "lab")
+    monkeypatch.setattr(vl, "_shipped", {})
+    data = vl.lab_data(name)
+    assert vl.network_for(data, None) == (None, "")
+    assert "is damaged" in vl.no_network_message(data) and "is missing" not in vl.no_network_message(data)
+    monkeypatch.setattr(vl, "LAB_CHECKPOINTS", tmp_path / "empty")
+    monkeypatch.setattr(vl, "_shipped", {})
+    assert vl.network_for(data, None) == (None, "") and "is missing" in vl.no_network_message(data)
 
 
 def test_training_lowers_the_loss_and_is_seeded():

@@ -32,6 +32,10 @@ class LabCheckpointError(RuntimeError):
     """A 2D-lab checkpoint is missing, damaged or does not match its config."""
 
 
+class LabCheckpointMissing(LabCheckpointError):
+    """A 2D-lab checkpoint folder, or one of its two files, is not there (rather than there and damaged)."""
+
+
 @dataclass
 class MLPConfig:
     dim: int = 2
@@ -156,9 +160,10 @@ def save_lab_model(folder, model: LabModel) -> Path:
 
 
 def load_lab_model(folder) -> LabModel:
-    """Load a 2D-lab checkpoint folder on the CPU; ``LabCheckpointError`` says what is wrong."""
+    """Load a 2D-lab checkpoint folder on the CPU; ``LabCheckpointError`` says what is wrong (``LabCheckpointMissing``
+    where a file is not there, else that a file is damaged or does not match)."""
     folder = Path(folder)
-    cfg_path, w_path = checkpoint_files(folder, LabCheckpointError, f"2D-lab checkpoint {folder.name}")
+    cfg_path, w_path = checkpoint_files(folder, LabCheckpointMissing, f"2D-lab checkpoint {folder.name}")
     try:
         config = json.loads(cfg_path.read_text())
         if config.get("format") != FORMAT:
@@ -174,7 +179,8 @@ def load_lab_model(folder) -> LabModel:
     try:
         state = load_file(str(w_path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise LabCheckpointError(f"{folder.name}/{WEIGHTS} cannot be read ({e})") from e
+        raise LabCheckpointError(f"{folder.name}/{WEIGHTS} is damaged: it cannot be read ({e}); the file is "
+                                 "truncated or not safetensors") from e
     net = EpsMLP(mcfg)
     try:
         net.load_state_dict(state)

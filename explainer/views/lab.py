@@ -31,7 +31,7 @@ from ..diffusion.samplers import sample
 from ..diffusion.schedules import DDPM_T, Schedule, make_schedule
 from ..model import toy
 from ..model.lab_training import LabTrainConfig, train_steps, warm_up  # noqa: F401 (warm_up: for app.serve)
-from ..model.mlp import LabCheckpointError, LabModel, load_lab_model
+from ..model.mlp import LabCheckpointError, LabCheckpointMissing, LabModel, load_lab_model
 from ..paths import CHECKPOINTS
 from ..quality import points
 from ..render.display import hstack, titled
@@ -139,12 +139,13 @@ def lab_data(dataset: str, sketch=None) -> toy.ToyData:
     return _data_cache.get(key, lambda: toy.make_drawn(mask, NUM_POINTS, 0))
 
 
-_shipped: dict[str, LabModel | str] = {}
+_shipped: dict[str, LabModel | LabCheckpointError] = {}
 _shipped_lock = threading.Lock()
 
 
 def shipped_model(dataset: str) -> LabModel | None:
-    """The pre-trained network of a preset (checkpoints/lab/<preset>/), loaded once; None when it is missing."""
+    """The pre-trained network of a preset (checkpoints/lab/<preset>/), loaded once; None when it is missing or
+    damaged (``no_network_message`` says which)."""
     if dataset not in toy.PRESETS:
         return None
     with _shipped_lock:
@@ -152,7 +153,7 @@ def shipped_model(dataset: str) -> LabModel | None:
             try:
                 _shipped[dataset] = load_lab_model(LAB_CHECKPOINTS / toy.slug(dataset))
             except LabCheckpointError as e:
-                _shipped[dataset] = str(e)
+                _shipped[dataset] = e
         got = _shipped[dataset]
     return got if isinstance(got, LabModel) else None
 
@@ -170,6 +171,10 @@ def network_for(data: toy.ToyData, trained: LabModel | None) -> tuple[LabModel |
 
 def no_network_message(data: toy.ToyData) -> str:
     if data.name in toy.PRESETS:
+        failure = _shipped.get(data.name)
+        if isinstance(failure, LabCheckpointError) and not isinstance(failure, LabCheckpointMissing):
+            return (f"The pre-trained network of {data.name} is damaged ({failure}); press 'Train' to train one "
+                    f"here, or restore checkpoints/lab/{toy.slug(data.name)}.")
         return (f"The pre-trained network of {data.name} is missing (checkpoints/lab/{toy.slug(data.name)}); "
                 "press 'Train' to train one here.")
     return "No network has learned this drawing yet: press 'Train' (a few seconds)."
