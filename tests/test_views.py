@@ -1,6 +1,7 @@
 """The app's backend views, called directly (no gradio): math against independent formulas, wiring, errors."""
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -411,6 +412,22 @@ def test_a_failed_fast_path_build_keeps_eager(monkeypatch, tiny_ckpt):
     assert not views.fast_path(model).wait(30)
     assert views.eps_fn_for(model) == model.eps
     assert views.network_path(model) == "eager PyTorch fp32 on cpu (no fast path: RuntimeError: exporter exploded)"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="the export runs only for onnxruntime")
+def test_a_failed_low_priority_export_is_reported_and_the_build_kept_on_the_model(monkeypatch, tiny_ckpt, capsys):
+    from explainer.accel.fast import FastEps
+    go, _ = _blocked_build(monkeypatch, lambda m: FastEps(m.eps, "a fast stand-in", "onnx", serialize=False))
+
+    def export(model):
+        raise OSError("no space left on device")
+    monkeypatch.setattr(views, "export_onnx", export)
+    go.set()
+    model = views.load_slot(str(tiny_ckpt), device="cpu", fast=True).require()
+    state = views.fast_path(model)
+    assert state.wait(30) and model.fast_build is state  # a declared field of DiffusionModel
+    assert state.export_error == "OSError: no space left on device"
+    assert "no space left on device" in capsys.readouterr().err
 
 
 def test_fast_path_falling_back_to_eager_keeps_plain_model_eps(monkeypatch, tiny_ckpt):

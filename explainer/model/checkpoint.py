@@ -55,8 +55,10 @@ class DiffusionModel:
     path: str = ""
     kind: str = "explainer"  # or "diffusers"
     # faster eps paths built for this model (explainer.accel.fast.best_eps_fn), keyed by their build
-    # settings; held here so that they go away with the model
+    # settings, and the app's background build of one (views.model_slot.start_fast_path); held here so that
+    # they go away with the model
     fast_paths: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    fast_build: object = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:

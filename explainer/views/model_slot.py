@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -241,6 +242,7 @@ class FastPathBuild:
     fn: FastEps | None = None  # set once built
     error: str = ""
     seconds: float | None = None  # how long the build took
+    export_error: str = ""  # why the low-priority ONNX export failed (the build then tries it once more itself)
 
     @property
     def ready(self) -> bool:
@@ -252,22 +254,21 @@ class FastPathBuild:
         return self.ready
 
 
-_builds: dict[int, FastPathBuild] = {}  # id(model) -> its background build (the app keeps its models for good)
-
-
 def fast_path_enabled() -> bool:
     """False when $DDPM_EXPLAINER_FAST is 0 / false / no / off (tests use it to skip the ONNX export)."""
     return os.environ.get(FAST_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _nice_export(model: DiffusionModel) -> None:
+def _nice_export(model: DiffusionModel) -> str:
     """Write the model's ONNX file to the disk cache from a thread of lower CPU priority (Linux; best effort).
 
     The export is the expensive part of the build (it traces the whole network). Only this short-lived
     thread is reniced: ONNX Runtime's worker threads, created later by the session, inherit the priority of
-    the thread that creates them, and they must run at the requests' priority. Failures are left to
-    ``best_eps_fn``, which reports them and falls back.
+    the thread that creates them, and they must run at the requests' priority. Returns why the export failed
+    ("" if it did not); ``best_eps_fn`` then exports once more, and reports a second failure in its path's name.
     """
+    failure = []
+
     def work():
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
@@ -276,12 +277,16 @@ def _nice_export(model: DiffusionModel) -> None:
             pass
         try:
             export_onnx(model)
-        except Exception:
-            pass
+        except Exception as e:  # the exporter raises many error types
+            failure.append(f"{type(e).__name__}: {e}")
 
     th = threading.Thread(target=work, name="fast-eps-export", daemon=True)
     th.start()
     th.join()
+    if failure:
+        print(f"fast eps path: the low-priority ONNX export failed ({failure[0]}); trying again", file=sys.stderr,
+              flush=True)
+    return failure[0] if failure else ""
 
 
 _START_LOCK = threading.Lock()
@@ -293,11 +298,13 @@ def start_fast_path(model: DiffusionModel, threads: int | None = None) -> FastPa
     Start-up does not wait for it, and requests run on eager ``model.eps`` meanwhile. On CPU the ONNX
     export (cached on disk by weight hash) runs at a lower CPU priority first; then the path is built
     and checked against eager. threads: intra-op threads of the fast path, default torch's count now
-    (app.configure_threads sets half the cores, so the two concurrent model events each get their own
-    cores and explainer.accel.fast runs one-thread calls in parallel, without its lock).
+    (server.launch.configure_threads gives each model event half the cores, and up to ui.common.MODEL_SLOTS = 4
+    such events run at once, so they share the cores; with one thread per call, on a 2-core machine,
+    explainer.accel.fast runs the calls in parallel, without its lock). The build is kept on the model
+    (``DiffusionModel.fast_build``), so it goes away with it.
     """
     with _START_LOCK:
-        state = _builds.get(id(model))
+        state = fast_path(model)
         if state is not None:
             return state
         threads = int(threads or torch.get_num_threads())
@@ -306,7 +313,7 @@ def start_fast_path(model: DiffusionModel, threads: int | None = None) -> FastPa
             t0 = time.perf_counter()
             try:
                 if model.device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
-                    _nice_export(model)
+                    state.export_error = _nice_export(model)
                 fn = best_eps_fn(model, threads=threads)
                 if fn.backend == "eager":  # every fast path was skipped: keep plain model.eps, say why
                     state.error = "; ".join(fn.skipped) or fn.name
@@ -317,14 +324,14 @@ def start_fast_path(model: DiffusionModel, threads: int | None = None) -> FastPa
             state.seconds = time.perf_counter() - t0
 
         state = FastPathBuild(threading.Thread(target=build, name="fast-eps-build", daemon=True))
-        _builds[id(model)] = state
+        model.fast_build = state
         state.thread.start()
         return state
 
 
 def fast_path(model: DiffusionModel) -> FastPathBuild | None:
     """The model's background build, if one was started."""
-    return _builds.get(id(model))
+    return getattr(model, "fast_build", None)
 
 
 def eps_fn_for(model: DiffusionModel):
