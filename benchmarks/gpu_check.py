@@ -38,7 +38,7 @@ import torch  # noqa: E402
 
 from explainer.accel import fast  # noqa: E402
 from explainer.model.checkpoint import load_model  # noqa: E402
-from explainer.diffusion.respacing import make_chain  # noqa: E402
+from explainer.diffusion.respacing import make_chain, network_timesteps  # noqa: E402
 from explainer.diffusion.samplers import run, sample  # noqa: E402
 from explainer.model.unet import count_parameters  # noqa: E402
 from speed import diffusers_unet, random_model  # noqa: E402
@@ -93,7 +93,8 @@ class Graphed:
         self._make = GraphedWalk
         self.model, self.precision = model, "fp32" if precision == "fp32" else "bf16"
         if model.device.type == "cuda":
-            self._call = fast.CudaGraphEps(model, precision=precision, compile=compile_, graphs=False)._run
+            run_at_steps = fast.CudaGraphEps(model, precision=precision, compile=compile_, graphs=False)._run
+            self._call = lambda x, ab, y: run_at_steps(x, network_timesteps(ab, model.schedule, x), y)
         else:  # the --device cpu dry run: the same walk, eager steps
             self._call = model.eps
         self.walks = {}
@@ -181,12 +182,12 @@ def time_it(f, device, repeats=1):
 def per_call_ms(fn, model, batch, reps=50):
     dev = model.device
     x = torch.randn(batch, model.channels, model.image_size, model.image_size, device=dev)
-    t = torch.full((batch,), 500, device=dev, dtype=torch.long)
+    alpha_bar = float(model.schedule.alpha_bar_at(500))  # the noise level of step 500
     y = (torch.arange(batch, device=dev) % 10) if model.num_classes else None
 
     def go():
         for _ in range(reps):
-            fn(x, t, y)
+            fn(x, alpha_bar, y)
     return 1000 * time_it(go, dev) / reps
 
 

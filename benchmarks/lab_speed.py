@@ -149,7 +149,7 @@ def walk_time(quick: bool) -> None:
         times = []
         for seed in range(1 if quick else 3):
             t0 = time.perf_counter()
-            run(fn if name == "network" else fn.along(chain), chain, (2000, 2), seed=seed)
+            run(fn, chain, (2000, 2), seed=seed)
             times.append(time.perf_counter() - t0)
         alone[name] = float(np.median(times))
         print(f"  {name} alone, 100 sampler steps of 2000 particles, one thread: {alone[name]:.2f} s")

@@ -67,16 +67,16 @@ def time_call(fn, model, batch: int, repeats: int, labels=True) -> tuple[float, 
     """(median wall ms, median process-CPU ms) of one eps call at ``batch``."""
     dev = model.device
     x = torch.randn(batch, model.channels, model.image_size, model.image_size, device=dev)
-    t = torch.full((batch,), 500, dtype=torch.long, device=dev)
+    alpha_bar = float(model.schedule.alpha_bar_at(500))  # the noise level of step 500
     y = torch.arange(batch, device=dev) % 10 if labels and model.num_classes else None
     with torch.inference_mode():
         for _ in range(3):
-            fn(x, t, y)
+            fn(x, alpha_bar, y)
         sync(dev)
         times, cpu = [], []
         for _ in range(repeats):
             c0, t0 = time.process_time(), time.perf_counter()
-            fn(x, t, y)
+            fn(x, alpha_bar, y)
             sync(dev)
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)

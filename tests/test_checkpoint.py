@@ -28,9 +28,10 @@ def test_round_trip(tiny_ckpt, tiny_model):
     net.load_state_dict(load_file(str(tiny_ckpt / WEIGHTS)))
     net.eval()
     x, t, y = torch.randn(3, 1, 28, 28), torch.tensor([1, 400, 1000]), torch.tensor([0, 5, 10])
+    levels = torch.from_numpy(tiny_model.schedule.alpha_bars[t.numpy() - 1])  # eps is told the noise level of t
     with torch.no_grad():
         ref = net(x, t, y)
-        out = tiny_model.eps(x, t, y)
+        out = tiny_model.eps(x, levels, y)
     assert torch.equal(out, ref) and out.abs().max() > 0
     assert tiny_model.kind == "explainer" and tiny_model.num_classes == 10 and tiny_model.null_label == 10
     assert tiny_model.image_size == 28 and tiny_model.channels == 1 and tiny_model.schedule.T == 1000
@@ -170,8 +171,9 @@ def test_diffusers_unet_folder(tmp_path, monkeypatch):
     assert m.image_size == 8 and m.channels == 1 and m.num_classes == 0 and m.null_label is None
     assert m.schedule.name == "cosine" and m.schedule.T == 200
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([1, 200])
+    levels = torch.from_numpy(m.schedule.alpha_bars[t.numpy() - 1])
     with torch.no_grad():
-        torch.testing.assert_close(m.eps(x, t), unet(x, t - 1).sample)  # paper t -> diffusers index t - 1
+        torch.testing.assert_close(m.eps(x, levels), unet(x, t - 1).sample)  # paper t -> diffusers index t - 1
     x0 = run(m.eps, make_chain(m.schedule, 5), (2, 1, 8, 8), seed=0, clip_x0=True)
     assert x0.shape == (2, 1, 8, 8) and torch.isfinite(x0).all()
 

@@ -226,7 +226,7 @@ def test_generate_batches_all_labels_through_guidance():
     calls = []
     sched = make_schedule("linear", 10)
 
-    def eps(x, t, labels):
+    def eps(x, alpha_bar, labels):
         calls.append(labels.clone())
         return torch.zeros_like(x)
 

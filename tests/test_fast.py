@@ -13,13 +13,14 @@ import sys
 import threading
 import weakref
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import make_tiny_checkpoint
 from explainer.accel import fast
 from explainer.model.checkpoint import load_model
-from explainer.diffusion.respacing import make_chain
+from explainer.diffusion.respacing import make_chain, network_timesteps
 from explainer.diffusion.samplers import run
 
 try:
@@ -43,12 +44,13 @@ def paths(tiny_model):
     return {b: fast.fast_eps_fn(tiny_model, backend=b) for b in CPU_BACKENDS}
 
 
-def _inputs(model, b, seed=0, labels=True):
+def _inputs(model, b, seed=0, labels=True, steps=False):
+    """x, a noise level per row (the levels of random training steps; ``steps``: those steps instead), labels."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, model.channels, model.image_size, model.image_size, generator=g)
     t = torch.randint(1, model.schedule.T + 1, (b,), generator=g)
     y = torch.randint(0, model.num_classes + 1, (b,), generator=g) if labels else None
-    return x, t, y
+    return x, t if steps else torch.from_numpy(model.schedule.alpha_bars[t.numpy() - 1]), y
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -68,6 +70,18 @@ def test_one_call_matches_eager(tiny_model, paths, backend, b, labels):
     assert out.shape == ref.shape and out.dtype == torch.float32
     assert ref.abs().max() > 1e-3  # the tiny model's output is not trivially zero
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_level_between_steps_runs_the_network_at_the_nearest_step(tiny_model, paths, backend):
+    """Every path is told a noise level and maps it as model.eps does: to the training step of nearest log-SNR."""
+    sch = tiny_model.schedule
+    for level in (float(np.sqrt(sch.alpha_bars[99] * sch.alpha_bars[100])), 0.3, 1e-6):  # between steps, beyond T
+        step = int(np.argmin(np.abs(sch.log_snr - np.log(level / (1 - level))))) + 1  # brute force
+        x, _, y = _inputs(tiny_model, 2)
+        with torch.inference_mode():
+            ref = tiny_model.net(x, torch.full((2,), step), y)
+        torch.testing.assert_close(paths[backend](x, level, y), ref, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b != "eager"])
@@ -117,7 +131,7 @@ def test_fallback_when_cuda_is_missing(tiny_model):
 
 def test_a_wrong_fast_path_is_rejected(tiny_model, monkeypatch):
     def wrong(model):
-        return fast.FastEps(lambda x, t, y: model.eps(x, t, y) + 0.01, "off by 0.01", "torchscript")
+        return fast.FastEps(lambda x, alpha_bar, y: model.eps(x, alpha_bar, y) + 0.01, "off by 0.01", "torchscript")
     monkeypatch.setattr(fast, "torchscript_eps_fn", wrong)
     fn = fast.fast_eps_fn(tiny_model, backend="torchscript")
     assert fn.backend == "eager" and "disagrees with eager" in fn.name
@@ -268,7 +282,8 @@ def test_bf16_network_copy_matches_within_bf16(tiny_model):
     """The whole-network bf16 cast used on the GPU path, checked on CPU (bf16 kernels exist there too)."""
     import copy
     call = fast.bf16_net_call(tiny_model, copy.deepcopy(tiny_model.net))
-    wrapped = fast.FastEps(lambda x, t, y: call(x, t, y).float(), "bf16 cpu", "test", "bf16")
+    at_level = lambda x, alpha_bar, y: call(x, network_timesteps(alpha_bar, tiny_model.schedule, x), y).float()
+    wrapped = fast.FastEps(at_level, "bf16 cpu", "test", "bf16")
     assert fast.check_agrees(tiny_model, wrapped, fast.TOLERANCE["bf16"]) > 1e-4  # really bf16, really close
     assert next(tiny_model.net.parameters()).dtype == torch.float32  # the model itself is untouched
 
@@ -278,7 +293,7 @@ def test_gpu_network_call_traces_as_one_graph(tiny_model):
     import copy
     torch._dynamo.reset()
     call = fast.bf16_net_call(tiny_model, copy.deepcopy(tiny_model.net))
-    x, t, y = _inputs(tiny_model, 3, seed=0)
+    x, t, y = _inputs(tiny_model, 3, seed=0, steps=True)
     with torch.inference_mode():
         explained = torch._dynamo.explain(call)(x, t, y)
         unconditional = torch._dynamo.explain(call)(x, t, None)

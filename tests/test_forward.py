@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from explainer.diffusion.forward import q_chain, q_sample, q_step, x0_from_eps
+from explainer.diffusion.forward import predict_eps_from_x0, predict_x0_from_eps, q_chain, q_sample, q_step
 from explainer.diffusion.schedules import make_schedule
 
 
@@ -46,14 +46,34 @@ def test_matches_diffusers_add_noise():
     torch.testing.assert_close(q_sample(x0, t, eps, sch), ref, rtol=1e-5, atol=2e-6)
 
 
-def test_x0_from_eps_inverts_q_sample(schedule):
+def test_both_inversions_undo_q_sample(schedule):
+    """eq. 15 gives x_0 back from eps, eq. 4 solved for eps gives eps back from x_0, in float64, at a level per row
+    (given as a float64 tensor, a numpy array or a list) and at one level for the batch."""
     g = torch.Generator().manual_seed(2)
     x0 = torch.rand(6, 1, 4, 4, generator=g, dtype=torch.float64) * 2 - 1
     eps = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64)
-    t = torch.tensor([1, 2, 100, 500, 900, 999])
-    rec = x0_from_eps(q_sample(x0, t, eps, schedule), t, eps, schedule)
-    # float64 exact inversion; the error grows only with 1/sqrt(alpha_bar_t)
-    torch.testing.assert_close(rec, x0, rtol=0, atol=1e-9)
+    t = np.array([1, 2, 100, 500, 900, 999])
+    xt = q_sample(x0, torch.from_numpy(t), eps, schedule)
+    ab = schedule.alpha_bars[t - 1]
+    for levels in (torch.from_numpy(ab), ab, ab.tolist()):
+        # float64 exact inversion; the error grows only with 1/sqrt(alpha_bar_t) and 1/sqrt(1 - alpha_bar_t)
+        torch.testing.assert_close(predict_x0_from_eps(xt, eps, levels), x0, rtol=0, atol=1e-9)
+        torch.testing.assert_close(predict_eps_from_x0(xt, x0, levels), eps, rtol=0, atol=1e-9)
+    one = q_sample(x0, 250, eps, schedule)
+    level = float(schedule.alpha_bars[249])
+    torch.testing.assert_close(predict_x0_from_eps(one, eps, level), x0, rtol=0, atol=1e-12)
+    torch.testing.assert_close(predict_eps_from_x0(one, x0, level), eps, rtol=0, atol=1e-12)
+
+
+def test_inversions_keep_the_batch_dtype_and_match_the_closed_form():
+    """A float32 batch with float64 levels per row stays float32, and equals eq. 15 / eq. 4 written out."""
+    x_t, other = torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2)
+    levels = np.array([0.9, 0.3, 1e-3])
+    x0, eps = predict_x0_from_eps(x_t, other, levels), predict_eps_from_x0(x_t, other, levels)
+    assert x0.dtype == eps.dtype == torch.float32
+    for i, ab in enumerate(levels):
+        torch.testing.assert_close(x0[i], (x_t[i] - math.sqrt(1 - ab) * other[i]) / math.sqrt(ab))
+        torch.testing.assert_close(eps[i], (x_t[i] - math.sqrt(ab) * other[i]) / math.sqrt(1 - ab))
 
 
 def test_q_step_is_one_markov_step(schedule):
@@ -102,15 +122,11 @@ def test_out_of_range_t(bad):
     x0 = torch.zeros(2, 1, 2, 2)
     with pytest.raises(ValueError):
         q_sample(x0, bad, torch.zeros_like(x0), sch)
-    with pytest.raises(ValueError):
-        x0_from_eps(x0, bad, torch.zeros_like(x0), sch)
 
 
-def test_x0_from_eps_rejects_t0_and_bad_steps():
+def test_q_step_and_q_chain_reject_bad_steps():
     sch = make_schedule("linear", 100)
     x = torch.zeros(1, 1, 2, 2)
-    with pytest.raises(ValueError):
-        x0_from_eps(x, 0, x, sch)
     for t in (0, 101):
         with pytest.raises(ValueError):
             q_step(x, t, x, sch)

@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from explainer.diffusion.exact import (ExactDenoiser, effective_points, eps_from_x0, marginal_density, posterior_mean,
+from explainer.diffusion.exact import (ExactDenoiser, effective_points, marginal_density, posterior_mean,
                                       posterior_weights)
-from explainer.diffusion.forward import q_sample
 from explainer.diffusion.respacing import make_chain
 from explainer.diffusion.samplers import ddpm_step, run, sample
 from explainer.diffusion.schedules import make_schedule
@@ -45,6 +44,11 @@ def small_data(n=60, seed=0):
 # ---------------------------------------------------------------- the exact denoiser
 
 
+def exact_eps(x_t: np.ndarray, alpha_bar: float, data: np.ndarray) -> np.ndarray:
+    """The closed form eps* = (x_t - sqrt(abar) E[x_0 | x_t]) / sqrt(1 - abar), with the brute-force posterior mean."""
+    return (x_t - np.sqrt(alpha_bar) * brute_posterior_mean(x_t, alpha_bar, data)) / np.sqrt(1 - alpha_bar)
+
+
 @pytest.mark.parametrize("t", [1, 5, 40, 300, 999, 1000])
 def test_exact_posterior_mean_matches_a_brute_force_sum(t):
     data = small_data()
@@ -54,7 +58,7 @@ def test_exact_posterior_mean_matches_a_brute_force_sum(t):
     want = brute_posterior_mean(x_t, ab, data)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     den = ExactDenoiser(data, LINEAR)
-    eps = den(torch.as_tensor(x_t, dtype=torch.float64), t).numpy()
+    eps = den(torch.as_tensor(x_t, dtype=torch.float64), ab).numpy()
     np.testing.assert_allclose(eps, (x_t - np.sqrt(ab) * want) / np.sqrt(1 - ab), rtol=1e-4, atol=1e-4)
 
 
@@ -76,11 +80,10 @@ def test_exact_denoiser_of_one_point_is_that_point():
     x1 = np.array([[0.7, -1.2]])
     den = ExactDenoiser(x1, LINEAR)
     x_t = torch.randn(9, 2, dtype=torch.float64) * 3
-    for t in (1, 17, 500, 1000):
-        ab = float(LINEAR.alpha_bars[t - 1])
-        x0 = den.x0(x_t, t)
+    for ab in [float(LINEAR.alpha_bars[t - 1]) for t in (1, 17, 500, 1000)] + [0.123]:
+        x0 = posterior_mean(x_t, ab, den.data)
         assert torch.equal(x0, torch.as_tensor(x1).expand(9, 2))  # E[x_0 | x_t] = x_1 exactly
-        torch.testing.assert_close(den.eps64(x_t, t), (x_t - ab ** 0.5 * x0) / (1 - ab) ** 0.5)
+        torch.testing.assert_close(den.eps64(x_t, ab), (x_t - ab ** 0.5 * x0) / (1 - ab) ** 0.5)
 
 
 def test_exact_denoiser_is_stable_far_away_and_at_tiny_noise():
@@ -88,46 +91,82 @@ def test_exact_denoiser_is_stable_far_away_and_at_tiny_noise():
     den = ExactDenoiser(data, LINEAR)
     x_t = torch.tensor([[80.0, -60.0], [0.1, 0.2], [-1e3, 1e3]])
     for t in (1, 2, 1000):
-        assert torch.isfinite(den(x_t, torch.full((3,), t))).all()
+        assert torch.isfinite(den(x_t, float(LINEAR.alpha_bars[t - 1]))).all()
     # at t = 1 a point right on a training point denoises to that point
     x = torch.as_tensor(data[:5] * LINEAR.alpha_bars[0] ** 0.5)
-    np.testing.assert_allclose(den.x0(x, 1).numpy(), data[:5], atol=1e-9)
+    np.testing.assert_allclose(posterior_mean(x, LINEAR.alpha_bars[0], den.data).numpy(), data[:5], atol=1e-9)
 
 
-def test_exact_denoiser_batches_mixed_timesteps_and_labels():
+def test_exact_denoiser_batches_mixed_noise_levels_and_labels():
     data = small_data(40)
     labels = np.arange(40) % 3
     den = ExactDenoiser(data, LINEAR, labels, 3)
     x = torch.randn(12, 2, dtype=torch.float64)
-    t = torch.tensor([5, 500] * 6)
+    levels = torch.tensor([float(LINEAR.alpha_bars[4]), 0.37] * 6, dtype=torch.float64)  # a step's and no step's
     lab = torch.tensor([0, 1, 2, 3] * 3)  # 3 = the null label: every point
-    got = den.eps64(x, t, lab)
+    got = den.eps64(x, levels, lab)
     for i in range(12):
         pts = data if lab[i] == 3 else data[labels == int(lab[i])]
-        ab = float(LINEAR.alpha_bars[int(t[i]) - 1])
-        want = (x[i].numpy() - np.sqrt(ab) * brute_posterior_mean(x[i:i + 1].numpy(), ab, pts)[0]) / np.sqrt(1 - ab)
+        want = exact_eps(x[i:i + 1].numpy(), float(levels[i]), pts)[0]
         np.testing.assert_allclose(got[i].numpy(), want, rtol=1e-6, atol=1e-8)
     assert den.null_label == 3
 
 
+class Recorder:
+    """A denoiser that passes every call on and keeps (x_t, alpha_bar, eps) for the test to check."""
+
+    def __init__(self, den):
+        self.den, self.calls = den, []
+
+    def __call__(self, x_t, alpha_bar, labels=None):
+        eps = self.den(x_t, alpha_bar, labels)
+        self.calls.append((x_t.clone(), float(alpha_bar), eps))
+        return eps
+
+
 def test_exact_denoiser_along_a_chain_of_another_schedule_uses_its_noise_levels():
+    """The samplers tell the denoiser the chain's own levels (here the cosine schedule's, which no linear training
+    step has): every call's eps is the closed form at that level; the same denoiser serves walk after walk."""
     data = small_data(30)
-    den = ExactDenoiser(data, LINEAR)
-    cosine = make_schedule("cosine", 1000)
-    chain = make_chain(LINEAR, 10, inference=cosine)
-    fn = den.along(chain)
-    x = torch.randn(5, 2, dtype=torch.float64)
-    for i in range(len(chain)):
-        ab = float(chain.alpha_bar[i])
-        got = fn(x, torch.full((5,), int(chain.model_t[i])))
-        want = (x.numpy() - np.sqrt(ab) * brute_posterior_mean(x.numpy(), ab, data)) / np.sqrt(1 - ab)
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
-    with pytest.raises(RuntimeError, match="one walk"):
-        fn(x, torch.full((5,), 1))
-    # on the training schedule's own chain it is the plain eps function
-    same = make_chain(LINEAR, 10)
-    a = run(den.along(same), same, (20, 2), seed=1, dtype=torch.float64)
-    torch.testing.assert_close(a, run(den, same, (20, 2), seed=1, dtype=torch.float64))
+    den = Recorder(ExactDenoiser(data, LINEAR))
+    chain = make_chain(LINEAR, 10, inference=make_schedule("cosine", 1000))
+    first = run(den, chain, (5, 2), seed=1, dtype=torch.float64)
+    assert [ab for _, ab, _ in den.calls] == chain.alpha_bar.tolist()
+    for x_t, ab, eps in den.calls:
+        np.testing.assert_allclose(eps.numpy(), exact_eps(x_t.numpy(), ab, data), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(run(den, chain, (5, 2), seed=1, dtype=torch.float64), first, rtol=0, atol=0)
+
+
+def heun_walk(eps_fn, chain, x: torch.Tensor) -> torch.Tensor:
+    """Heun's method on the probability-flow ODE in sigma = sqrt((1 - abar) / abar) (Karras et al. 2022,
+    Algorithm 1; y = x / sqrt(abar) has dy/dsigma = eps): two denoiser calls per step, at the step's level and at
+    the next one (one call on the last step, to sigma = 0)."""
+    for ab, ab_prev in zip(chain.alpha_bar.tolist(), chain.alpha_bar_prev.tolist()):
+        sigma, sigma_next = ((1 - ab) / ab) ** 0.5, ((1 - ab_prev) / ab_prev) ** 0.5
+        y = x / ab ** 0.5
+        d = eps_fn(x, ab)
+        y_next = y + (sigma_next - sigma) * d
+        if sigma_next > 0:
+            d = (d + eps_fn(y_next * ab_prev ** 0.5, ab_prev)) / 2
+            y_next = y + (sigma_next - sigma) * d
+        x = y_next * ab_prev ** 0.5
+    return x
+
+
+def test_a_sampler_that_evaluates_twice_per_step_gets_the_exact_eps_at_each_level():
+    """A second-order sampler asks for eps twice per step, at two different noise levels: the exact denoiser answers
+    each call at the level it is given (checked against the closed form), with nothing counting calls."""
+    data = small_data(30)
+    den = Recorder(ExactDenoiser(data, LINEAR))
+    chain = make_chain(LINEAR, 12)
+    x0 = heun_walk(den, chain, torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
+    levels = [ab for _, ab, _ in den.calls]
+    assert len(levels) == 2 * len(chain) - 1
+    assert levels[0::2] == chain.alpha_bar.tolist() and levels[1::2] == chain.alpha_bar_prev[:-1].tolist()
+    assert all(a != b for a, b in zip(levels[0::2], levels[1::2]))  # two different levels within each step
+    for x_t, ab, eps in den.calls:
+        np.testing.assert_allclose(eps.numpy(), exact_eps(x_t.numpy(), ab, data), rtol=1e-4, atol=1e-5)
+    assert qp.nearest_distances(x0.numpy(), data)[0].max() < 0.05  # and the ODE lands on the training points
 
 
 def test_exact_reverse_walk_lands_on_training_points():
@@ -166,13 +205,6 @@ def test_marginal_density_matches_a_direct_sum():
     assert marginal_density(fine, fine, pts, ab).sum() * (fine[1] - fine[0]) ** 2 == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(ValueError, match="min_var"):
         marginal_density(xs, ys, pts, 1.0)
-
-
-def test_eps_from_x0_inverts_q_sample():
-    x0 = torch.randn(10, 2, dtype=torch.float64)
-    eps = torch.randn(10, 2, dtype=torch.float64)
-    xt = q_sample(x0, 250, eps, LINEAR)
-    torch.testing.assert_close(eps_from_x0(xt, x0, float(LINEAR.alpha_bars[249])), eps)
 
 
 # ---------------------------------------------------------------- the MLP and the shared samplers
@@ -219,9 +251,11 @@ def test_guided_mlp_doubles_the_batch_once():
     net = EpsMLP(MLPConfig(hidden=16, blocks=1, num_classes=8))
     calls = []
 
-    def eps_fn(x, t, labels):
+    model = LabModel(net, LINEAR)
+
+    def eps_fn(x, alpha_bar, labels):
         calls.append((x.shape[0], None if labels is None else labels.tolist()))
-        return net(x, t, labels)
+        return model(x, alpha_bar, labels)
     run(eps_fn, make_chain(LINEAR, 5), (7, 2), labels=torch.full((7,), 3), guidance=2.5, null_label=8, seed=0)
     assert len(calls) == 5 and all(n == 14 for n, _ in calls)
     assert calls[0][1] == [3] * 7 + [8] * 7
@@ -234,7 +268,7 @@ def test_lab_checkpoint_round_trip_and_clear_errors(tmp_path):
     back = load_lab_model(tmp_path / "m")
     assert back.class_names == ["a", "b"] and back.data_key == "key:1" and back.info["training"]["steps_done"] == 3
     x, t = torch.randn(4, 2), torch.tensor([1, 2, 3, 4])
-    torch.testing.assert_close(back(x, t), net(x, t))
+    torch.testing.assert_close(back.net(x, t), net(x, t))
     with pytest.raises(LabCheckpointError, match="missing"):
         load_lab_model(tmp_path / "nothing")
     (tmp_path / "m" / "config.json").write_text('{"format": "ddpm-explainer/1"}')
@@ -278,7 +312,7 @@ def test_training_lowers_the_loss_and_is_seeded():
     assert ups[-1].loss < ups[0].loss
     again = train(data, cfg)
     x, t = torch.randn(6, 2), torch.full((6,), 200)
-    torch.testing.assert_close(again(x, t), ups[-1].model(x, t))
+    torch.testing.assert_close(again.net(x, t), ups[-1].model.net(x, t))
     assert again.data_key == data.key
 
 
@@ -572,7 +606,7 @@ def test_the_side_by_side_walk_equals_each_sampler_run_alone():
     chain = make_chain(model.schedule, steps)
     x_T = vl.seeded_normal((n, 2), seed)
     exact = vl.exact_for(vl.lab_data("8 Gaussians"))
-    for name, fn in (("network", model), ("exact", exact.along(chain))):
+    for name, fn in (("network", model), ("exact", exact)):
         alone = run(fn, chain, (n, 2), x_T=x_T, generator=torch.Generator().manual_seed(seed + 1),
                     null_label=model.null_label)
         np.testing.assert_array_equal(rec.final[name], alone.double().numpy())
@@ -598,17 +632,13 @@ def test_the_exact_walk_ahead_stops_with_the_viewer_and_reports_errors(monkeypat
     time.sleep(0.2)
     assert len(calls) == done  # nothing runs on after the close
 
-    along = ExactDenoiser.along
+    call = ExactDenoiser.__call__
 
-    def broken(den, chain, share=None):
-        fn = along(den, chain, share)
-
-        def eps(x_t, t, labels=None):
-            if t.reshape(-1)[0] < 500:
-                raise RuntimeError("the exact step failed")
-            return fn(x_t, t, labels)
-        return eps
-    monkeypatch.setattr(ExactDenoiser, "along", broken)
+    def broken(den, x_t, alpha_bar, labels=None, share=None):
+        if alpha_bar > LINEAR.alpha_bars[499]:  # past t = 500, half way
+            raise RuntimeError("the exact step failed")
+        return call(den, x_t, alpha_bar, labels, share)
+    monkeypatch.setattr(ExactDenoiser, "__call__", broken)
     with pytest.raises(RuntimeError, match="the exact step failed"):
         list(vl.walk("8 Gaussians", "DDPM", 20, 0.0, "training", 300, "unconditional", 1.0, 0, model))
 

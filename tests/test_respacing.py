@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from explainer.diffusion.respacing import SPACINGS, make_chain, map_to_training_steps, spaced_timesteps
+from explainer.diffusion.respacing import (SPACINGS, make_chain, nearest_training_steps, network_timesteps,
+                                          spaced_timesteps)
 from explainer.diffusion.schedules import make_schedule
+
+
+def mapped_steps(inference, steps, training) -> np.ndarray:
+    """The training steps ``nearest_training_steps`` gives the inference schedule's noise levels at ``steps``."""
+    return nearest_training_steps(torch.from_numpy(inference.alpha_bars[np.asarray(steps) - 1]), training).numpy()
 
 
 def diffusers_timesteps(T, n, spacing, cls=DDPMScheduler):
@@ -71,9 +78,9 @@ def test_keeping_every_step_is_the_original_chain(name):
         c = make_chain(s, 1000, spacing)
         np.testing.assert_array_equal(c.timesteps, np.arange(1000, 0, -1))
         np.testing.assert_array_equal(c.model_t, c.timesteps)
-        np.testing.assert_allclose(c.beta, s.betas[::-1], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(c.coefficients().beta, s.betas[::-1], rtol=1e-12, atol=1e-15)
         beta_tilde = s.betas * (1 - s.alpha_bars_prev) / (1 - s.alpha_bars)  # Ho et al. 2020, eq. 7, written out
-        np.testing.assert_allclose(c.beta_tilde, beta_tilde[::-1], rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(c.coefficients().beta_tilde, beta_tilde[::-1], rtol=1e-9, atol=1e-15)
         np.testing.assert_array_equal(c.alpha_bar, s.alpha_bars[::-1])
         np.testing.assert_array_equal(c.alpha_bar_prev, s.alpha_bars_prev[::-1])
     assert len(make_chain(s)) == 1000
@@ -92,11 +99,11 @@ def test_respaced_betas(spacing, n):
     np.testing.assert_array_equal(c.alpha_bar, ab)
     np.testing.assert_array_equal(c.alpha_bar_prev, ab_prev)
     # beta'_i = 1 - abar_{s_i} / abar_{s_{i-1}} (Nichol & Dhariwal sec. 4), NOT the original beta_{s_i}
-    np.testing.assert_allclose(c.beta, 1 - ab / ab_prev, rtol=1e-12)
-    assert np.all(c.beta[:-1] > s.betas[kept[:-1] - 1] * 1.5)
-    np.testing.assert_allclose(c.beta_tilde, (1 - ab / ab_prev) * (1 - ab_prev) / (1 - ab), rtol=1e-12)
+    np.testing.assert_allclose(c.coefficients().beta, 1 - ab / ab_prev, rtol=1e-12)
+    assert np.all(c.coefficients().beta[:-1] > s.betas[kept[:-1] - 1] * 1.5)
+    np.testing.assert_allclose(c.coefficients().beta_tilde, (1 - ab / ab_prev) * (1 - ab_prev) / (1 - ab), rtol=1e-12)
     # the respaced chain is itself a diffusion: its cumulative product reproduces alpha_bar at the kept steps
-    np.testing.assert_allclose(np.cumprod((1 - c.beta)[::-1])[::-1], ab, rtol=1e-10)
+    np.testing.assert_allclose(np.cumprod((1 - c.coefficients().beta)[::-1])[::-1], ab, rtol=1e-10)
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)
@@ -110,8 +117,8 @@ def test_respaced_variances_match_diffusers_ddpm(spacing, n):
         assert t + 1 == c.timesteps[i]
         large = ref._get_variance(t, variance_type="fixed_large").item()
         small = ref._get_variance(t, variance_type="fixed_small").item()
-        assert large == pytest.approx(c.beta[i], rel=2e-5, abs=1e-7)
-        assert small == pytest.approx(max(c.beta_tilde[i], 1e-20), rel=2e-4, abs=1e-7)
+        assert large == pytest.approx(c.coefficients().beta[i], rel=2e-5, abs=1e-7)
+        assert small == pytest.approx(max(c.coefficients().beta_tilde[i], 1e-20), rel=2e-4, abs=1e-7)
 
 
 @pytest.mark.parametrize("spacing, n, agrees", [("leading", 10, True), ("leading", 37, True), ("trailing", 10, True),
@@ -143,7 +150,7 @@ def test_bad_arguments():
 def test_swap_identity_when_schedules_equal():
     a, b = make_schedule("cosine", 1000), make_schedule("cosine", 1000)
     steps = spaced_timesteps(1000, 50)
-    np.testing.assert_array_equal(map_to_training_steps(a, steps, b), steps)
+    np.testing.assert_array_equal(mapped_steps(a, steps, b), steps)
     c = make_chain(a, 50, inference=b)
     np.testing.assert_array_equal(c.model_t, c.timesteps)
     assert "nearest log-SNR" not in c.description
@@ -154,7 +161,7 @@ def test_swap_identity_when_schedules_equal():
 def test_swap_maps_to_nearest_log_snr(train_name, infer_name, T_inf):
     train, infer = make_schedule(train_name, 1000), make_schedule(infer_name, T_inf)
     steps = np.arange(1, T_inf + 1)
-    mapped = map_to_training_steps(infer, steps, train)
+    mapped = mapped_steps(infer, steps, train)
     assert mapped.dtype == np.int64
     assert np.all((mapped >= 1) & (mapped <= train.T))
     assert np.all(np.diff(mapped) >= 0)  # monotone: noisier inference step -> noisier training step
@@ -165,13 +172,35 @@ def test_swap_maps_to_nearest_log_snr(train_name, infer_name, T_inf):
     # the chain uses the inference alpha_bars and the mapped training steps
     c = make_chain(train, 20, "linspace", infer)
     np.testing.assert_array_equal(c.alpha_bar, infer.alpha_bars[c.timesteps - 1])
-    np.testing.assert_array_equal(c.model_t, map_to_training_steps(infer, c.timesteps, train))
+    np.testing.assert_array_equal(c.model_t, mapped_steps(infer, c.timesteps, train))
     assert "nearest log-SNR" in c.description
+
+
+def test_any_noise_level_goes_to_the_step_of_nearest_log_snr():
+    """network_timesteps, through which every network denoiser maps the level it is told: levels between and beyond
+    the training steps, one per row or one for the batch, go to the step of nearest log-SNR (brute force)."""
+    train = make_schedule("linear", 1000)
+    levels = np.concatenate([np.random.default_rng(0).uniform(0, 1, 300), train.alpha_bars[[0, 499, 999]],
+                             [train.alpha_bars[-1] / 3, 0.9999999]])
+    got = network_timesteps(torch.from_numpy(levels), train, torch.zeros(len(levels), 2))
+    assert got.dtype == torch.long and got.shape == (len(levels),)
+    dist = np.abs((np.log(levels) - np.log1p(-levels))[:, None] - train.log_snr[None, :])
+    np.testing.assert_allclose(dist[np.arange(len(levels)), got.numpy() - 1], dist.min(1), rtol=0, atol=1e-12)
+    assert got[-5:-2].tolist() == [1, 500, 1000] and got[-2] == 1000 and got[-1] == 1
+    for level, step in ((float(levels[7]), int(got[7])), (0.0, 1000), (1.0, 1)):  # one level for the batch
+        assert network_timesteps(level, train, torch.zeros(3, 2)).tolist() == [step] * 3
+    assert network_timesteps(torch.tensor([0.5], dtype=torch.float64), train, torch.zeros(4, 2)).shape == (4,)
+    zsnr = make_schedule("linear", 1000, zero_terminal_snr=True)  # alpha_bar_T = 0: log-SNR -inf at T itself
+    np.testing.assert_array_equal(mapped_steps(zsnr, np.arange(1, 1001), zsnr), np.arange(1, 1001))
+    with pytest.raises(TypeError, match="not a step"):
+        network_timesteps(torch.tensor([500]), train, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        network_timesteps(1.5, train, torch.zeros(1, 2))
 
 
 def test_swap_saturates_at_the_ends():
     """Cosine goes noisier than linear ever does (abar_T 2.4e-9 vs 4.0e-5): its last steps map to T."""
     train, infer = make_schedule("linear", 1000), make_schedule("cosine", 1000)
-    mapped = map_to_training_steps(infer, np.array([1, 1000]), train)
+    mapped = mapped_steps(infer, np.array([1, 1000]), train)
     assert mapped[-1] == 1000
     assert mapped[0] == 1  # cosine's abar_1 is closer to 1 than linear's abar_1

@@ -20,8 +20,9 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from explainer.model.checkpoint import DiffusionModel
+from explainer.diffusion.forward import predict_x0_from_eps
 from explainer.diffusion.respacing import make_chain
-from explainer.diffusion.samplers import ddim_step, ddpm_step, guided_eps, predict_x0, run, sample
+from explainer.diffusion.samplers import ddim_step, ddpm_step, guided_eps, run, sample
 from explainer.diffusion.schedules import make_schedule
 
 LINEAR = make_schedule("linear", 1000)
@@ -89,7 +90,8 @@ def test_x0_hat_matches_pred_original_sample(name, clip, float64):
     x, eps = rand(0, dtype=dtype) * 1.3, rand(1, dtype=dtype)
     for t in (1, 2, 10, 488, 900, 999, 1000):
         out = ref.step(eps, t - 1, x, generator=torch.Generator().manual_seed(0))
-        ours = predict_x0(x, eps, float(sch.alpha_bars[t - 1]), clip)
+        ours = predict_x0_from_eps(x, eps, float(sch.alpha_bars[t - 1]))
+        ours = ours.clamp(-1.0, 1.0) if clip else ours  # the samplers' clip_x0
         if not float64:  # the tight float32 bound: x0_hat involves no differences of alpha_bars
             assert_close(ours, out.pred_original_sample, err_scale(sch.alpha_bars[t - 1]))
         check(ours, out.pred_original_sample, sch.alpha_bars[t - 1], float64)
@@ -117,8 +119,8 @@ def test_ddpm_steps_match_diffusers(variance, vtype, clip, n, spacing, float64):
         last = i == len(chain) - 1
         # diffusers draws noise unless its index is 0; a trailing chain's last index is not 0 (see module doc)
         z = None if last else torch.randn(SHAPE, generator=torch.Generator().manual_seed(i), dtype=dtype)
-        x_prev, x0_hat, coefs = ddpm_step(x, eps, float(chain.alpha_bar[i]), float(chain.alpha_bar_prev[i]),
-                                          variance=variance, clip_x0=clip, z=z)
+        row = chain.coefficients("ddpm", variance).row(i)
+        x_prev, x0_hat, coefs = ddpm_step(x, eps, row, clip_x0=clip, z=z)
         ab = chain.alpha_bar[i]
         check(x0_hat, out.pred_original_sample, ab, float64)
         if last and ts[i] > 0:
@@ -129,7 +131,7 @@ def test_ddpm_steps_match_diffusers(variance, vtype, clip, n, spacing, float64):
                 assert coefs.sigma == 0.0 and (x_prev - out.prev_sample).abs().max() > 1e-3
             continue
         check(x_prev, out.prev_sample, ab, float64)
-        sigma2 = chain.beta[i] if variance == "beta" else chain.beta_tilde[i]
+        sigma2 = row.beta if variance == "beta" else row.beta_tilde
         assert coefs.sigma == pytest.approx(0.0 if last else math.sqrt(sigma2), rel=1e-12)
 
 
@@ -149,8 +151,7 @@ def test_ddim_steps_match_diffusers(eta, clip, name, n, float64):
         x, eps, z = rand(30 + i, dtype=dtype), rand(40 + i, dtype=dtype), rand(50 + i, dtype=dtype)
         out = ref.step(eps, ts[i], x, eta=eta, use_clipped_model_output=True,
                        variance_noise=z if eta > 0 else None)
-        x_prev, x0_hat, coefs = ddim_step(x, eps, float(chain.alpha_bar[i]), float(chain.alpha_bar_prev[i]),
-                                          eta=eta, clip_x0=clip, z=z)
+        x_prev, x0_hat, coefs = ddim_step(x, eps, chain.coefficients("ddim", eta=eta).row(i), clip_x0=clip, z=z)
         check(x0_hat, out.pred_original_sample, chain.alpha_bar[i], float64)
         check(x_prev, out.prev_sample, chain.alpha_bar[i], float64)
         ref_sigma = eta * math.sqrt(ref._get_variance(ts[i], ts[i] - 1000 // n).item())
@@ -161,13 +162,10 @@ def test_ddim_steps_match_diffusers(eta, clip, name, n, float64):
 # identities
 
 
-def oracle_eps_fn(x0, schedule, calls=None):
-    """The exact eps of a known x0: eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t) at training step t."""
-    def eps_fn(x, t, labels):
-        if calls is not None:
-            calls.append(int(x.shape[0]))
-        ab = torch.as_tensor(schedule.alpha_bar_at(t.cpu().numpy()), dtype=x.dtype).reshape(-1, 1, 1, 1)
-        return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+def oracle_eps_fn(x0):
+    """The exact eps of a known x0 at the noise level it is given: eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)."""
+    def eps_fn(x, alpha_bar, labels):
+        return (x - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar)
     return eps_fn
 
 
@@ -177,7 +175,7 @@ def test_ddim_eta0_with_oracle_eps_recovers_x0(name, n, spacing):
     sch = make_schedule(name, 1000)
     x0 = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
     chain = make_chain(sch, n, spacing)
-    recs = list(sample(oracle_eps_fn(x0, sch), chain, SHAPE, method="ddim", eta=0.0, seed=1, dtype=torch.float64))
+    recs = list(sample(oracle_eps_fn(x0), chain, SHAPE, method="ddim", eta=0.0, seed=1, dtype=torch.float64))
     torch.testing.assert_close(recs[-1].x_prev, x0, rtol=0, atol=1e-9)
     for r in recs:  # x0_hat is exact at every step
         torch.testing.assert_close(r.x0_hat, x0, rtol=0, atol=1e-7 / math.sqrt(sch.alpha_bar_at(r.t)) * 1e-2 + 1e-8)
@@ -187,7 +185,7 @@ def test_ddpm_with_oracle_eps_ends_at_x0():
     """Ancestral sampling with the exact eps: the last step (abar_prev = 1) lands exactly on x0."""
     x0 = torch.rand(SHAPE, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 - 1
     for variance in ("beta", "beta_tilde"):
-        x = run(oracle_eps_fn(x0, LINEAR), make_chain(LINEAR, 25), SHAPE, variance=variance, seed=4, dtype=torch.float64)
+        x = run(oracle_eps_fn(x0), make_chain(LINEAR, 25), SHAPE, variance=variance, seed=4, dtype=torch.float64)
         torch.testing.assert_close(x, x0, rtol=0, atol=1e-9)
 
 
@@ -202,9 +200,9 @@ def test_ddim_eta1_is_ddpm_with_beta_tilde(n, spacing):
     np.testing.assert_allclose(chain.coefficients("ddpm").sigma[:-1] ** 2, beta_tilde[:-1], rtol=1e-10, atol=1e-18)
     for i in (0, len(chain) // 2, len(chain) - 2):  # and the whole step, with the same z
         x, eps, z = rand(i, dtype=torch.float64), rand(i + 1, dtype=torch.float64), rand(i + 2, dtype=torch.float64)
-        a, b = float(chain.alpha_bar[i]), float(chain.alpha_bar_prev[i])
-        torch.testing.assert_close(ddim_step(x, eps, a, b, eta=1.0, z=z)[0],
-                                   ddpm_step(x, eps, a, b, variance="beta_tilde", z=z)[0], rtol=1e-9, atol=1e-9)
+        ddim, ddpm = chain.coefficients("ddim", eta=1.0).row(i), chain.coefficients("ddpm", "beta_tilde").row(i)
+        torch.testing.assert_close(ddim_step(x, eps, ddim, z=z)[0], ddpm_step(x, eps, ddpm, z=z)[0], rtol=1e-9,
+                                   atol=1e-9)
 
 
 def test_ddpm_eps_form_equals_posterior_mean_form():
@@ -213,7 +211,7 @@ def test_ddpm_eps_form_equals_posterior_mean_form():
     for i in (0, 20, 39):
         x, eps = rand(i, dtype=torch.float64), rand(i + 7, dtype=torch.float64)
         a, b = float(chain.alpha_bar[i]), float(chain.alpha_bar_prev[i])
-        x_prev, x0_hat, _ = ddpm_step(x, eps, a, b)
+        x_prev, x0_hat, _ = ddpm_step(x, eps, chain.coefficients().row(i))
         mu = (1 - a / b) * math.sqrt(b) / (1 - a) * x0_hat + (1 - b) * math.sqrt(a / b) / (1 - a) * x
         torch.testing.assert_close(x_prev, mu, rtol=1e-10, atol=1e-10)
 
@@ -223,15 +221,19 @@ def test_ddpm_eps_form_equals_posterior_mean_form():
 
 
 class CountingModel:
-    """eps depends on the label, so guidance has something to mix; counts calls and batch sizes."""
+    """eps depends on the label and the noise level, so guidance has something to mix; counts calls and batch
+    sizes, and the levels it is told."""
 
     def __init__(self):
         self.calls = []
+        self.levels = []
 
-    def __call__(self, x, t, labels):
+    def __call__(self, x, alpha_bar, labels):
         self.calls.append(x.shape[0])
+        self.levels.append(alpha_bar)
         lab = torch.zeros(x.shape[0]) if labels is None else labels.float()
-        return 0.1 * x + 0.01 * lab.reshape(-1, 1, 1, 1) + 1e-4 * t.float().reshape(-1, 1, 1, 1)
+        level = torch.as_tensor(alpha_bar, dtype=x.dtype).reshape(-1, 1, 1, 1)
+        return 0.1 * x + 0.01 * lab.reshape(-1, 1, 1, 1) + 1e-2 * level
 
 
 @pytest.mark.parametrize("w", [0.0, 1.0, 2.5, 7.0])
@@ -242,19 +244,31 @@ def test_guidance_one_call_per_step_and_formula(w):
     recs = list(sample(model, chain, SHAPE, labels=labels, guidance=w, null_label=10, seed=0))
     assert len(model.calls) == len(chain)  # exactly one network call per step
     assert all(c == (6 if w not in (0.0, 1.0) else 3) for c in model.calls)
+    assert model.levels == chain.alpha_bar.tolist()  # each told its step's noise level, the chain's own
     for r in recs:
-        t = torch.full((3,), r.model_t)
-        eps_c, eps_u = model(r.x_t, t, labels), model(r.x_t, t, torch.full((3,), 10))
+        ab = float(chain.alpha_bar[r.index])
+        eps_c, eps_u = model(r.x_t, ab, labels), model(r.x_t, ab, torch.full((3,), 10))
         torch.testing.assert_close(r.eps, eps_u + w * (eps_c - eps_u))
 
 
 def test_guidance_limits():
     model = CountingModel()
-    x, t, lab = rand(0), torch.full((3,), 500), torch.tensor([4, 5, 6])
+    x, t, lab = rand(0), float(LINEAR.alpha_bars[499]), torch.tensor([4, 5, 6])
     torch.testing.assert_close(guided_eps(model, x, t, lab, 1.0, 10), model(x, t, lab))
     torch.testing.assert_close(guided_eps(model, x, t, lab, 0.0, 10), model(x, t, torch.full((3,), 10)))
     # unconditional models (no labels or no null class) ignore the scale
     torch.testing.assert_close(guided_eps(model, x, t, None, 3.0, 10), model(x, t, None))
+
+
+def test_guidance_doubles_a_noise_level_per_row():
+    """Rows at different noise levels (the noise tab's batch): the doubled call gets each row's level twice."""
+    model = CountingModel()
+    x, lab = rand(0), torch.tensor([4, 5, 6])
+    levels = torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64)
+    got = guided_eps(model, x, levels, lab, 2.0, 10)
+    assert model.calls == [6] and torch.equal(model.levels[0], torch.cat([levels, levels]))
+    for i in range(3):
+        torch.testing.assert_close(got[i:i + 1], guided_eps(model, x[i:i + 1], float(levels[i]), lab[i:i + 1], 2.0, 10))
 
 
 def test_seeded_reproducibility_and_generator_equivalence():
@@ -270,7 +284,7 @@ def test_seeded_reproducibility_and_generator_equivalence():
     recs = list(sample(model, chain, SHAPE, seed=123))
     assert torch.equal(recs[0].x_t, torch.randn(SHAPE, generator=g))
     z0 = torch.randn(SHAPE, generator=g)
-    x_prev, _, coefs = ddpm_step(recs[0].x_t, recs[0].eps, float(chain.alpha_bar[0]), float(chain.alpha_bar_prev[0]), z=z0)
+    x_prev, _, coefs = ddpm_step(recs[0].x_t, recs[0].eps, chain.coefficients().row(0), z=z0)
     torch.testing.assert_close(recs[0].x_prev, x_prev)
 
 

@@ -47,7 +47,8 @@ def test_float64_exactness():
     np.testing.assert_allclose(s.alpha_bars, ref, rtol=1e-13)
     for name in ("linear", "cosine", "sigmoid"):
         sch = make_schedule(name, 100)
-        for arr in (sch.betas, sch.alphas, sch.alpha_bars, sch.snr, sch.log_snr, make_chain(sch).beta_tilde):
+        beta_tilde = make_chain(sch).coefficients().beta_tilde
+        for arr in (sch.betas, sch.alphas, sch.alpha_bars, sch.snr, sch.log_snr, beta_tilde):
             assert arr.dtype == np.float64
 
 
@@ -89,8 +90,8 @@ def test_derived_quantities_by_hand():
     row = full.row(sch.T - t)
     assert row.beta_tilde == pytest.approx(b * (1 - ab_prev) / (1 - ab), rel=1e-12)
     assert full.beta_tilde[-1] == 0.0  # beta_tilde_1 = 0 (alpha_bar_0 = 1)
-    assert row.c0 == pytest.approx(b * math.sqrt(ab_prev) / (1 - ab), rel=1e-12)
-    assert row.ct == pytest.approx((1 - ab_prev) * math.sqrt(1 - b) / (1 - ab), rel=1e-12)
+    assert row.posterior_mean_coef1 == pytest.approx(b * math.sqrt(ab_prev) / (1 - ab), rel=1e-12)
+    assert row.posterior_mean_coef2 == pytest.approx((1 - ab_prev) * math.sqrt(1 - b) / (1 - ab), rel=1e-12)
     summ = sch.summary_at(t)
     assert summ["alpha_bar_t"] == pytest.approx(ab) and summ["beta_t"] == pytest.approx(b)
     assert sch.summary_at(0)["alpha_bar_t"] == 1.0 and sch.summary_at(0)["snr"] == math.inf

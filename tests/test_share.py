@@ -2,6 +2,7 @@
 owner, and the exact denoiser's posterior mean is the same whoever computes its chunks."""
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -96,15 +97,15 @@ def test_the_posterior_mean_is_the_same_whoever_computes_the_chunks(alpha_bar, i
 
 
 def test_a_shared_exact_walk_equals_the_walk_alone():
-    """The exact denoiser's eps function of one walk, its chunks computed by two threads: the same particles."""
+    """The exact denoiser in one walk, its chunks computed by two threads: the same particles."""
     sched = make_schedule("linear", 1000)
     data = np.random.default_rng(1).normal(size=(2000, 2))
     den = ExactDenoiser(data, sched)
     chain = make_chain(sched, 20)
-    alone = run(den.along(chain), chain, (300, 2), seed=4)
+    alone = run(den, chain, (300, 2), seed=4)
     share = TaskShare()
     with ThreadPoolExecutor(1) as pool:
-        job = pool.submit(run, den.along(chain, share), chain, (300, 2), seed=4)
+        job = pool.submit(run, functools.partial(den, share=share), chain, (300, 2), seed=4)
         share.help_until(job)
         torch.testing.assert_close(job.result(), alone, rtol=0, atol=0)
 

@@ -348,9 +348,9 @@ def test_every_network_call_goes_through_eps_fn_for(monkeypatch, tiny_model):
     calls = []
 
     def counting(model):
-        def eps(x, t, labels=None):
+        def eps(x, alpha_bar, labels=None):
             calls.append(x.shape[0])
-            return model.eps(x, t, labels)
+            return model.eps(x, alpha_bar, labels)
         return eps
 
     assert views.eps_fn_for(tiny_model) == tiny_model.eps
@@ -654,7 +654,7 @@ def test_noise_removal_real_digit_against_the_formulas(tiny_model):
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
     assert torch.allclose(res.x_t, x_t, atol=1e-5)
     with torch.no_grad():
-        eps_hat = tiny_model.eps(x_t, torch.tensor(res.ts), None)
+        eps_hat = tiny_model.net(x_t, torch.tensor(res.ts), None)  # the network at each row's step
     assert torch.allclose(res.eps_hat, eps_hat, atol=1e-5)
     assert torch.allclose(res.x0_hat, (x_t - (1 - ab).sqrt() * eps_hat) / ab.sqrt(), rtol=1e-4, atol=1e-3)
     mse = ((eps_hat - eps) ** 2).mean(dim=(1, 2, 3)).numpy()
@@ -664,7 +664,7 @@ def test_noise_removal_real_digit_against_the_formulas(tiny_model):
 def test_noise_removal_with_an_oracle_recovers_x0(monkeypatch, tiny_model):
     """If the network returned the true noise, subtracting all of it would give x_0 back at every t."""
     eps = torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(0))
-    monkeypatch.setattr(vn, "eps_fn_for", lambda model: (lambda x, t, labels=None: eps.expand(x.shape[0], -1, -1, -1)))
+    monkeypatch.setattr(vn, "eps_fn_for", lambda model: (lambda x, ab, labels=None: eps.expand(x.shape[0], -1, -1, -1)))
     res = vn.noise_removal(tiny_model, "real digit", DIGIT, "unconditional", 1.0, 20, 0)
     assert res.errors["eps_hat vs true eps"].max() == 0
     assert res.errors["x0_hat vs true x0"].max() < 1e-6

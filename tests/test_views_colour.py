@@ -170,7 +170,7 @@ def test_noise_removal_of_a_real_emoji(colour):
     ab = torch.tensor(ab, dtype=torch.float32)[:, None, None, None]
     assert torch.allclose(res.x_t, ab.sqrt() * res.x0 + (1 - ab).sqrt() * eps, atol=1e-5)
     with torch.no_grad():
-        eps_hat = colour.eps(res.x_t, torch.tensor(res.ts), torch.full((20,), 2))
+        eps_hat = colour.net(res.x_t, torch.tensor(res.ts), torch.full((20,), 2))  # the network at each row's step
     assert torch.allclose(res.eps_hat, eps_hat, atol=1e-5)
     assert vn.noise_removal(colour, "real digit", FROG, "Animals & Nature", 1.0, 20, 4).ts == res.ts  # the API value
 

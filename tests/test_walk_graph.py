@@ -31,11 +31,11 @@ CHAINS = {
 
 
 def _affine_step(row, x_t, eps, z, clip):
-    p, q, c0, ct, sigma = (float(v) for v in row)
-    x0 = p * x_t + q * eps
+    sqrt_recip, sqrt_recipm1, coef1, coef2, sigma = (float(v) for v in row)
+    x0 = sqrt_recip * x_t - sqrt_recipm1 * eps
     if clip:
         x0 = x0.clamp(-1, 1)
-    return c0 * x0 + ct * x_t + sigma * z, x0
+    return coef1 * x0 + coef2 * x_t + sigma * z, x0
 
 
 @pytest.mark.parametrize("name", list(CHAINS))
@@ -52,12 +52,10 @@ def test_affine_table_reproduces_the_eps_form_steps(name, method, variance, eta,
     for i in sorted({0, 1, n // 3, n // 2, n - 2, n - 1}):
         x_t, eps, z = (torch.randn(3, 1, 8, 8, generator=gen, dtype=torch.float64) for _ in range(3))
         last = i == n - 1
-        ab, ab_prev = float(chain.alpha_bar[i]), float(chain.alpha_bar_prev[i])
+        row = chain.coefficients(method, variance, eta).row(i)
         zz = None if last else z
-        if method == "ddpm":
-            ref, ref_x0, _ = ddpm_step(x_t, eps, ab, ab_prev, variance=variance, clip_x0=clip, z=zz)
-        else:
-            ref, ref_x0, _ = ddim_step(x_t, eps, ab, ab_prev, eta=eta, clip_x0=clip, z=zz)
+        step = ddpm_step if method == "ddpm" else ddim_step
+        ref, ref_x0, _ = step(x_t, eps, row, clip_x0=clip, z=zz)
         out, x0 = _affine_step(table[i], x_t, eps, z, clip)
         scale = 1 + ref.abs().max().item()
         assert (out - ref).abs().max().item() / scale < 1e-9, (i, name)
@@ -66,20 +64,25 @@ def test_affine_table_reproduces_the_eps_form_steps(name, method, variance, eta,
 
 
 def test_affine_ddpm_matches_algorithm_2():
-    """x_prev = (x_t - beta/sqrt(1-abar) eps)/sqrt(alpha): c0 p + ct = 1/sqrt(alpha), c0 q = -beta/(sqrt(1-abar) sqrt(alpha))."""
+    """x_prev = (x_t - beta/sqrt(1-abar) eps)/sqrt(alpha): with x0_hat = a x_t - b eps and the mean c1 x0_hat + c2 x_t,
+    c1 a + c2 = 1/sqrt(alpha) and c1 b = beta/(sqrt(1-abar) sqrt(alpha))."""
     chain = CHAINS["50 respaced"]
-    p, q, c0, ct, _ = chain.coefficients().affine().T
-    alpha, beta = chain.alpha, chain.beta
-    np.testing.assert_allclose(c0 * p + ct, 1 / np.sqrt(alpha), rtol=1e-12)
-    np.testing.assert_allclose(c0 * q, -beta / (np.sqrt(1 - chain.alpha_bar) * np.sqrt(alpha)), rtol=1e-10)
+    a, b, c1, c2, _ = chain.coefficients().affine().T
+    ab, ab_prev = chain.alpha_bar, chain.alpha_bar_prev
+    alpha, beta = ab / ab_prev, 1 - ab / ab_prev  # the respaced chain's (Nichol & Dhariwal 2021, sec. 4)
+    np.testing.assert_allclose(c1 * a + c2, 1 / np.sqrt(alpha), rtol=1e-12)
+    np.testing.assert_allclose(c1 * b, beta / (np.sqrt(1 - ab) * np.sqrt(alpha)), rtol=1e-10)
 
 
 def test_affine_sigma_columns():
     chain = CHAINS["50 respaced"]
-    np.testing.assert_allclose(chain.coefficients(variance="beta").affine()[:-1, 4] ** 2, chain.beta[:-1], rtol=1e-12)
-    np.testing.assert_allclose(chain.coefficients().affine()[:-1, 4] ** 2, chain.beta_tilde[:-1], rtol=1e-12)
+    ab, ab_prev = chain.alpha_bar, chain.alpha_bar_prev
+    beta = 1 - ab / ab_prev
+    beta_tilde = beta * (1 - ab_prev) / (1 - ab)  # Ho et al. 2020, eq. 7
+    np.testing.assert_allclose(chain.coefficients(variance="beta").affine()[:-1, 4] ** 2, beta[:-1], rtol=1e-12)
+    np.testing.assert_allclose(chain.coefficients().affine()[:-1, 4] ** 2, beta_tilde[:-1], rtol=1e-12)
     # DDIM with eta = 1 has sigma^2 = beta_tilde (Song et al. 2021, sec. 4.1); eta = 0 is deterministic
-    np.testing.assert_allclose(chain.coefficients(method="ddim", eta=1.0).affine()[:-1, 4] ** 2, chain.beta_tilde[:-1],
+    np.testing.assert_allclose(chain.coefficients(method="ddim", eta=1.0).affine()[:-1, 4] ** 2, beta_tilde[:-1],
                                rtol=1e-10)
     assert not chain.coefficients(method="ddim", eta=0.0).affine()[:, 4].any()
 
@@ -123,14 +126,14 @@ def test_walk_network_batch_is_doubled_only_under_guidance(tiny_model):
     chain = make_chain(tiny_model.schedule, 5)
     calls = []
 
-    def counting(x, t, y):
-        calls.append((x.shape[0], None if y is None else y.tolist(), t.tolist()))
-        return tiny_model.eps(x, t, y)
+    def counting(x, alpha_bar, y):
+        calls.append((x.shape[0], None if y is None else y.tolist(), alpha_bar.tolist()))
+        return tiny_model.eps(x, alpha_bar, y)
 
     GraphedWalk(tiny_model, chain, 2, labels=[3, 4], guidance=2.5, eps_call=counting).run(seed=0)
     assert len(calls) == 5  # one network call per step
     assert all(b == 4 and y == [3, 4, 10, 10] for b, y, _ in calls)
-    assert [t[0] for _, _, t in calls] == list(chain.model_t)
+    assert [ab for _, _, (ab,) in calls] == chain.alpha_bar.tolist()  # told each step's noise level
     calls.clear()
     GraphedWalk(tiny_model, chain, 2, labels=[3, 4], guidance=0.0, eps_call=counting).run(seed=0)
     assert all(b == 2 and y == [10, 10] for b, y, _ in calls)

@@ -1,9 +1,10 @@
 """Fast eps-model callables: the same function as ``model.eps``, computed by the fastest correct path.
 
-``fast_eps_fn(model, backend=...)`` returns a ``FastEps``, an ``EpsFn`` (``eps_fn(x_t, t, labels) -> eps``)
-that the samplers take unchanged; ``best_eps_fn(model)`` keeps the automatic choice for each model. A
-``FastEps`` declares ``name`` (the path chosen, and why faster ones were skipped), ``backend`` and
-``skipped``.
+``fast_eps_fn(model, backend=...)`` returns a ``FastEps``, a denoiser (``eps_fn(x_t, alpha_bar, labels) -> eps``,
+samplers.py) that the samplers take unchanged; ``best_eps_fn(model)`` keeps the automatic choice for each model.
+Every path is told the noise level and maps it to the network's training step as ``model.eps`` does
+(``respacing.network_timesteps``). A ``FastEps`` declares ``name`` (the path chosen, and why faster ones were
+skipped), ``backend`` and ``skipped``.
 
 Paths, in the order they are tried on each kind of device (benchmarks/speed.py and benchmarks/gpu_check.py
 time them; README.md lists the results):
@@ -39,7 +40,8 @@ from typing import Callable, Iterator
 import torch
 
 from ..model.checkpoint import DiffusionModel
-from ..diffusion.samplers import EpsFn, StepRecord
+from ..diffusion.respacing import network_timesteps
+from ..diffusion.samplers import Denoiser, StepRecord
 
 BACKENDS = ("auto", "eager", "cuda", "onnx", "torchscript")
 TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2}  # max |fast - eager| / (1 + max |eager|)
@@ -52,15 +54,15 @@ class FastPathError(RuntimeError):
 
 @dataclass(eq=False, repr=False)
 class FastEps:
-    """An EpsFn computed by one path, and what describes it; calls are serialised by a lock (module docstring).
+    """A denoiser computed by one path, and what describes it; calls are serialised by a lock (module docstring).
 
-    fn: the path's own ``(x_t, t, labels) -> eps``. name: the path in words (``fast_eps_fn`` appends why
-    faster paths were skipped). backend: one of ``BACKENDS`` (never "auto"). precision: "fp32" or "bf16",
+    fn: the path's own denoiser ``(x_t, alpha_bar, labels) -> eps``. name: the path in words (``fast_eps_fn``
+    appends why faster paths were skipped). backend: one of ``BACKENDS`` (never "auto"). precision: "fp32" or "bf16",
     which sets the tolerance of ``check_agrees``. serialize: take the lock around every call.
     skipped: "path: reason" for each faster path that could not be built or did not agree.
     """
 
-    fn: EpsFn
+    fn: Denoiser
     name: str
     backend: str
     precision: str = "fp32"
@@ -71,9 +73,10 @@ class FastEps:
     def __post_init__(self):
         self._lock = threading.Lock() if self.serialize else contextlib.nullcontext()
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x_t: torch.Tensor, alpha_bar, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """eps_theta(x_t) at noise level ``alpha_bar`` (a float, or one per row), as ``DiffusionModel.eps``."""
         with self._lock, torch.inference_mode():
-            return self.fn(x_t, t, labels)
+            return self.fn(x_t, alpha_bar, labels)
 
     @property
     def capture_errors(self) -> list[str]:
@@ -95,7 +98,7 @@ def _null_filled(model: DiffusionModel, labels: torch.Tensor | None, batch: int,
 
 
 def _net_call(model: DiffusionModel, net: torch.nn.Module) -> Callable:
-    """net(x, t, labels) -> eps with the conventions of ``model.eps`` (diffusers counts t from 0)."""
+    """net(x, t, labels) -> eps at training steps t [B], as ``model.eps`` calls its net (diffusers counts t from 0)."""
     if model.kind == "diffusers":
         return lambda x, t, labels: net(x, t - 1, return_dict=False)[0]
     if model.num_classes:
@@ -119,21 +122,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DDPM_EXPLAINER_CACHE") or Path(tempfile.gettempdir()) / "ddpm-explainer-cache")
 
 
-def check_agrees(model: DiffusionModel, fn: EpsFn, tol: float, batches=(1, 3), seed: int = 0) -> float:
-    """Largest relative error of ``fn`` against ``model.eps`` on random inputs; FastPathError above ``tol``."""
+def check_agrees(model: DiffusionModel, fn: FastEps, tol: float, batches=(1, 3), seed: int = 0) -> float:
+    """Largest relative error of ``fn`` against ``model.eps`` on random inputs (a random noise level per row, in
+    (0, 1)); FastPathError above ``tol``."""
     gen = torch.Generator().manual_seed(seed)
-    T = model.schedule.T
     worst = 0.0
     for b in batches:
         x = torch.randn(b, model.channels, model.image_size, model.image_size, generator=gen).to(model.device)
-        t = torch.randint(1, T + 1, (b,), generator=gen).to(model.device)
+        alpha_bar = torch.rand(b, generator=gen, dtype=torch.float64).clamp(1e-4, 1 - 1e-4).to(model.device)
         label_sets = [None]
         if model.num_classes:
             label_sets.append(torch.randint(0, model.num_classes + 1, (b,), generator=gen).to(model.device))
         for labels in label_sets:
             with torch.inference_mode():
-                ref = model.eps(x, t, labels).float()
-                out = fn(x, t, labels).float()
+                ref = model.eps(x, alpha_bar, labels).float()
+                out = fn(x, alpha_bar, labels).float()
             if out.shape != ref.shape:
                 raise FastPathError(f"output shape {tuple(out.shape)} != eager {tuple(ref.shape)}")
             err = ((out - ref).abs().max() / (1.0 + ref.abs().max())).item()
@@ -153,7 +156,7 @@ def eager_eps_fn(model: DiffusionModel) -> FastEps:
 # ----------------------------------------------------------------------------------------------- ONNX Runtime
 
 class _TraceableEps(torch.nn.Module):
-    """The network as a module with ``forward(x, t, labels) -> eps`` (``model.eps``'s conventions), for
+    """The network as a module with ``forward(x, t, labels) -> eps`` at training steps (``_net_call``), for
     ``torch.onnx.export`` and ``torch.jit.trace``."""
 
     def __init__(self, model: DiffusionModel, net: torch.nn.Module):
@@ -223,8 +226,9 @@ def onnx_eps_fn(model: DiffusionModel, *, threads: int | None = None, path: Path
     inputs = {i.name for i in session.get_inputs()}  # an unconditional net has no labels input
     out_device = model.device
 
-    def fn(x_t, t, labels):
+    def fn(x_t, alpha_bar, labels):
         b = x_t.shape[0]
+        t = network_timesteps(alpha_bar, model.schedule, x_t)
         feeds = {"x": x_t.detach().to("cpu", torch.float32).contiguous().numpy(),
                  "t": t.detach().to("cpu", torch.long).reshape(b).contiguous().numpy()}
         if "labels" in inputs:
@@ -253,7 +257,8 @@ def torchscript_eps_fn(model: DiffusionModel) -> FastEps:
     except Exception as e:
         raise FastPathError(f"TorchScript trace failed: {type(e).__name__}: {e}") from e
 
-    def fn(x_t, t, labels):
+    def fn(x_t, alpha_bar, labels):
+        t = network_timesteps(alpha_bar, model.schedule, x_t)
         return traced(x_t, t, _null_filled(model, labels, x_t.shape[0], x_t.device))
 
     return FastEps(fn, f"torchscript (frozen trace) fp32 on {dev.type}", "torchscript",
@@ -353,10 +358,11 @@ class CudaGraphEps:
         self._graphs[key] = entry
         return entry
 
-    def __call__(self, x_t, t, labels=None):
+    def __call__(self, x_t, alpha_bar, labels=None):
+        """eps at noise level ``alpha_bar``: the network at its nearest training step (respacing.network_timesteps)."""
         dev = self.model.device
         x_t = x_t.to(dev, torch.float32)
-        t = t.to(dev, torch.long).reshape(-1)
+        t = network_timesteps(alpha_bar, self.model.schedule, x_t)
         labels = None if labels is None else labels.to(dev, torch.long).reshape(-1)
         if not self.graphs:
             return self._run(x_t.contiguous(memory_format=torch.channels_last), t, labels).float().contiguous()

@@ -7,10 +7,15 @@ Python and kernel launches between two network calls can cost as much as the net
 ``GraphedWalk`` writes one step as tensor arithmetic on the table of ``SamplingChain.coefficients(...).affine()``,
 indexed by a step counter that lives on the device:
 
-    eps    = eps_theta(x_t, t_i, y)                 (guidance: one call on the doubled batch, Ho & Salimans 2022)
-    x0_hat = p_i x_t + q_i eps                      (Ho et al. 2020, eq. 15; clamped to [-1, 1] if asked)
-    x_prev = c0_i x0_hat + ct_i x_t + sigma_i z_i   (posterior mean, eq. 7, or DDIM, Song et al. 2021, eq. 12)
+    eps    = eps_theta(x_t, abar_i, y)                          (guidance: one call on the doubled batch)
+    x0_hat = sqrt_recip_alpha_bar_i x_t - sqrt_recipm1_alpha_bar_i eps            (Ho et al. 2020, eq. 15)
+    x_prev = posterior_mean_coef1_i x0_hat + posterior_mean_coef2_i x_t + sigma_i z_i
     i      = i + 1
+
+eps_theta is a denoiser told the chain's noise level abar_i (samplers.py), which the network maps to its
+training step on the device (``respacing.network_timesteps``), inside the graph; guidance follows Ho & Salimans
+2022; x0_hat is clamped to [-1, 1] if asked; x_prev is the posterior mean (eq. 7) or DDIM's (Song et al. 2021,
+eq. 12) plus the step's noise.
 
 On CUDA this step (network call included) is captured once as a CUDA graph and replayed len(chain)
 times, so the host only queues replays and the GPU never waits for Python. The noise is drawn ahead of
@@ -27,7 +32,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..model.checkpoint import DiffusionModel
-from ..diffusion.respacing import SamplingChain
+from ..diffusion.respacing import SamplingChain, network_timesteps
 from .fast import async_to_host
 from ..diffusion.samplers import batch_labels, check_sampler_args, combine_guided, draw_normal, draws_noise, guidance_labels
 
@@ -36,7 +41,8 @@ class GraphedWalk:
     """A fixed walk (chain, batch size, labels, guidance, sampler) ready to run many times.
 
     precision / compile: the CUDA network call (see ``fast.CudaGraphEps``; default bf16 weights); on CPU
-    the network runs as ``model.eps`` in fp32. eps_call: any capturable ``(x, t, labels) -> eps`` instead.
+    the network runs as ``model.eps`` in fp32. eps_call: any capturable denoiser ``(x, alpha_bar, labels) -> eps``
+    (samplers.py) instead; it gets the step's level as a one-element float64 tensor on the device.
     graphs: capture the step as a CUDA graph (default: on CUDA). Building captures nothing; the first
     ``run`` warms up and captures (and pays torch.compile's compile time, if asked).
     noise_bytes: memory for drawn noise; a walk needing more is drawn in chunks of as many steps as fit
@@ -60,7 +66,8 @@ class GraphedWalk:
         if eps_call is None:
             if dev.type == "cuda":
                 from .fast import CudaGraphEps  # the bf16 / channels_last / compiled network call
-                eps_call = CudaGraphEps(model, precision=precision, compile=compile, graphs=False)._run
+                run_at_steps = CudaGraphEps(model, precision=precision, compile=compile, graphs=False)._run
+                eps_call = lambda x, alpha_bar, y: run_at_steps(x, network_timesteps(alpha_bar, model.schedule, x), y)
                 self.precision = "fp32" if precision == "fp32" else "bf16"
             else:
                 eps_call = model.eps
@@ -73,7 +80,7 @@ class GraphedWalk:
             call_labels, self._doubled = guidance_labels(labels, self.guidance, model.null_label)
             self._labels = None if call_labels is None else call_labels.contiguous()
             self._coefs = torch.tensor(coefs, dtype=torch.float32, device=dev)
-            self._t = torch.as_tensor(chain.model_t, dtype=torch.long).to(dev)
+            self._alpha_bar = torch.as_tensor(chain.alpha_bar, dtype=torch.float64).to(dev)
             self._idx = torch.zeros(1, dtype=torch.long, device=dev)
             self._x = torch.zeros(self.shape, device=dev)
             self._x0 = torch.zeros(self.shape, device=dev)
@@ -95,18 +102,17 @@ class GraphedWalk:
     def _step(self) -> None:
         """One reverse step on the static buffers (inference mode; capturable: no host sync, no Python branch on data)."""
         i = self._idx
-        p, q, c0, ct, sigma = self._coefs.index_select(0, i)[0].unbind()
+        sqrt_recip, sqrt_recipm1, coef1, coef2, sigma = self._coefs.index_select(0, i)[0].unbind()
         x = self._x
-        n_call = self.network_batch
-        t = self._t.index_select(0, i).expand(n_call)
-        eps = self._eps_call(torch.cat([x, x]) if self._doubled else x, t, self._labels).float()
+        alpha_bar = self._alpha_bar.index_select(0, i)
+        eps = self._eps_call(torch.cat([x, x]) if self._doubled else x, alpha_bar, self._labels).float()
         if self._doubled:
             eps = combine_guided(eps, self.guidance)
-        x0 = torch.addcmul(p * x, q, eps)
+        x0 = torch.addcmul(sqrt_recip * x, sqrt_recipm1, eps, value=-1.0)
         if self.clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
         z = self._noise.index_select(0, self._slot)[0]
-        x_prev = torch.addcmul(torch.addcmul(c0 * x0, ct, x), sigma, z)
+        x_prev = torch.addcmul(torch.addcmul(coef1 * x0, coef2, x), sigma, z)
         self._x0.copy_(x0)
         self._x.copy_(x_prev)
         self._idx.add_(1)

@@ -15,7 +15,9 @@ it takes every particle back onto one of the x_i: it has memorised the data. Wit
 mixture uses only the points of class y and the null label all of them, which gives the exact pair of
 conditional and unconditional predictions that classifier-free guidance combines.
 
-``ExactDenoiser`` is an eps function ``eps_fn(x_t, t, labels)`` as the samplers take it. The weights are
+``ExactDenoiser`` is a denoiser ``eps_fn(x_t, alpha_bar, labels)`` as the samplers take it (samplers.py): it uses
+the noise level it is given, of any schedule and between any two steps, so a walk along another inference schedule,
+or a sampler that evaluates it twice per step, gets the exact eps at each level. The weights are
 normalised with log-sum-exp (at small t the logits are of order 1/(1 - abar_t), about 10^4), batched in chunks
 of rows, in float64 wherever float32 could round them visibly (``posterior_mean``). The data may have any
 dimension D; x_t is [B, D].
@@ -27,6 +29,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .forward import predict_eps_from_x0
 from .schedules import Schedule
 
 CHUNK_ELEMENTS = 1 << 17  # rows x points per chunk of logits (small enough to stay in the cache)
@@ -126,16 +129,13 @@ def effective_points(weights: torch.Tensor) -> torch.Tensor:
     return 1.0 / (weights * weights).sum(-1)
 
 
-def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: float) -> torch.Tensor:
-    """eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)   (Ho et al. 2020, eq. 4 solved for eps), in float64."""
-    return (x_t.to(torch.float64) - alpha_bar ** 0.5 * x0.to(torch.float64)) / (1.0 - alpha_bar) ** 0.5
-
-
 class ExactDenoiser:
-    """eps_fn(x_t, t, labels) of the exact denoiser of ``points`` under ``schedule`` (t: paper steps 1..T).
+    """The exact denoiser of ``points``: ``eps_fn(x_t, alpha_bar, labels)`` at any noise level alpha_bar in (0, 1).
 
-    labels: None (all points), or [B] class ids where ``null_label`` (= the number of classes) means all points;
-    ``point_labels`` [N] give each point's class. ``x0`` gives E[x_0 | x_t] itself.
+    alpha_bar: one float, or a tensor of one level per row. labels: None (all points), or [B] class ids where
+    ``null_label`` (= the number of classes) means all points; ``point_labels`` [N] give each point's class.
+    ``schedule``: the training schedule a walk of it is made on by default (``lab_training.evaluate``); the eps
+    itself does not depend on it.
     """
 
     def __init__(self, points, schedule: Schedule, point_labels=None, num_classes: int | None = None):
@@ -161,10 +161,6 @@ class ExactDenoiser:
     def null_label(self) -> int | None:
         return self.num_classes if self.num_classes else None
 
-    def _alpha_bar(self, t: int) -> float:
-        self.schedule.check_t(t)
-        return float(self.schedule.alpha_bars[t - 1])
-
     def _points(self, label: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         if label is None or label == self.null_label or self.point_labels is None:
             return self.data, self.sq_norms
@@ -172,68 +168,32 @@ class ExactDenoiser:
             raise ValueError(f"class {label} has no points (classes 0..{self.num_classes - 1}, null {self.null_label})")
         return self.groups[label]
 
-    def _by_group(self, x_t: torch.Tensor, t, labels, fn, alpha_bar: float | None = None) -> torch.Tensor:
-        """fn(x_rows, alpha_bar, data, sq_norms) on the rows of each (t, label) group, as float64 [B, D].
-
-        alpha_bar: use this noise level for every row instead of the schedule's at t (t is then ignored).
-        """
+    def eps64(self, x_t: torch.Tensor, alpha_bar, labels=None, share=None) -> torch.Tensor:
+        """eps*(x_t) at noise level(s) ``alpha_bar``, float64 on the CPU: ``posterior_mean`` of each group of rows
+        with one (level, label), then eq. 4 solved for eps (``forward.predict_eps_from_x0``). ``share``: see
+        ``posterior_mean``."""
         x = x_t.detach().to("cpu", torch.float64)
-        t = torch.zeros(1, dtype=torch.long) if alpha_bar is not None else torch.as_tensor(t, dtype=torch.long)
-        t = t.reshape(-1).cpu()
-        if t.numel() == 1:
-            t = t.expand(x.shape[0])
+        levels = torch.as_tensor(alpha_bar, dtype=torch.float64).reshape(-1).cpu()
         lab = None if labels is None else torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
-        if lab is not None and lab.numel() == 1:
-            lab = lab.expand(x.shape[0])
-        keys = t if lab is None else t * (self.num_classes + 2) + lab
+        if levels.numel() == 1 and (lab is None or bool((lab == lab[0]).all())):  # one group: the sampler's case
+            ab = float(levels[0])
+            data, sq = self._points(None if lab is None else int(lab[0]))
+            return predict_eps_from_x0(x, posterior_mean(x, ab, data, sq, share), ab)
+        B = x.shape[0]
+        label_keys = torch.zeros(B, dtype=torch.float64) if lab is None else lab.double().expand(B)
+        groups, inverse = torch.unique(torch.stack([levels.expand(B), label_keys], 1), dim=0, return_inverse=True)
         out = torch.empty_like(x)
-        for key in torch.unique(keys).tolist():
-            rows = (keys == key).nonzero().flatten()
-            whole = len(rows) == x.shape[0]
-            ab = self._alpha_bar(int(t[rows[0]])) if alpha_bar is None else float(alpha_bar)
-            data, sq = self._points(None if lab is None else int(lab[rows[0]]))
-            res = fn(x if whole else x[rows], ab, data, sq)
-            if whole:
-                return res
-            out[rows] = res
+        for g, (ab, label) in enumerate(groups.tolist()):
+            rows = (inverse == g).nonzero().flatten()
+            data, sq = self._points(None if lab is None else int(label))
+            out[rows] = predict_eps_from_x0(x[rows], posterior_mean(x[rows], ab, data, sq, share), ab)
         return out
 
-    def x0(self, x_t: torch.Tensor, t, labels=None, alpha_bar: float | None = None) -> torch.Tensor:
-        """E[x_0 | x_t] (float64, on the CPU) at paper steps t (int or [B]), or at ``alpha_bar``; labels [B] or None."""
-        return self._by_group(x_t, t, labels, lambda x, ab, d, sq: posterior_mean(x, ab, d, sq), alpha_bar)
-
-    def eps64(self, x_t: torch.Tensor, t, labels=None, alpha_bar: float | None = None, share=None) -> torch.Tensor:
-        """eps*(x_t, t) in float64 on the CPU (at ``alpha_bar`` instead of the schedule's, when given; ``share``: see
-        ``posterior_mean``)."""
-        return self._by_group(x_t, t, labels,
-                              lambda x, ab, d, sq: eps_from_x0(x, posterior_mean(x, ab, d, sq, share), ab), alpha_bar)
-
-    def __call__(self, x_t: torch.Tensor, t, labels=None) -> torch.Tensor:
-        """eps*(x_t, t), in x_t's dtype and on its device (the samplers' eps_fn)."""
-        return self.eps64(x_t, t, labels).to(device=x_t.device, dtype=x_t.dtype)
-
-    def along(self, chain, share=None):
-        """The eps function of one walk along ``chain`` (a ``SamplingChain``): its i-th call uses the chain's own
-        alpha_bar[i], the inference schedule's noise level, instead of the training step it is given. ``share``: a
-        ``TaskShare`` through which an idle thread may compute part of every call (``posterior_mean``).
-
-        The network only knows its training schedule's noise levels (another schedule is mapped to the nearest
-        one); the exact denoiser is exact at any noise level. ``samplers.sample`` calls it once per step, in order.
-        """
-        alpha_bars = [float(a) for a in chain.alpha_bar]
-        calls = iter(range(len(alpha_bars)))
-
-        def eps_fn(x_t, t, labels=None):
-            i = next(calls, None)
-            if i is None:
-                raise RuntimeError("this exact eps function was made for one walk of the chain: make a new one")
-            return self.eps64(x_t, t, labels, alpha_bars[i], share).to(device=x_t.device, dtype=x_t.dtype)
-        return eps_fn
-
-    def at_alpha_bar(self, alpha_bar: float):
-        """The eps function at one noise level (of any schedule), ignoring the step it is called with."""
-        return lambda x_t, t, labels=None: self.eps64(x_t, t, labels, alpha_bar).to(device=x_t.device,
-                                                                                      dtype=x_t.dtype)
+    def __call__(self, x_t: torch.Tensor, alpha_bar, labels=None, share=None) -> torch.Tensor:
+        """eps*(x_t) at noise level ``alpha_bar``, in x_t's dtype and on its device (the samplers' denoiser).
+        ``share``: a ``TaskShare`` (``accel.share``) whose helper thread may compute part of the call (bind it with
+        ``functools.partial`` for a walk)."""
+        return self.eps64(x_t, alpha_bar, labels, share).to(device=x_t.device, dtype=x_t.dtype)
 
 
 def marginal_density(xs: np.ndarray, ys: np.ndarray, points, alpha_bar: float, min_var: float = 0.0) -> np.ndarray:

@@ -1,6 +1,9 @@
-"""The forward (noising) process q, in closed form and as the step-by-step Markov chain.
+"""The forward (noising) process q, in closed form and as the step-by-step Markov chain, and its two inversions.
 
-Images live in [-1, 1]. Noise ``eps`` is standard normal with the shape of the image.
+Images live in [-1, 1]. Noise ``eps`` is standard normal with the shape of the image. As in improved-diffusion
+(``q_sample``, ``_predict_xstart_from_eps``, ``_predict_eps_from_xstart``), the formulas that relate x_0, x_t and
+eps live here once: ``q_sample`` (Ho et al. 2020, eq. 4) at a schedule's step, and ``predict_x0_from_eps`` (eq. 15)
+and ``predict_eps_from_x0`` (eq. 4 solved for eps) at any noise level alpha_bar, as samplers and denoisers use them.
 """
 from __future__ import annotations
 
@@ -82,7 +85,32 @@ def q_chain(x0: torch.Tensor, schedule: Schedule, upto: int | None = None, gener
             yield t, x
 
 
-def x0_from_eps(x_t: torch.Tensor, t, eps: torch.Tensor, schedule: Schedule) -> torch.Tensor:
-    """x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)   (Ho et al. 2020, eq. 15)."""
-    sqrt_ab, sqrt_1m_ab = _coefs(schedule, as_timesteps(t, x_t.shape[0], schedule, allow_zero=False), x_t)
+def _sqrt_levels(alpha_bar, like: torch.Tensor):
+    """sqrt(abar) and sqrt(1 - abar): floats for one level, else one per row of ``like`` (shaped [B, 1, ...]), formed in
+    float64 and rounded to like's dtype on its device, so a per-row level does not promote a float32 batch."""
+    if not torch.is_tensor(alpha_bar) and np.ndim(alpha_bar) == 0:
+        ab = float(alpha_bar)
+        return ab ** 0.5, (1.0 - ab) ** 0.5
+    ab = torch.as_tensor(alpha_bar, dtype=torch.float64).to(like.device)
+    ab = ab.reshape((-1,) + (1,) * (like.dim() - 1))
+    return ab.sqrt().to(like.dtype), (1.0 - ab).sqrt().to(like.dtype)
+
+
+def predict_x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)   (Ho et al. 2020, eq. 15).
+
+    alpha_bar: the noise level of x_t, one float or one per row (any schedule's: not tied to a training step).
+    Computed in x_t's dtype (float64 inputs stay float64). Undefined at alpha_bar = 0 (zero terminal SNR).
+    """
+    sqrt_ab, sqrt_1m_ab = _sqrt_levels(alpha_bar, x_t)
     return (x_t - sqrt_1m_ab * eps) / sqrt_ab
+
+
+def predict_eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """eps = (x_t - sqrt(alpha_bar) x0) / sqrt(1 - alpha_bar)   (Ho et al. 2020, eq. 4 solved for eps).
+
+    alpha_bar: one float or one per row, as in ``predict_x0_from_eps``; computed in x_t's dtype. Undefined at
+    alpha_bar = 1 (no noise).
+    """
+    sqrt_ab, sqrt_1m_ab = _sqrt_levels(alpha_bar, x_t)
+    return (x_t - sqrt_ab * x0) / sqrt_1m_ab

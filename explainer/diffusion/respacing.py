@@ -16,27 +16,34 @@ Spacings (as diffusers names them), for T steps and n kept ones, in paper steps 
 - ``leading``: 1, 1 + T//n, 1 + 2 T//n, ...; never visits t = T when n < T.
 - ``trailing``: round(arange(T, 0, -T/n)); starts at t = T.
 
-Another schedule at inference: the network only knows the noise levels of its training schedule.
-Each inference step with alpha_bar' is mapped to the training step whose log-SNR,
-log(alpha_bar / (1 - alpha_bar)), is nearest (the rule is stated in the UI); the update itself uses
-the inference schedule's alpha_bar'.
+Noise levels and network steps: a sampler hands every denoiser the noise level alpha_bar itself (samplers.py,
+``Denoiser``). A network knows only the noise levels of its training schedule, so it is evaluated at the
+training step whose log-SNR, log(alpha_bar / (1 - alpha_bar)), is nearest (``nearest_training_steps``, the one
+map, which every network denoiser calls through ``network_timesteps``; the rule is stated in the UI). On the
+training schedule's own steps that is the step itself; another inference schedule, or a level between two
+steps, gets the nearest one, while the update uses the level itself. ``SamplingChain.model_t`` lists the same
+steps, for display.
 
-Each step's coefficients (beta', beta_tilde', sigma, the posterior-mean and DDIM coefficients) are
-computed once per chain and sampler by ``SamplingChain.coefficients``, the one home of those
-formulas: the step functions in samplers.py, the step-anatomy view and the graphed walk read them.
+Each step's coefficients (beta', beta_tilde', sigma, and the coefficients of the posterior mean, the DDPM and
+DDIM updates and eq. 15) are formed once per chain and sampler by ``SamplingChain.coefficients``, in float64:
+the step functions in samplers.py, the step-anatomy view and the graphed walk read these rows. The relations
+between x_0, x_t and eps at one noise level are forward.py's.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
+import torch
 
 from .schedules import Schedule
 
 SPACINGS = ("linspace", "leading", "trailing")
 METHODS = ("ddpm", "ddim")
 VARIANCES = ("beta", "beta_tilde")  # sigma_t^2 of DDPM: "fixed large" and "fixed small" (Ho et al. 2020, sec. 3.2)
-AFFINE_COLUMNS = ("p", "q", "c0", "ct", "sigma")
+AFFINE_COLUMNS = ("sqrt_recip_alpha_bar", "sqrt_recipm1_alpha_bar", "posterior_mean_coef1", "posterior_mean_coef2",
+                  "sigma")
 
 
 def spaced_timesteps(T: int, n: int, spacing: str = "linspace") -> np.ndarray:
@@ -56,18 +63,61 @@ def spaced_timesteps(T: int, n: int, spacing: str = "linspace") -> np.ndarray:
     return np.unique(t)
 
 
-def map_to_training_steps(inference: Schedule, steps: np.ndarray, training: Schedule) -> np.ndarray:
-    """Training step whose log-SNR is nearest to the inference schedule's at each of ``steps``."""
-    if inference is training or (inference.T == training.T and np.array_equal(inference.betas, training.betas)):
-        return np.asarray(steps, dtype=np.int64)
-    target = inference.log_snr[np.asarray(steps) - 1]
-    train = training.log_snr  # decreasing in t
-    # searchsorted on the increasing reversed array, then compare the two neighbours
-    rev = train[::-1]
-    pos = np.clip(np.searchsorted(rev, target), 1, len(rev) - 1)
-    left, right = rev[pos - 1], rev[pos]
-    idx_rev = np.where(np.abs(target - left) <= np.abs(right - target), pos - 1, pos)
-    return (len(train) - idx_rev).astype(np.int64)  # back to paper t
+@functools.lru_cache(maxsize=32)
+def _log_snr_ascending(alpha_bars: bytes, device: torch.device) -> torch.Tensor:
+    """A training schedule's log-SNR, log(abar / (1 - abar)), lowest first (t = T first), float64 on ``device``."""
+    ab = torch.from_numpy(np.frombuffer(alpha_bars, dtype=np.float64).copy())
+    return (torch.log(ab) - torch.log1p(-ab)).flip(0).to(device)
+
+
+def nearest_training_steps(alpha_bar, training: Schedule) -> torch.Tensor:
+    """The training step (1..T) whose log-SNR is nearest to that of each noise level ``alpha_bar`` (elementwise).
+
+    alpha_bar: floats in [0, 1], of any schedule; a tensor keeps its device (a GPU walk needs no host sync, and a
+    captured CUDA graph can hold this). The one map from a noise level to the step a network trained on
+    ``training`` is called at: the chains' ``model_t`` and every network denoiser (``network_timesteps``) use it.
+    A level between two steps goes to the nearer one (a fractional step, interpolated in log sigma as diffusers
+    does, would replace this rule here and only here).
+    """
+    return _nearest(alpha_bar, training.alpha_bars.tobytes())
+
+
+def _nearest(alpha_bar, alpha_bars: bytes) -> torch.Tensor:
+    """``nearest_training_steps`` against a schedule's float64 alpha_bar bytes."""
+    ab = torch.as_tensor(alpha_bar)
+    if not ab.is_floating_point():
+        raise TypeError(f"a noise level is alpha_bar, a float in [0, 1], not a step: got a {ab.dtype} tensor")
+    ab = ab.to(torch.float64)
+    if ab.device.type == "cpu" and not bool(((ab >= 0.0) & (ab <= 1.0)).all()):
+        raise ValueError(f"alpha_bar must lie in [0, 1], got {ab.min().item() if (ab < 0).any() else ab.max().item()}")
+    table = _log_snr_ascending(alpha_bars, ab.device)
+    if len(table) == 1:
+        return torch.ones(ab.shape, dtype=torch.long, device=ab.device)
+    target = torch.log(ab) - torch.log1p(-ab)
+    pos = torch.searchsorted(table, target).clamp_(1, len(table) - 1)
+    left, right = table[pos - 1], table[pos]
+    nearer_left = (target <= left) | (target - left <= right - target)  # (target <= left: also -inf at zero SNR)
+    return len(table) - torch.where(nearer_left, pos - 1, pos)
+
+
+@functools.lru_cache(maxsize=4096)
+def _nearest_step(alpha_bar: float, alpha_bars: bytes) -> int:
+    """``_nearest`` of one level, remembered: a walk asks for the same few levels again and again."""
+    return int(_nearest(alpha_bar, alpha_bars))
+
+
+def network_timesteps(alpha_bar, training: Schedule, x_t: torch.Tensor) -> torch.Tensor:
+    """The [B] training steps, on x_t's device, at which a network trained on ``training`` evaluates x_t [B, ...] at
+    noise level ``alpha_bar`` (one float, or a tensor of one or B levels): ``nearest_training_steps``.
+
+    One float is mapped on the host and filled in on the device (no transfer); a tensor is mapped where it lives.
+    """
+    batch = x_t.shape[0]
+    if not torch.is_tensor(alpha_bar):
+        t = _nearest_step(float(alpha_bar), training.alpha_bars.tobytes())
+        return torch.full((batch,), t, dtype=torch.long, device=x_t.device)
+    t = nearest_training_steps(alpha_bar, training).reshape(-1).to(x_t.device)
+    return t.expand(batch) if t.numel() == 1 else t
 
 
 def check_step_args(method: str = "ddpm", variance: str = "beta_tilde", eta: float = 0.0) -> None:
@@ -87,16 +137,19 @@ class StepCoefficients:
     With alpha'_i = abar_i / abar_prev_i and beta'_i = 1 - alpha'_i on the (possibly respaced) chain:
 
         beta_tilde = beta' (1 - abar_prev) / (1 - abar)                   posterior variance (Ho et al. 2020, eq. 7)
-        x0_hat     = p x_t + q eps,  p = 1/sqrt(abar), q = -sqrt(1 - abar)/sqrt(abar)                   (eq. 15)
-        x_prev     = c0 x0_hat + ct x_t + sigma z                          every step, in affine form
+        x0_hat     = sqrt_recip_alpha_bar x_t - sqrt_recipm1_alpha_bar eps                                  (eq. 15)
+        x_prev     = posterior_mean_coef1 x0_hat + posterior_mean_coef2 x_t + sigma z    every step, in affine form
 
-    DDPM: sigma^2 = beta' or beta_tilde; (c0, ct) = (beta' sqrt(abar_prev), (1 - abar_prev) sqrt(alpha'))
-    / (1 - abar), the posterior mean mu_tilde (eq. 7); its eps form is Algorithm 2's
+    with sqrt_recip_alpha_bar = 1/sqrt(abar) and sqrt_recipm1_alpha_bar = sqrt(1/abar - 1), the names (and the
+    coefficient of x0_hat first, of x_t second) of improved-diffusion's ``GaussianDiffusion``.
+    DDPM: sigma^2 = beta' or beta_tilde; the posterior mean mu_tilde (eq. 7) has coef1 = beta' sqrt(abar_prev)
+    / (1 - abar) and coef2 = (1 - abar_prev) sqrt(alpha') / (1 - abar); its eps form is Algorithm 2's
     x_prev = inv_sqrt_alpha (x_t - eps_coef eps) + sigma z with eps_coef = beta' / sqrt(1 - abar).
     DDIM (Song et al. 2021): sigma = eta sqrt(beta_tilde) (eq. 16); x_prev = x0_coef x0_hat + eps_coef eps
-    + sigma z with x0_coef = sqrt(abar_prev), eps_coef = sqrt(1 - abar_prev - sigma^2) (eq. 12), so
-    c0 = x0_coef - eps_coef sqrt(abar) / sqrt(1 - abar) and ct = eps_coef / sqrt(1 - abar).
-    ``sigma`` is the noise actually added: 0 at the last step. p and q are inf where abar = 0.
+    + sigma z with x0_coef = sqrt(abar_prev), eps_coef = sqrt(1 - abar_prev - sigma^2) (eq. 12), so the mean of
+    q_sigma(x_prev | x_t, x0_hat) (eq. 7 there) has coef1 = x0_coef - eps_coef sqrt(abar) / sqrt(1 - abar) and
+    coef2 = eps_coef / sqrt(1 - abar). ``sigma`` is the noise actually added: 0 at the last step.
+    sqrt_recip_alpha_bar and sqrt_recipm1_alpha_bar are inf where abar = 0.
     """
 
     method: str
@@ -108,16 +161,13 @@ class StepCoefficients:
     beta: np.ndarray
     beta_tilde: np.ndarray
     sigma: np.ndarray
-    p: np.ndarray
-    q: np.ndarray
-    c0: np.ndarray
-    ct: np.ndarray
+    sqrt_recip_alpha_bar: np.ndarray  # multiplies x_t in x0_hat (eq. 15)
+    sqrt_recipm1_alpha_bar: np.ndarray  # multiplies -eps in x0_hat (eq. 15)
+    posterior_mean_coef1: np.ndarray  # multiplies x0_hat in the mean of x_prev
+    posterior_mean_coef2: np.ndarray  # multiplies x_t in the mean of x_prev
     inv_sqrt_alpha: np.ndarray  # DDPM's eps form
     x0_coef: np.ndarray  # DDIM's eps form
     eps_coef: np.ndarray  # DDPM: beta'/sqrt(1 - abar); DDIM: sqrt(1 - abar_prev - sigma^2)
-
-    def __len__(self):
-        return len(np.atleast_1d(self.alpha_bar))
 
     def row(self, i: int) -> "StepCoefficients":
         """Step ``i`` with every coefficient as a Python float."""
@@ -132,11 +182,9 @@ class StepCoefficients:
 
 
 def step_coefficients(alpha_bar, alpha_bar_prev, method: str = "ddpm", variance: str = "beta_tilde",
-                      eta: float = 0.0, noise_at_last: bool = False) -> StepCoefficients:
-    """The ``StepCoefficients`` of steps from alpha_bar to alpha_bar_prev (arrays, noisiest first, or scalars).
-
-    noise_at_last: keep sigma at the last entry (a single step taken on its own); a chain adds none there.
-    """
+                      eta: float = 0.0) -> StepCoefficients:
+    """The ``StepCoefficients`` of a chain's steps from alpha_bar to alpha_bar_prev (arrays, noisiest first); the
+    last step adds no noise (Ho et al. 2020, Algorithm 2)."""
     check_step_args(method, variance, eta)
     ab = np.atleast_1d(np.asarray(alpha_bar, dtype=np.float64))
     ab_prev = np.atleast_1d(np.asarray(alpha_bar_prev, dtype=np.float64))
@@ -144,25 +192,24 @@ def step_coefficients(alpha_bar, alpha_bar_prev, method: str = "ddpm", variance:
         alpha = ab / ab_prev
         beta = 1.0 - alpha
         beta_tilde = beta * (1.0 - ab_prev) / (1.0 - ab)
-        p, q = 1.0 / np.sqrt(ab), -np.sqrt(1.0 - ab) / np.sqrt(ab)
+        sqrt_recip, sqrt_recipm1 = 1.0 / np.sqrt(ab), np.sqrt(1.0 - ab) / np.sqrt(ab)
         inv_sqrt_alpha = 1.0 / np.sqrt(alpha)
         if method == "ddpm":
             sigma = np.sqrt(beta if variance == "beta" else beta_tilde)
             x0_coef = np.sqrt(ab_prev)
             eps_coef = beta / np.sqrt(1.0 - ab)
-            c0 = beta * np.sqrt(ab_prev) / (1.0 - ab)
-            ct = (1.0 - ab_prev) * np.sqrt(alpha) / (1.0 - ab)
+            coef1 = beta * np.sqrt(ab_prev) / (1.0 - ab)
+            coef2 = (1.0 - ab_prev) * np.sqrt(alpha) / (1.0 - ab)
         else:
             sigma = eta * np.sqrt(beta_tilde)
             x0_coef = np.sqrt(ab_prev)
             eps_coef = np.sqrt(np.maximum(1.0 - ab_prev - sigma ** 2, 0.0))
-            c0 = x0_coef - eps_coef * np.sqrt(ab) / np.sqrt(1.0 - ab)
-            ct = eps_coef / np.sqrt(1.0 - ab)
-    if not noise_at_last:
-        sigma = sigma.copy()
-        sigma[-1] = 0.0
-    return StepCoefficients(method, variance, float(eta), ab, ab_prev, alpha, beta, beta_tilde, sigma, p, q, c0, ct,
-                            inv_sqrt_alpha, x0_coef, eps_coef)
+            coef1 = x0_coef - eps_coef * np.sqrt(ab) / np.sqrt(1.0 - ab)
+            coef2 = eps_coef / np.sqrt(1.0 - ab)
+    sigma = sigma.copy()
+    sigma[-1] = 0.0
+    return StepCoefficients(method, variance, float(eta), ab, ab_prev, alpha, beta, beta_tilde, sigma, sqrt_recip,
+                            sqrt_recipm1, coef1, coef2, inv_sqrt_alpha, x0_coef, eps_coef)
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,21 +237,6 @@ class SamplingChain:
             self._tables[key] = step_coefficients(self.alpha_bar, self.alpha_bar_prev, *key)
         return self._tables[key]
 
-    @property
-    def alpha(self) -> np.ndarray:
-        """Respaced alpha'_i = alpha_bar'_i / alpha_bar'_{i-1}."""
-        return self.coefficients().alpha
-
-    @property
-    def beta(self) -> np.ndarray:
-        """Respaced beta'_i = 1 - alpha_bar'_i / alpha_bar'_{i-1} (Nichol & Dhariwal 2021, sec. 4)."""
-        return self.coefficients().beta
-
-    @property
-    def beta_tilde(self) -> np.ndarray:
-        """Posterior variance on the respaced chain (Ho et al. 2020, eq. 7)."""
-        return self.coefficients().beta_tilde
-
 
 def make_chain(training: Schedule, num_steps: int | None = None, spacing: str = "linspace",
                inference: Schedule | None = None) -> SamplingChain:
@@ -217,7 +249,7 @@ def make_chain(training: Schedule, num_steps: int | None = None, spacing: str = 
     kept = spaced_timesteps(inference.T, n, spacing)
     ab = inference.alpha_bars[kept - 1]
     ab_prev = np.concatenate([[1.0], ab[:-1]])
-    model_t = map_to_training_steps(inference, kept, training)
+    model_t = nearest_training_steps(torch.from_numpy(ab), training).numpy()
     desc = f"{len(kept)} of {inference.T} steps ({spacing}) of the {inference.name} schedule"
     if not np.array_equal(model_t, kept):
         desc += f"; network called at the {training.name} training step with the nearest log-SNR"

@@ -1,8 +1,15 @@
 """Reverse-process samplers as generators: one ``StepRecord`` per step, so a UI can stream any step.
 
-A sampler needs three independent pieces: an eps-model callable ``eps_fn(x_t, t, labels) -> eps``
-(t: training steps, shape [B]), a ``SamplingChain`` (which steps, which alpha_bars; see respacing.py),
-and a noise source (a seeded ``torch.Generator``). Nothing here knows about the U-Net.
+A sampler needs three independent pieces: a ``Denoiser``, a ``SamplingChain`` (which steps, which alpha_bars; see
+respacing.py), and a noise source (a seeded ``torch.Generator``). Nothing here knows about the U-Net.
+
+A denoiser is told the noise level it works at, as k-diffusion's ``model(x, sigma)`` is:
+``eps_fn(x_t, alpha_bar, labels) -> eps_hat``, with alpha_bar the level of x_t (one float for the batch, or a
+tensor of one per row) and labels [B] class ids or None. The samplers pass the chain's own alpha_bar, the
+inference schedule's; a sampler that evaluates twice per step passes each evaluation its own level. A network
+trained on discrete steps maps a level to its nearest training step itself (``respacing.network_timesteps``: the
+U-Net's ``DiffusionModel``, the 2D ``LabModel``, the fast paths of accel/fast.py), and the exact denoiser
+(exact.py) is exact at any level: a denoiser never needs to know which call of a walk it is answering.
 
 Noise is drawn in diffusers' order (x_T first, then z for every step that adds noise), on the
 generator's device (CPU by default) and then moved, so a seed gives the same picture on CPU and GPU.
@@ -10,15 +17,18 @@ generator's device (CPU by default) and then moved, so a seed gives the same pic
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import Iterator, Protocol
 
-import numpy as np
 import torch
 
-from .respacing import (METHODS, VARIANCES, SamplingChain, StepCoefficients, check_step_args,
-                        step_coefficients)
+from .forward import predict_eps_from_x0, predict_x0_from_eps
+from .respacing import SamplingChain, StepCoefficients, check_step_args
 
-EpsFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+class Denoiser(Protocol):
+    """eps_hat(x_t) at noise level ``alpha_bar`` (a float, or a tensor of one level per row); labels [B] or None."""
+
+    def __call__(self, x_t: torch.Tensor, alpha_bar, labels: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 @dataclass
@@ -28,10 +38,10 @@ class StepRecord:
     index: int  # 0-based position in the chain
     t: int  # paper step of x_t (inference schedule)
     t_prev: int  # paper step of x_prev (0 = clean image)
-    model_t: int  # training step given to the network
+    model_t: int  # training step the network is evaluated at (respacing.nearest_training_steps), for display
     x_t: torch.Tensor
     eps: torch.Tensor  # eps_hat (after guidance)
-    x0_hat: torch.Tensor  # (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), clipped if asked
+    x0_hat: torch.Tensor  # forward.predict_x0_from_eps (Ho et al. 2020, eq. 15), clipped if asked
     x_prev: torch.Tensor
     coefs: StepCoefficients  # this step's row of the chain's table (floats)
     z: torch.Tensor | None = None  # the fresh noise of this step (x_prev = deterministic part + coefs.sigma z)
@@ -57,70 +67,54 @@ def combine_guided(eps: torch.Tensor, guidance: float) -> torch.Tensor:
     return eps_u + guidance * (eps_c - eps_u)
 
 
-def guided_eps(eps_fn: EpsFn, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
+def guided_eps(eps_fn: Denoiser, x: torch.Tensor, alpha_bar, labels: torch.Tensor | None,
                guidance: float, null_label: int | None) -> torch.Tensor:
-    """Classifier-free guided eps_hat from one network call (``guidance_labels``, ``combine_guided``)."""
+    """Classifier-free guided eps_hat at noise level ``alpha_bar`` from one denoiser call (``guidance_labels``,
+    ``combine_guided``); a level per row is doubled with the batch."""
     call_labels, doubled = guidance_labels(labels, guidance, null_label)
     if not doubled:
-        return eps_fn(x, t, call_labels)
-    return combine_guided(eps_fn(torch.cat([x, x]), torch.cat([t, t]), call_labels), guidance)
+        return eps_fn(x, alpha_bar, call_labels)
+    if torch.is_tensor(alpha_bar) and alpha_bar.numel() > 1:
+        alpha_bar = torch.cat([alpha_bar.reshape(-1), alpha_bar.reshape(-1)])
+    return combine_guided(eps_fn(torch.cat([x, x]), alpha_bar, call_labels), guidance)
 
 
-def as_coefficients(c, alpha_bar_prev=None, method: str = "ddpm", variance: str = "beta_tilde",
-                    eta: float = 0.0) -> StepCoefficients:
-    """A row of coefficients: ``c`` itself, or the one step from alpha_bar = c to ``alpha_bar_prev``."""
-    if isinstance(c, StepCoefficients):
-        return c
-    return step_coefficients(c, alpha_bar_prev, method, variance, eta, noise_at_last=True).row(0)
-
-
-def predict_x0(x_t, eps, c, clip: bool = False):
-    """x0_hat = p x_t + q eps (Ho et al. 2020, eq. 15), optionally clipped to the data range [-1, 1].
-
-    c: a ``StepCoefficients`` row or alpha_bar_t. Where alpha_bar_t = 0 (zero terminal SNR) x0_hat is
-    undefined from eps; the clipped limit is returned.
-    """
-    alpha_bar = c.alpha_bar if isinstance(c, StepCoefficients) else float(c)
+def _x0_hat(x_t, eps, alpha_bar: float, clip: bool = False):
+    """x0_hat from eps (``forward.predict_x0_from_eps``, Ho et al. 2020, eq. 15), clipped to the data range [-1, 1]
+    if asked. Where alpha_bar = 0 (zero terminal SNR) eq. 15 divides by 0: the clipped limit is returned."""
     if alpha_bar <= 0.0:
         return torch.clamp(torch.nan_to_num((x_t - eps) * 1e12), -1.0, 1.0)
-    c = as_coefficients(c, 1.0)
-    x0 = c.p * x_t + c.q * eps
+    x0 = predict_x0_from_eps(x_t, eps, alpha_bar)
     return x0.clamp(-1.0, 1.0) if clip else x0
 
 
-def ddpm_step(x_t, eps, c, alpha_bar_prev=None, *, variance: str = "beta_tilde", clip_x0: bool = False,
-              z: torch.Tensor | None = None):
+def ddpm_step(x_t, eps, c: StepCoefficients, *, clip_x0: bool = False, z: torch.Tensor | None = None):
     """One ancestral DDPM step on a (possibly respaced) chain. Returns (x_prev, x0_hat, coefficients).
 
-    c: the step's ``StepCoefficients`` row (``chain.coefficients("ddpm", variance).row(i)``), or alpha_bar
-    with ``alpha_bar_prev`` and ``variance``. Without clipping: x_prev = 1/sqrt(alpha_t) (x_t - beta_t /
-    sqrt(1 - alpha_bar_t) eps) + sigma_t z (Ho et al. 2020, Algorithm 2 / eq. 11). With clipping, the
-    posterior mean mu_tilde(x_t, x0_hat) (eq. 7) is used so the clipped x0_hat matters. z = None adds no
-    noise (the last step).
+    c: the step's row of ``chain.coefficients("ddpm", variance)``. Without clipping: x_prev = 1/sqrt(alpha_t)
+    (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) + sigma_t z (Ho et al. 2020, Algorithm 2 / eq. 11). With
+    clipping, the posterior mean mu_tilde(x_t, x0_hat) (eq. 7) is used so the clipped x0_hat matters. z = None
+    adds no noise (the last step).
     """
-    c = as_coefficients(c, alpha_bar_prev, "ddpm", variance)
-    x0_hat = predict_x0(x_t, eps, c, clip_x0)
+    x0_hat = _x0_hat(x_t, eps, c.alpha_bar, clip_x0)
     if clip_x0 or c.alpha_bar <= 0.0:
-        mean = c.c0 * x0_hat + c.ct * x_t
+        mean = c.posterior_mean_coef1 * x0_hat + c.posterior_mean_coef2 * x_t
     else:
         mean = c.inv_sqrt_alpha * (x_t - c.eps_coef * eps)
     x_prev, c = _add_noise(mean, c, z)
     return x_prev, x0_hat, c
 
 
-def ddim_step(x_t, eps, c, alpha_bar_prev=None, *, eta: float = 0.0, clip_x0: bool = False,
-              z: torch.Tensor | None = None):
+def ddim_step(x_t, eps, c: StepCoefficients, *, clip_x0: bool = False, z: torch.Tensor | None = None):
     """One DDIM step (Song et al. 2021, eq. 12). Returns (x_prev, x0_hat, coefficients).
 
-    c: the step's ``StepCoefficients`` row (``chain.coefficients("ddim", eta=eta).row(i)``), or alpha_bar
-    with ``alpha_bar_prev`` and ``eta``. x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps
-    + sigma z. With clipping, eps is re-derived from the clipped x0_hat (as improved-diffusion does) so the
-    step stays consistent.
+    c: the step's row of ``chain.coefficients("ddim", eta=eta)``. x_prev = sqrt(abar_prev) x0_hat
+    + sqrt(1 - abar_prev - sigma^2) eps + sigma z. With clipping, eps is re-derived from the clipped x0_hat
+    (``forward.predict_eps_from_x0``, as improved-diffusion does) so the step stays consistent.
     """
-    c = as_coefficients(c, alpha_bar_prev, "ddim", eta=eta)
-    x0_hat = predict_x0(x_t, eps, c, clip_x0)
+    x0_hat = _x0_hat(x_t, eps, c.alpha_bar, clip_x0)
     if clip_x0 and c.alpha_bar < 1.0:
-        eps = (x_t - c.alpha_bar ** 0.5 * x0_hat) / (1.0 - c.alpha_bar) ** 0.5
+        eps = predict_eps_from_x0(x_t, x0_hat, c.alpha_bar)
     x_prev, c = _add_noise(c.x0_coef * x0_hat + c.eps_coef * eps, c, z)
     return x_prev, x0_hat, c
 
@@ -167,11 +161,13 @@ def draw_normal(shape, generator: torch.Generator | None, device, dtype) -> torc
     return z.to(device=device, dtype=dtype)
 
 
-def sample(eps_fn: EpsFn, chain: SamplingChain, shape, *, method: str = "ddpm", labels=None, guidance: float = 1.0,
+def sample(eps_fn: Denoiser, chain: SamplingChain, shape, *, method: str = "ddpm", labels=None, guidance: float = 1.0,
            null_label: int | None = None, variance: str = "beta_tilde", eta: float = 0.0, clip_x0: bool = False,
            generator: torch.Generator | None = None, seed: int | None = None, x_T: torch.Tensor | None = None,
            device=None, dtype=torch.float32) -> Iterator[StepRecord]:
     """Run the reverse process from x_T ~ N(0, I) along ``chain``, yielding a StepRecord per step.
+
+    eps_fn is called once per step (twice the batch under guidance) at the chain's noise level alpha_bar[i].
 
     method: "ddpm" (ancestral; ``variance`` "beta_tilde", the posterior variance or "fixed small" and
     diffusers' default, or "beta", the DDPM paper's "fixed large") or "ddim" (``eta`` in [0, 1]). Each
@@ -191,9 +187,8 @@ def sample(eps_fn: EpsFn, chain: SamplingChain, shape, *, method: str = "ddpm", 
     table = chain.coefficients(method, variance, eta)
     step = ddpm_step if method == "ddpm" else ddim_step
     for i in range(n):
-        t_model = torch.full((shape[0],), int(chain.model_t[i]), device=device, dtype=torch.long)
         with torch.inference_mode():
-            eps = guided_eps(eps_fn, x, t_model, labels, guidance, null_label).to(dtype)
+            eps = guided_eps(eps_fn, x, float(chain.alpha_bar[i]), labels, guidance, null_label).to(dtype)
             z = draw_normal(shape, generator, device, dtype) if draws_noise(method, eta, i, n) else None
             x_prev, x0_hat, coefs = step(x, eps, table.row(i), clip_x0=clip_x0, z=z)
         yield StepRecord(i, int(chain.timesteps[i]), int(chain.timesteps_prev[i]), int(chain.model_t[i]),
@@ -201,7 +196,7 @@ def sample(eps_fn: EpsFn, chain: SamplingChain, shape, *, method: str = "ddpm", 
         x = x_prev
 
 
-def run(eps_fn: EpsFn, chain: SamplingChain, shape, **kwargs) -> torch.Tensor:
+def run(eps_fn: Denoiser, chain: SamplingChain, shape, **kwargs) -> torch.Tensor:
     """Run ``sample`` to the end and return x_0 only."""
     rec = None
     for rec in sample(eps_fn, chain, shape, **kwargs):

@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..diffusion.respacing import network_timesteps
 from ..diffusion.schedules import Schedule, make_schedule
 from ..paths import DEFAULT_CHECKPOINT
 from .unet import UNet, UNetConfig
@@ -43,7 +44,8 @@ def pick_device(device: str | None = None) -> torch.device:
 class DiffusionModel:
     """A trained eps-prediction network with the schedule it was trained on.
 
-    ``eps(x_t, t, labels)`` takes paper timesteps t in 1..T of the *training* schedule.
+    ``eps(x_t, alpha_bar, labels)`` is a denoiser (samplers.py): the network evaluated at noise level alpha_bar,
+    which it maps to its nearest training step itself (``respacing.network_timesteps``).
     """
 
     net: torch.nn.Module
@@ -82,13 +84,15 @@ class DiffusionModel:
         """Whether its card recommends sampling with x0_hat clipped to [-1, 1] (``recommended_clip_x0``)."""
         return bool(self.config.get("recommended_clip_x0", False))
 
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def eps(self, x_t: torch.Tensor, alpha_bar, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """eps_theta(x_t) at noise level ``alpha_bar`` (a float, or one per row): the network at its nearest step."""
+        t = network_timesteps(alpha_bar, self.schedule, x_t)
         if self.kind == "diffusers":
             return self.net(x_t, t - 1).sample  # diffusers indexes timesteps 0..T-1
         return self.net(x_t, t, labels)
 
-    def __call__(self, x_t, t, labels=None):
-        return self.eps(x_t, t, labels)
+    def __call__(self, x_t, alpha_bar, labels=None):
+        return self.eps(x_t, alpha_bar, labels)
 
 
 def save_checkpoint(folder: str | os.PathLike, net: UNet, schedule_spec: dict, class_names: list[str],

@@ -7,7 +7,9 @@ added to the hidden state before every residual block:
 
     h_0 = W_in x_t,   h_{k+1} = h_k + W2_k SiLU(W1_k SiLU(h_k + e)),   eps = W_out SiLU(h_n + e).
 
-It is called with the paper's t in 1..T (a tensor [B]), like the U-Net, so the same samplers drive both.
+The network is called with the paper's t in 1..T (a tensor [B]), like the U-Net; ``LabModel.eps(x_t, alpha_bar,
+labels)`` is the denoiser the samplers take (samplers.py), which maps a noise level to the nearest training step
+(``respacing.network_timesteps``), so the same samplers drive both networks and the exact denoiser.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from ..diffusion.respacing import network_timesteps
 from ..diffusion.schedules import Schedule, make_schedule
 from .checkpoint import CONFIG, WEIGHTS, checkpoint_files, write_checkpoint
 from .unet import count_parameters, timestep_embedding
@@ -138,11 +141,12 @@ class LabModel:
     def parameters(self) -> int:
         return count_parameters(self.net)
 
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x_t, t, labels)
+    def eps(self, x_t: torch.Tensor, alpha_bar, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """eps_theta(x_t) at noise level ``alpha_bar`` (a float, or one per row): the MLP at its nearest step."""
+        return self.net(x_t, network_timesteps(alpha_bar, self.schedule, x_t), labels)
 
-    def __call__(self, x_t, t, labels=None):
-        return self.eps(x_t, t, labels)
+    def __call__(self, x_t, alpha_bar, labels=None):
+        return self.eps(x_t, alpha_bar, labels)
 
 
 def schedule_spec(schedule: Schedule) -> dict:

@@ -116,13 +116,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def save_sample_grid(model, schedule, path: Path, num_classes: int, device, seed: int = 0) -> None:
     """A quick grid (DDIM, 50 steps, guidance 2) to watch training progress."""
     from ..render.display import save_grid
-    from ..diffusion.respacing import make_chain
+    from ..diffusion.respacing import make_chain, network_timesteps
     from ..diffusion.samplers import run
     n = 10 * max(1, num_classes) if num_classes else 40
     labels = torch.arange(n, device=device) % num_classes if num_classes else None
-    x0 = run(lambda x, t, y: model(x, t, y), make_chain(schedule, 50), (n, model.config.in_channels,
-             model.config.image_size, model.config.image_size), method="ddim", labels=labels, guidance=2.0,
-             null_label=model.config.null_label, seed=seed, device=device)
+    shape = (n, model.config.in_channels, model.config.image_size, model.config.image_size)
+    x0 = run(lambda x, ab, y: model(x, network_timesteps(ab, schedule, x), y), make_chain(schedule, 50), shape,
+             method="ddim", labels=labels, guidance=2.0, null_label=model.config.null_label, seed=seed, device=device)
     save_grid(x0, path, nrow=10)
 
 

@@ -13,6 +13,7 @@ training the MLP on the chosen data set, with progress).
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -355,12 +356,11 @@ def forward_view(dataset: str, t: int = 100, schedule: str = "linear", seed: int
 # ---------------------------------------------------------------- the field
 
 
-def _field_eps(eps_fn, grid: torch.Tensor, model_t: int, label: int | None, guidance: float, null_label):
+def _field_eps(eps_fn, grid: torch.Tensor, alpha_bar: float, label: int | None, guidance: float, null_label):
     from ..diffusion.samplers import guided_eps
-    t = torch.full((grid.shape[0],), int(model_t), dtype=torch.long)
     labels = None if label is None else torch.full((grid.shape[0],), label, dtype=torch.long)
     with torch.inference_mode():
-        return guided_eps(eps_fn, grid, t, labels, guidance, null_label).double().numpy()
+        return guided_eps(eps_fn, grid, alpha_bar, labels, guidance, null_label).double().numpy()
 
 
 def _arrows(img: np.ndarray, grid: np.ndarray, eps: np.ndarray, colour=(30, 30, 30)) -> np.ndarray:
@@ -387,8 +387,8 @@ def _arrows(img: np.ndarray, grid: np.ndarray, eps: np.ndarray, colour=(30, 30, 
 
 def inference_t(model_schedule: Schedule, t: int, schedule: Schedule) -> int:
     """The training step the network is called with for paper step t of ``schedule`` (nearest log-SNR)."""
-    from ..diffusion.respacing import map_to_training_steps
-    return int(map_to_training_steps(schedule, np.array([t]), model_schedule)[0])
+    from ..diffusion.respacing import nearest_training_steps
+    return int(nearest_training_steps(schedule.alpha_bar_at(t), model_schedule))
 
 
 def field_view(dataset: str, t: int = 100, schedule: str = "linear", cls: str = UNCONDITIONAL,
@@ -416,15 +416,15 @@ def field_view(dataset: str, t: int = 100, schedule: str = "linear", cls: str = 
     gx, gy = np.meshgrid(axis, axis[::-1])
     grid = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=torch.float32)
     base = heat_map(data, ab)
-    ex_eps = _field_eps(exact.at_alpha_bar(ab), grid, model_t, label, guidance, exact.null_label)
+    ex_eps = _field_eps(exact, grid, ab, label, guidance, exact.null_label)
     right = _frame_border(titled(_arrows(base.copy(), grid.numpy(), ex_eps), "exact denoiser of the training points"))
     if net is None:
         left = _message_panel(no_network_message(data))
         numbers = no_network_message(data)
     else:
-        net_eps = _field_eps(net, grid, model_t, label, guidance, net.null_label)
+        net_eps = _field_eps(net, grid, ab, label, guidance, net.null_label)
         left = _frame_border(titled(_arrows(base.copy(), grid.numpy(), net_eps), f"network (MLP, {source})"))
-        numbers = f"Network: {source}. " + _loss_numbers(data, net, exact, t, sched, model_t, seed)
+        numbers = f"Network: {source}. " + _loss_numbers(data, net, exact, t, sched, seed)
     cond = "" if label is None else f" Class {data.class_names[label]} with guidance w = {guidance:g}."
     text = (f"**−ε̂(x_t, t) at t = {t}**{shown_at} ({sched.name} schedule; the network is called at its training step "
             f"{model_t}).{cond} {numbers}\n\nWhat to look at: each arrow is −ε̂, the way a denoising step moves a "
@@ -435,17 +435,16 @@ def field_view(dataset: str, t: int = 100, schedule: str = "linear", cls: str = 
     return hstack([left, right], pad=PANEL_GAP), text
 
 
-def _loss_numbers(data, net: LabModel, exact: ExactDenoiser, t: int, sched: Schedule, model_t: int, seed: int) -> str:
+def _loss_numbers(data, net: LabModel, exact: ExactDenoiser, t: int, sched: Schedule, seed: int) -> str:
     """L_simple at t on (up to 1000 of) the noised training points: the network's, the exact denoiser's (the minimum
     any function reaches on the training points), and their gap."""
     x0 = torch.as_tensor(data.points[:LOSS_POINTS])
     eps = seeded_normal(x0.shape, seed + 1).double()
     xt = q_sample(x0, t, eps, sched)
     ab = float(sched.alpha_bar_at(t))
-    tt = torch.full((len(x0),), model_t, dtype=torch.long)
     with torch.inference_mode():
-        e_net = net(xt.float(), tt).double()
-    e_ex = exact.at_alpha_bar(ab)(xt, tt)
+        e_net = net(xt.float(), ab).double()
+    e_ex = exact(xt, ab)
     l_net = float(((e_net - eps) ** 2).sum(1).mean())
     l_ex = float(((e_ex - eps) ** 2).sum(1).mean())
     gap = float(((e_net - e_ex) ** 2).sum(1).mean())
@@ -665,10 +664,10 @@ def _start_walks(setup: _WalkSetup, share: TaskShare, x_T: torch.Tensor) -> tupl
     """Each denoiser's walk (``samplers.sample``) of all particles, and of the tracked ones under the other sampler
     (DDIM with eta = 0 beside DDPM, DDPM beside DDIM), from the same x_T and with the same noise."""
     net, exact, chain = setup.net, exact_for(setup.data), setup.chain
-    # the network is called at its training steps; the exact denoiser at the chain's own noise levels (exact for
-    # any schedule), one eps function per walk
+    # both are told the chain's noise levels: the network evaluates the nearest of its training steps, the exact
+    # denoiser the level itself (exact for any schedule)
     fns = {"network": (lambda: net, net.null_label)} if net is not None else {}
-    fns["exact"] = (lambda: exact.along(chain, share), exact.null_label)
+    fns["exact"] = (lambda: functools.partial(exact, share=share), exact.null_label)
     other_method = "ddim" if setup.method == "ddpm" else "ddpm"
     labels = None if setup.label is None else torch.full((setup.n,), setup.label, dtype=torch.long)
     k = min(TRACKED, setup.n)

@@ -335,7 +335,7 @@ def fast_path(model: DiffusionModel) -> FastPathBuild | None:
 
 
 def eps_fn_for(model: DiffusionModel):
-    """The one place the app evaluates the network: returns eps_fn(x_t, t, labels) -> eps_hat.
+    """The one place the app evaluates the network: returns a denoiser eps_fn(x_t, alpha_bar, labels) -> eps_hat.
 
     Every view that needs eps_theta goes through here: the fast path (explainer/accel/fast.py) once its
     background build is ready, else eager ``model.eps``. A caller keeps the function it got for a whole

@@ -21,7 +21,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..model.checkpoint import DiffusionModel
-from ..diffusion.forward import q_sample, x0_from_eps
+from ..diffusion.forward import predict_x0_from_eps, q_sample
 from ..diffusion.respacing import make_chain, spaced_timesteps
 from ..diffusion.samplers import guided_eps, sample
 from ..render.display import captioned, hstack, to_uint8, upscale, vstack
@@ -81,7 +81,8 @@ def noise_removal(model: DiffusionModel, source: str = REAL_IMAGE, image=None, l
         x_t = torch.cat([r.x_t for r in recs]).cpu()
         eps_hat = torch.cat([r.eps for r in recs]).cpu()
         ts = torch.tensor([r.t for r in recs])
-        x0_hat = x0_from_eps(x_t, ts, eps_hat, model.schedule)  # the one-shot formula itself, never clipped
+        levels = [r.coefs.alpha_bar for r in recs]
+        x0_hat = predict_x0_from_eps(x_t, eps_hat, levels)  # the one-shot formula itself, never clipped
         result = NoiseRemoval(source, ts.tolist(), x_t, eps_hat, x0_hat, label=label,
                               eps_scale=shared_scale(eps_hat), clipped_walk=model.recommended_clip_x0)
         final = recs[-1].x_prev.cpu()
@@ -92,11 +93,12 @@ def noise_removal(model: DiffusionModel, source: str = REAL_IMAGE, image=None, l
     eps = seeded_normal(shape, seed)
     n = len(ts)
     t = torch.from_numpy(ts)
+    levels = torch.from_numpy(model.schedule.alpha_bar_at(ts))  # each row's noise level, float64
     x_t = q_sample(x0.expand(n, -1, -1, -1), t, eps.expand(n, -1, -1, -1), model.schedule)
     with torch.inference_mode():  # one batched network call for every t (doubled batch under guidance)
-        eps_hat = guided_eps(eps_fn, x_t.to(model.device), t.to(model.device), class_labels(model, label, n), guidance,
-                             model.null_label).float().cpu()
-    x0_hat = x0_from_eps(x_t, t, eps_hat, model.schedule)
+        eps_hat = guided_eps(eps_fn, x_t.to(model.device), levels.to(model.device), class_labels(model, label, n),
+                             guidance, model.null_label).float().cpu()
+    x0_hat = predict_x0_from_eps(x_t, eps_hat, levels)
     result = NoiseRemoval(f"real {image_word(model)}", ts.tolist(), x_t, eps_hat, x0_hat, x0, eps, label=label,
                           eps_scale=shared_scale(eps_hat, eps))
     result.errors["eps_hat vs true eps"] = ((eps_hat - eps) ** 2).mean(dim=(1, 2, 3)).numpy()

@@ -65,7 +65,7 @@ class Walk:
     frames: list = field(default_factory=list)
     x0_hats: list = field(default_factory=list)
     ts: list = field(default_factory=list)  # t of each frame (the inference schedule's paper t; 0 = done)
-    steps: list = field(default_factory=list)  # view_step.StepParts of the step from frames[k] to frames[k + 1]
+    steps: list = field(default_factory=list)  # step.StepParts of the step from frames[k] to frames[k + 1]
 
     @property
     def done(self) -> int:

@@ -58,8 +58,8 @@ def step_formula(parts: StepParts) -> str:
     sigma_name = "√β̃_t" if c.variance == "beta_tilde" else "√β_t"
     if parts.clipped and parts.method == "ddpm":  # samplers.ddpm_step: the posterior mean of the clipped x0_hat
         return (f"x̂_0 clipped to [−1, 1], then x_t' = c_0 · x̂_0 + c_t · x_t + σ_t z, the posterior mean "
-                f"μ̃_t (Ho et al. 2020, eq. 7): c_0 = {c.c0:.6f}, c_t = {c.ct:.6f}, σ_t = {sigma_name} = "
-                f"{c.sigma:.6f}; noise term: {noise}")
+                f"μ̃_t (Ho et al. 2020, eq. 7): c_0 = {c.posterior_mean_coef1:.6f}, "
+                f"c_t = {c.posterior_mean_coef2:.6f}, σ_t = {sigma_name} = {c.sigma:.6f}; noise term: {noise}")
     if parts.clipped:  # samplers.ddim_step: eps re-derived from the clipped x0_hat
         return (f"x̂_0 clipped to [−1, 1] and ε̂ re-derived from it, ε' = (x_t − √ᾱ_t · x̂_0)/√(1 − ᾱ_t); then "
                 f"x_t' = √ᾱ_t' · x̂_0 + √(1 − ᾱ_t' − σ²) · ε' + σ z: √ᾱ_t' = {c.x0_coef:.6f}, "
@@ -86,7 +86,7 @@ def _row(frames: list, parts: StepParts, s: int, total: int, name: str, scale: i
 def step_anatomy(walks: list, index: int = 0, scale: int = TILE_SCALE) -> tuple[np.ndarray, str]:
     """The step taken from frame ``index`` (the last step at the last frame), for each walk: pictures and numbers.
 
-    walks: ``view_reverse.Walk`` records (side by side: the same fraction of the way, as the scrubber shows).
+    walks: ``reverse.Walk`` records (side by side: the same fraction of the way, as the scrubber shows).
     """
     if not walks:
         raise ValueError("no walk recorded yet: run a reverse walk first")

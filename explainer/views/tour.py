@@ -16,7 +16,7 @@ import torch
 
 from ..diffusion import exact
 from ..diffusion.forward import q_sample
-from ..diffusion.respacing import make_chain, map_to_training_steps
+from ..diffusion.respacing import make_chain, nearest_training_steps
 from ..diffusion.schedules import DDPM_T, make_schedule
 from ..model.checkpoint import DiffusionModel
 from ..paths import ASSETS
@@ -133,7 +133,7 @@ def _answer_blurry(_model) -> str:
 
 def respaced_betas(steps: int = 10, schedule: str = "linear") -> np.ndarray:
     """beta' of every step of a respaced chain, noisiest first (Nichol & Dhariwal 2021, sec. 4)."""
-    return make_chain(make_schedule(schedule, T), steps).beta
+    return make_chain(make_schedule(schedule, T), steps).coefficients().beta
 
 
 def _answer_respacing(model) -> str:
@@ -147,7 +147,7 @@ def _answer_respacing(model) -> str:
 def other_schedule_step(t: int = 500, training: str = "linear") -> int:
     """The training step the network is called with at the other schedule's step t (nearest log-SNR)."""
     other = "cosine" if training == "linear" else "linear"
-    return int(map_to_training_steps(make_schedule(other, T), np.array([t]), make_schedule(training, T))[0])
+    return int(nearest_training_steps(make_schedule(other, T).alpha_bar_at(t), make_schedule(training, T)))
 
 
 def _answer_other_schedule(model) -> str:
