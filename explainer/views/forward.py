@@ -26,7 +26,8 @@ from ..render import images
 from ..diffusion.schedules import make_schedule
 from ..render.display import strip, to_uint8
 from ..render.figures import forward_chain_frames, forward_strip, plot_schedule_curves
-from .inputs import LRU, SEED_MAX, check_choice, check_int, seeded_normal
+from .cache import LRU
+from .inputs import SEED_MAX, check_choice, check_int, seeded_normal
 
 T = 1000  # the article's number of steps
 SCHEDULE_NAMES = ("linear", "cosine")

@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..diffusion.forward import q_sample
-from .inputs import LRU
+from .cache import LRU
 from .forward import (ARTICLE_SCHEDULES, COLORS, CursorPlot, noise_like, prepare_image, schedule_rgb,
                            validate_inputs)
 

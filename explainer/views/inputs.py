@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import numbers
 import reprlib
-import threading
-from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -190,22 +188,3 @@ def even_indices(n: int, k: int) -> list[int]:
     if n <= 0:
         return []
     return sorted(set(np.round(np.linspace(0, n - 1, min(k, n))).astype(int).tolist()))
-
-
-class LRU:
-    """A tiny thread-safe LRU cache."""
-
-    def __init__(self, size: int):
-        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key, make):
-        with self.lock:
-            if key in self.data:
-                self.data.move_to_end(key)
-                return self.data[key]
-        value = make()
-        with self.lock:
-            self.data[key] = value
-            while len(self.data) > self.size:
-                self.data.popitem(last=False)
-        return value

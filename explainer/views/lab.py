@@ -36,8 +36,8 @@ from ..model.mlp import LabCheckpointError, LabCheckpointMissing, LabModel, load
 from ..paths import CHECKPOINTS
 from ..quality import points
 from ..render.display import hstack, titled
-from .inputs import (GUIDANCE_MAX, LRU, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int,
-                     seeded_normal)
+from .cache import LRU
+from .inputs import GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, seeded_normal
 
 LAB_CHECKPOINTS = CHECKPOINTS / "lab"
 DRAWN = "draw your own"
