@@ -48,8 +48,8 @@ def make_tiny_checkpoint(folder, seed: int = 0, schedule: str = "linear", num_st
 def one_torch_thread():
     """One torch thread for a whole test module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
 
-    As the app runs with half the cores on a 2-core CPU (app.configure_threads); the checks do not depend on the
-    thread count, and tiny ops can stall with 2 OpenMP threads when other processes share the cores.
+    As the app runs with half the cores on a 2-core CPU (server.launch.configure_threads); the checks do not depend
+    on the thread count, and tiny ops can stall with 2 OpenMP threads when other processes share the cores.
     """
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -73,3 +73,19 @@ def tiny_ckpt(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_ckpt):
     return load_model(tiny_ckpt, device="cpu")
+
+
+class StepCounter:
+    """Counts the reverse steps the walks of a view module compute, by wrapping its ``samplers.sample`` (so a test
+    can see that Stop stopped them); ``steps`` is read from any thread."""
+
+    def __init__(self, monkeypatch, module):
+        import threading
+        self.steps, self._lock, inner = 0, threading.Lock(), module.sample
+
+        def counted(*args, **kwargs):
+            for record in inner(*args, **kwargs):
+                with self._lock:
+                    self.steps += 1
+                yield record
+        monkeypatch.setattr(module, "sample", counted)

@@ -336,7 +336,7 @@ def test_a_training_step_reports_l_simple_written_out():
 
 
 def test_the_warm_up_leaves_nothing_to_load_for_the_first_training():
-    """app.serve runs lab_training.warm_up at start: after it, the first real training imports no more modules
+    """server.launch.serve runs lab_training.warm_up at start: after it, the first real training imports no more modules
     (torch's optimizers import torch._dynamo when the first is made, about 1.4 s), checked in a new process."""
     import subprocess
     import sys

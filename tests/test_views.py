@@ -5,6 +5,7 @@ import importlib.util
 import math
 import os
 import re
+import time
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from explainer.views import equations as vm
 from explainer.views import noise as vn
 from explainer.views import reverse as vr
 from explainer.views import step as vs
+from explainer.views import walk as vw
 from explainer.views import model_slot as views
 from explainer.diffusion.respacing import make_chain
 from explainer.render.display import eps_to_uint8
@@ -504,15 +506,15 @@ def test_clipped_reverse_walk_takes_the_posterior_mean_of_the_clipped_x0_hat(tin
 
 
 def test_reverse_walk_streams_every_step(tiny_model, monkeypatch):
-    monkeypatch.setattr(vr, "SHOWN_FRAMES", 6)  # a picture every 5 steps
-    monkeypatch.setattr(vr, "MIN_FRAME_S", 0.0)
-    monkeypatch.setattr(vr, "YIELD_EVERY_S", 0.0)  # slow steps: an update (for progress and Stop) after every step
+    monkeypatch.setattr(vw, "SHOWN_FRAMES", 6)  # a picture every 5 steps
+    monkeypatch.setattr(vw, "MIN_FRAME_S", 0.0)
+    monkeypatch.setattr(vw, "YIELD_EVERY_S", 0.0)  # slow steps: an update (for progress and Stop) after every step
     updates = list(vr.reverse_walk(tiny_model, "unconditional", 1.0, "DDIM", 30))
     assert [u.step for u in updates] == list(range(31)) + [30]  # the start, each step, then the finish
     shown = [u.step for u in updates if u.panels[0] is not None]
     assert shown == [0, 1, 5, 10, 15, 20, 25, 30, 30]  # the start, the first step, every few steps, the end
     assert updates[7].status.startswith("DDIM, 30 steps, linear schedule: step 7/30")
-    monkeypatch.setattr(vr, "YIELD_EVERY_S", 1e9)  # fast steps: updates only with pictures
+    monkeypatch.setattr(vw, "YIELD_EVERY_S", 1e9)  # fast steps: updates only with pictures
     assert [u.step for u in vr.reverse_walk(tiny_model, "unconditional", 1.0, "DDIM", 30)] == shown
 
 
@@ -541,7 +543,7 @@ def test_side_by_side_walks_share_the_starting_noise(tiny_model, mode, names, le
 
 
 def test_other_schedule_calls_the_network_at_matching_noise_levels(tiny_model):
-    chain = vr._chain(tiny_model, vr.WalkSpec("DDPM", 10, "other"))
+    chain = vw.walk_chain(tiny_model.schedule, 10, "other")
     assert "cosine" in chain.description
     assert not np.array_equal(chain.model_t, chain.timesteps)
 

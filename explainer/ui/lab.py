@@ -8,6 +8,7 @@ import gradio as gr
 
 from ..server.sessions import RESULT_TTL_S, session_of
 from ..views import lab as vl
+from ..views import walk as vw
 from ..views.inputs import GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL
 from .common import CHEAP, HEAVY, AppContext, clear_errors
 
@@ -87,11 +88,11 @@ def lab_walk_widgets() -> LabWalk:
     """The reverse walk: its settings on the left, the picture, status, scrubber and metrics on the right."""
     with gr.Row():
         with gr.Column(scale=1):
-            sampler = gr.Radio(list(vl.SAMPLERS), value="DDPM", label="sampler", elem_id="lab-sampler")
-            steps = gr.Slider(vl.MIN_STEPS, vl.T, value=vl.DEFAULT_STEPS, step=1, label="steps (respaced)",
+            sampler = gr.Radio(list(vw.SAMPLERS), value="DDPM", label="sampler", elem_id="lab-sampler")
+            steps = gr.Slider(vw.MIN_STEPS, vl.T, value=vl.DEFAULT_STEPS, step=1, label="steps (respaced)",
                               elem_id="lab-steps")
             eta = gr.Slider(0, 1, value=0, step=0.1, label="eta (DDIM)")
-            inference = gr.Radio(list(vl.INFERENCE_SCHEDULES), value="training",
+            inference = gr.Radio(list(vw.INFERENCE_SCHEDULES), value="training",
                                  label="inference schedule (the training one, linear, or the other one)")
             particles = gr.Slider(vl.MIN_PARTICLES, vl.MAX_PARTICLES, value=vl.DEFAULT_PARTICLES, step=100,
                                   label="particles", elem_id="lab-particles")

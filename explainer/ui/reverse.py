@@ -6,6 +6,7 @@ import gradio as gr
 from ..server.sessions import RESULT_TTL_S, session_of
 from ..views import reverse as vr
 from ..views import step as vs
+from ..views import walk as vw
 from ..views.inputs import GUIDANCE_MAX, SEED_MAX, class_word
 from .common import (CHEAP, GUIDANCE_INFO, HEAVY, AppContext, class_dropdown, clear_errors, guidance_default,
                      model_T, tab_intro)
@@ -58,16 +59,16 @@ def reverse_tab(ctx: AppContext) -> None:
                 r_guidance = gr.Slider(0, GUIDANCE_MAX, value=guidance_default(ctx.model), step=0.5,
                                        label="guidance scale w (1 = plain conditional, 0 = unconditional)",
                                        info=GUIDANCE_INFO, elem_id="rev-guidance")
-                r_sampler = gr.Radio(list(vr.SAMPLERS), value="DDPM", label="sampler", elem_id="rev-sampler")
-                r_steps = gr.Slider(vr.MIN_STEPS, ctx.T, value=100, step=1, label="inference steps",
+                r_sampler = gr.Radio(list(vw.SAMPLERS), value="DDPM", label="sampler", elem_id="rev-sampler")
+                r_steps = gr.Slider(vw.MIN_STEPS, ctx.T, value=100, step=1, label="inference steps",
                                     elem_id="rev-steps")
-                r_schedule = gr.Radio(list(vr.INFERENCE_SCHEDULES), value="training",
+                r_schedule = gr.Radio(list(vw.INFERENCE_SCHEDULES), value="training",
                                       label="inference schedule (the training one or the other one)",
                                       elem_id="rev-schedule")
                 r_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed", elem_id="rev-seed")
                 r_compare = gr.Dropdown(list(vr.COMPARE_MODES), value="off", label="side by side (same starting noise)",
                                         elem_id="rev-compare")
-                r_steps_b = gr.Slider(vr.MIN_STEPS, ctx.T, value=20, step=1,
+                r_steps_b = gr.Slider(vw.MIN_STEPS, ctx.T, value=20, step=1,
                                       label="second walk's steps ('two step counts')", elem_id="rev-steps-b")
                 r_clip = gr.Checkbox(clip_default(ctx.model), label="clip x0_hat to [-1, 1] at every step",
                                      info=CLIP_INFO, elem_id="rev-clip")

@@ -27,17 +27,18 @@ from PIL import Image, ImageDraw
 from ..accel.share import TaskShare
 from ..diffusion.exact import ExactDenoiser, marginal_density
 from ..diffusion.forward import q_chain, q_sample
-from ..diffusion.respacing import SamplingChain, make_chain
+from ..diffusion.respacing import SamplingChain
 from ..diffusion.samplers import sample
 from ..diffusion.schedules import DDPM_T, Schedule, make_schedule
 from ..model import toy
-from ..model.lab_training import LabTrainConfig, train_steps, warm_up  # noqa: F401 (warm_up: for app.serve)
+from ..model.lab_training import LabTrainConfig, train_steps, warm_up  # noqa: F401 (warm_up: for server.launch.serve)
 from ..model.mlp import LabCheckpointError, LabCheckpointMissing, LabModel, load_lab_model
 from ..paths import CHECKPOINTS
 from ..quality import points
 from ..render.display import hstack, titled
 from .cache import LRU
 from .inputs import GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, seeded_normal
+from .walk import Pacer, WalkRequest, inference_schedule, kept_steps
 
 LAB_CHECKPOINTS = CHECKPOINTS / "lab"
 DRAWN = "draw your own"
@@ -45,22 +46,17 @@ DATASETS = toy.PRESETS + (DRAWN,)
 ALL_CLASSES = [UNCONDITIONAL] + sorted({c for names in toy.CLASS_NAMES.values() for c in names},
                                        key=lambda c: (toy.COMPASS + (c,)).index(c))  # every preset's classes
 SCHEDULES = ("linear", "cosine")
-SAMPLERS = ("DDPM", "DDIM")
-INFERENCE_SCHEDULES = ("training", "other")
 T = DDPM_T
 TRAINING_SCHEDULE = "linear"  # every lab model's (the presets' and live training's)
 NUM_POINTS = toy.NUM_POINTS  # training points of every data set
 MIN_PARTICLES, MAX_PARTICLES, DEFAULT_PARTICLES = 200, 5000, 2000
-MIN_STEPS, DEFAULT_STEPS = 10, 100
+DEFAULT_STEPS = 100
 MIN_TRAIN_STEPS, MAX_TRAIN_STEPS = 50, 10_000  # the training-steps slider's range
 MAX_DRAWING_SIDE = 2048  # the sketchpad's canvas is 400 x 400
 LIVE_SECONDS = 13.0  # live training stops by then (2 s left for start-up, data and reply): the 15 s promise
 LIVE_TRAIN = LabTrainConfig(max_seconds=LIVE_SECONDS)  # the presets: the same recipe, longer (checkpoints/lab)
 TRACKED = 4  # particles whose trajectories are drawn
 RECORDED_FRAMES = 100  # at most this many frames of a walk are kept for the scrubber (plus x_T)
-SHOWN_FRAMES = 20  # pictures streamed per walk
-MIN_FRAME_S = 0.1  # at most 10 streamed pictures a second
-YIELD_EVERY_S = 0.1  # never compute longer than this without yielding (Stop and progress)
 EXTENT = 3.5  # the pictures show [-EXTENT, EXTENT]^2
 PANEL = 300  # pixels of one square panel
 PANEL_GAP = 8  # white pixels between two panels side by side
@@ -71,21 +67,6 @@ LOSS_POINTS = 1000  # training points the field's loss numbers are measured on
 PARTICLE = (25, 45, 120)
 X0_HAT = (220, 60, 30)
 PATH_COLOURS = [(214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (23, 190, 207), (140, 86, 75)]
-_steps_lock = threading.Lock()
-_walk_steps = 0
-
-
-def walk_steps() -> int:
-    """How many reverse steps all lab walks in this process have computed (to verify that Stop stops)."""
-    return _walk_steps
-
-
-def _count_step() -> None:
-    global _walk_steps
-    with _steps_lock:
-        _walk_steps += 1
-
-
 _HEAT_LUT = np.stack([np.interp(np.linspace(0, 1, 256) ** 0.6, [0, 1], [255, c]) for c in (150, 170, 235)],
                      1).astype(np.uint8)  # white -> light blue
 
@@ -588,34 +569,30 @@ def _zoom_inset(img: np.ndarray, data: toy.ToyData, pos: np.ndarray, label: int 
     return img
 
 
-def validate_walk_args(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, sketch):
-    data = lab_data(dataset, sketch)
-    sampler = check_choice("sampler", sampler, SAMPLERS)
-    steps = check_int("number of steps", steps, MIN_STEPS, T)
-    eta = check_float("eta", eta, 0.0, 1.0)
-    schedule = check_choice("inference schedule", schedule, INFERENCE_SCHEDULES)
-    particles = check_int("number of particles", particles, MIN_PARTICLES, MAX_PARTICLES)
-    label = class_label(data, cls)
-    guidance = check_float("guidance scale", guidance, 0.0, GUIDANCE_MAX)
-    seed = check_int("seed", seed, 0, SEED_MAX)
-    return data, sampler, steps, eta, schedule, particles, label, guidance, seed
+@dataclass(frozen=True)
+class LabWalkRequest(WalkRequest):
+    """A lab walk: the shared settings, the data set, DDIM's eta, the number of particles and the class."""
 
+    data: toy.ToyData
+    eta: float
+    particles: int
+    label: int | None  # the class id walked to (None: unconditional)
 
-def other_schedule() -> Schedule:
-    return _schedule("cosine" if TRAINING_SCHEDULE == "linear" else "linear")
+    @classmethod
+    def checked(cls, dataset, sampler, steps, eta, schedule, particles, cls_name, guidance, seed,
+                sketch) -> LabWalkRequest:
+        data = lab_data(dataset, sketch)
+        common = cls.check_common(sampler, steps, schedule, guidance, seed, T, "number of steps")
+        return cls(**common, data=data, eta=check_float("eta", eta, 0.0, 1.0),
+                   particles=check_int("number of particles", particles, MIN_PARTICLES, MAX_PARTICLES),
+                   label=class_label(data, cls_name))
 
 
 @dataclass
 class _WalkSetup:
-    """A walk's checked settings and what follows from them: the network, the schedules and the sampling chain."""
+    """A walk's checked request and what follows from it: the network, the schedules and the sampling chain."""
 
-    data: toy.ToyData
-    sampler: str
-    eta: float
-    n: int
-    label: int | None
-    guidance: float
-    seed: int
+    req: LabWalkRequest
     net: LabModel | None
     source: str
     train_sched: Schedule
@@ -623,22 +600,19 @@ class _WalkSetup:
     chain: SamplingChain
 
     @property
-    def method(self) -> str:
-        return self.sampler.lower()
-
-    @property
     def schedule_name(self) -> str:
         return (self.inference or self.train_sched).name
 
     def settings(self) -> str:
-        cls = None if self.label is None else self.data.class_names[self.label]
-        cond = "" if cls is None else f", class {cls}, guidance w = {self.guidance:g}"
-        return (f"{self.sampler}{f' (eta = {self.eta:g})' if self.method == 'ddim' else ''}, {len(self.chain)} steps "
-                f"of the {self.schedule_name} schedule, {self.n} particles, seed {self.seed}{cond}")
+        req = self.req
+        cls = None if req.label is None else req.data.class_names[req.label]
+        cond = "" if cls is None else f", class {cls}, guidance w = {req.guidance:g}"
+        return (f"{req.sampler}{f' (eta = {req.eta:g})' if req.method == 'ddim' else ''}, {len(self.chain)} steps "
+                f"of the {self.schedule_name} schedule, {req.particles} particles, seed {req.seed}{cond}")
 
     def note(self) -> str:
         """Where the network comes from (or that none has learned the data), and what another schedule changes."""
-        note = f"Network: {self.source}." if self.net is not None else no_network_message(self.data)
+        note = f"Network: {self.source}." if self.net is not None else no_network_message(self.req.data)
         if self.inference is not None:
             note += (f" With the {self.schedule_name} schedule the network is called at the {self.train_sched.name} "
                      f"step of nearest noise level (it knows no other), the exact denoiser at the {self.schedule_name} "
@@ -649,47 +623,46 @@ class _WalkSetup:
 
 
 def _walk_setup(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, trained, sketch) -> _WalkSetup:
-    """Check a walk's inputs, find the network that learned the data and build the chain (on the other schedule, when
-    chosen: ``respacing.make_chain``)."""
-    data, sampler, steps, eta, sched_choice, n, label, guidance, seed = validate_walk_args(
-        dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, sketch)
-    net, source = network_for(data, trained)
+    """Check a walk's inputs, find the network that learned the data and build the chain (``walk.walk_chain``: the
+    training schedule or the other one)."""
+    req = LabWalkRequest.checked(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, sketch)
+    net, source = network_for(req.data, trained)
     train_sched = net.schedule if net is not None else training_schedule()
-    inference = None if sched_choice == "training" else other_schedule()
-    chain = make_chain(train_sched, steps, "linspace", inference)
-    return _WalkSetup(data, sampler, eta, n, label, guidance, seed, net, source, train_sched, inference, chain)
+    return _WalkSetup(req, net, source, train_sched, inference_schedule(train_sched, req.schedule),
+                      req.chain(train_sched))
 
 
 def _start_walks(setup: _WalkSetup, share: TaskShare, x_T: torch.Tensor) -> tuple[dict, dict]:
     """Each denoiser's walk (``samplers.sample``) of all particles, and of the tracked ones under the other sampler
     (DDIM with eta = 0 beside DDPM, DDPM beside DDIM), from the same x_T and with the same noise."""
-    net, exact, chain = setup.net, exact_for(setup.data), setup.chain
+    net, exact, chain = setup.net, exact_for(setup.req.data), setup.chain
     # both are told the chain's noise levels: the network evaluates the nearest of its training steps, the exact
     # denoiser the level itself (exact for any schedule)
     fns = {"network": (lambda: net, net.null_label)} if net is not None else {}
     fns["exact"] = (lambda: functools.partial(exact, share=share), exact.null_label)
-    other_method = "ddim" if setup.method == "ddpm" else "ddpm"
-    labels = None if setup.label is None else torch.full((setup.n,), setup.label, dtype=torch.long)
-    k = min(TRACKED, setup.n)
+    req = setup.req
+    other_method = "ddim" if req.method == "ddpm" else "ddpm"
+    labels = None if req.label is None else torch.full((req.particles,), req.label, dtype=torch.long)
+    k = min(TRACKED, req.particles)
     runs, others = {}, {}
     for name, (make_fn, null) in fns.items():
-        runs[name] = sample(make_fn(), chain, (setup.n, 2), method=setup.method, labels=labels,
-                            guidance=setup.guidance, null_label=null, eta=setup.eta,
-                            generator=torch.Generator().manual_seed(setup.seed + 1), x_T=x_T)
+        runs[name] = sample(make_fn(), chain, (req.particles, 2), method=req.method, labels=labels,
+                            guidance=req.guidance, null_label=null, eta=req.eta,
+                            generator=torch.Generator().manual_seed(req.seed + 1), x_T=x_T)
         others[name] = sample(make_fn(), chain, (k, 2), method=other_method, eta=0.0,
-                              labels=None if labels is None else labels[:k], guidance=setup.guidance, null_label=null,
-                              generator=torch.Generator().manual_seed(setup.seed + 2), x_T=x_T[:k])
+                              labels=None if labels is None else labels[:k], guidance=req.guidance, null_label=null,
+                              generator=torch.Generator().manual_seed(req.seed + 2), x_T=x_T[:k])
     return runs, others
 
 
 def _new_record(setup: _WalkSetup, names: list[str], x_T: torch.Tensor) -> tuple[LabWalk, set[int]]:
     """The walk's record, x_T its frame 0, with room for the tracked particles' every step and for the frames kept for
     the scrubber (RECORDED_FRAMES, evenly spread); returns it and the steps whose frames it keeps."""
-    chain, n, k = setup.chain, setup.n, min(TRACKED, setup.n)
-    other_label = "DDIM (eta = 0)" if setup.method == "ddpm" else "DDPM"
-    rec = LabWalk(setup.data, setup.settings(), setup.sampler, other_label, setup.schedule_name, len(chain),
-                  setup.label)
-    keep = set(np.round(np.linspace(0, len(chain), min(RECORDED_FRAMES, len(chain)) + 1)).astype(int).tolist())
+    req = setup.req
+    chain, n, k = setup.chain, req.particles, min(TRACKED, req.particles)
+    other_label = "DDIM (eta = 0)" if req.method == "ddpm" else "DDPM"
+    rec = LabWalk(req.data, setup.settings(), req.sampler, other_label, setup.schedule_name, len(chain), req.label)
+    keep = set(kept_steps(len(chain), RECORDED_FRAMES))
     for name in names:
         rec.pos[name] = np.zeros((len(keep), n, 2), np.float16)
         rec.x0[name] = np.zeros((len(keep), n, 2), np.float16)
@@ -717,7 +690,6 @@ def _side_by_side_steps(runs: dict, others: dict, total: int, share: TaskShare):
             results = {name: _advance(runs[name], others[name]) for name in runs if name != "exact"}
             share.help_until(exact_steps[i])  # compute chunks of the exact walk's current step until step i is done
             results["exact"] = exact_steps[i].result()
-            _count_step()
             yield i + 1, results
     finally:
         stop.set()
@@ -756,7 +728,7 @@ def _walk_picture(rec: LabWalk, current: dict, step: int, t: int, ab: float) -> 
 def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT_STEPS, eta: float = 0.0,
          schedule: str = "training", particles: int = DEFAULT_PARTICLES, cls: str = UNCONDITIONAL,
          guidance: float = 1.0, seed: int = 0, trained: LabModel | None = None, sketch=None):
-    """Walk ``particles`` from N(0, I) to the data, yielding LabWalkUpdates (a picture every few steps).
+    """Walk ``particles`` from N(0, I) to the data, yielding LabWalkUpdates as ``walk.Pacer`` paces them.
 
     The network (when one has learned the data) and the exact denoiser run side by side from the same x_T with
     the same per-step noise, each through ``samplers.sample``; four tracked particles also take the other sampler
@@ -767,27 +739,24 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
     """
     setup = _walk_setup(dataset, sampler, steps, eta, schedule, particles, cls, guidance, seed, trained, sketch)
     share = TaskShare()  # the network's thread computes part of the exact denoiser's step once its own is done
-    x_T = seeded_normal((setup.n, 2), setup.seed)
+    x_T = seeded_normal((setup.req.particles, 2), setup.req.seed)
     runs, others = _start_walks(setup, share, x_T)
     rec, keep = _new_record(setup, list(runs), x_T)
     current = {name: (x_T.numpy(), None) for name in runs}
     total, note = len(setup.chain), setup.note()
     yield LabWalkUpdate(_walk_picture(rec, current, 0, rec.ts[0], rec.alpha_bars[0]),
                         f"Starting from N(0, I): {rec.settings}. {note}", 0, total)
-    started = last_yield = last_picture = time.perf_counter()
-    show_every = max(1, total // SHOWN_FRAMES)
+    started = time.perf_counter()
+    pacer = Pacer([total])
     with contextlib.closing(_side_by_side_steps(runs, others, total, share)) as stepped:
         for step, results in stepped:
             t_prev, ab_prev = _record_step(rec, current, results, step, setup.chain, keep)
-            now = time.perf_counter()
-            show = step == 1 or (step % show_every == 0 and now - last_picture >= MIN_FRAME_S)
-            if step == total or not (show or now - last_yield >= YIELD_EVERY_S):
+            update, show = pacer.due(0, step, step == 1)
+            if step == total or not update:  # (the last step's picture is the end picture below)
                 continue
             pic = _walk_picture(rec, current, step, t_prev, ab_prev) if show else None
-            if show:
-                last_picture = now
-            last_yield = time.perf_counter()
             yield LabWalkUpdate(pic, f"step {step}/{total}, t = {t_prev}", step, total)
+            pacer.sent(0, show)
     seconds = time.perf_counter() - started
     for name in runs:
         rec.final[name] = current[name][0].astype(np.float64)
@@ -795,7 +764,7 @@ def walk(dataset: str = "two moons", sampler: str = "DDPM", steps: int = DEFAULT
     done = f"Done: {rec.settings}, in {seconds:.2f} s. {note}"
     end = _walk_picture(rec, current, total, 0, 1.0)
     yield LabWalkUpdate(end, done + " Measuring the distances...", total, total)
-    rec.metrics = walk_metrics(rec.data, rec.final, setup.label, setup.seed)
+    rec.metrics = walk_metrics(rec.data, rec.final, setup.req.label, setup.req.seed)
     yield LabWalkUpdate(end, done, total, total, rec, True)  # the end picture again: API callers read the last
 
 

@@ -22,12 +22,13 @@ from matplotlib.figure import Figure
 
 from ..model.checkpoint import DiffusionModel
 from ..diffusion.forward import predict_x0_from_eps, q_sample
-from ..diffusion.respacing import make_chain, spaced_timesteps
+from ..diffusion.respacing import spaced_timesteps
 from ..diffusion.samplers import guided_eps, sample
 from ..render.display import captioned, hstack, to_uint8, upscale, vstack
 from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_choice, check_float, check_int, class_labels,
                      digit_tensor, image_word, seeded_normal)
 from .model_slot import eps_fn_for
+from .walk import walk_chain
 
 REAL_IMAGE = "real digit"  # the real-image source's published API value, for every model (its label names the pictures)
 SOURCES = ("reverse walk", REAL_IMAGE)
@@ -74,7 +75,7 @@ def noise_removal(model: DiffusionModel, source: str = REAL_IMAGE, image=None, l
     shape = (1, model.channels, model.image_size, model.image_size)
     eps_fn = eps_fn_for(model)
     if source == "reverse walk":  # sampled as the model's card recommends (clipped x0_hat for the emoji model)
-        chain = make_chain(model.schedule, num_t, "linspace")
+        chain = walk_chain(model.schedule, num_t)
         recs = list(sample(eps_fn, chain, shape, method="ddpm", labels=class_labels(model, label, 1), guidance=guidance,
                            null_label=model.null_label, seed=seed, device=model.device,
                            clip_x0=model.recommended_clip_x0))

@@ -1,8 +1,8 @@
 """Views of the reverse process: streamed walks from pure noise, side-by-side comparisons, strips, GIFs.
 
-``reverse_walk`` is a generator: it yields a ``WalkUpdate`` with a new picture every few steps, and
-in any case at least every ``YIELD_EVERY_S`` seconds, so a UI can stream frames, show progress, and
-stop the work between two steps.
+``reverse_walk`` is a generator: it yields a ``WalkUpdate`` with a new picture every few steps, paced by the
+one walk pipeline (``views/walk.py``), so a UI can stream frames, show progress, and stop the work between two
+steps.
 A side-by-side mode runs two walks from the same x_T (DDPM vs DDIM, two step counts, or the
 training schedule vs the other one) interleaved so both advance together.
 """
@@ -14,46 +14,23 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..model.checkpoint import DiffusionModel
-from ..diffusion.respacing import make_chain
 from ..diffusion.samplers import sample
-from ..diffusion.schedules import make_schedule
 from .step import record_step
 from ..render.display import captioned, hstack, save_gif, strip, to_uint8, upscale, vstack
-from .inputs import (GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, check_bool, check_choice, check_float, check_int,
-                     class_choices, class_labels, class_word, even_indices, is_digit_model, seeded_normal)
+from .inputs import (UNCONDITIONAL, check_bool, check_choice, check_int, class_choices, class_labels, class_word,
+                     even_indices, is_digit_model, seeded_normal)
 from .model_slot import eps_fn_for, network_path
+from .walk import MIN_STEPS, SHOWN_FRAMES, Pacer, WalkRequest, inference_schedule
 
-SAMPLERS = ("DDPM", "DDIM")
-INFERENCE_SCHEDULES = ("training", "other")
 COMPARE_MODES = ("off", "DDPM vs DDIM", "two step counts", "training vs other schedule")
-MIN_STEPS = 10
-SHOWN_FRAMES = 40  # at most this many pictures streamed per walk (updates without one keep progress and Stop going)
-YIELD_EVERY_S = 0.1  # never compute longer than this without yielding
-MIN_FRAME_S = 0.08  # and send at most about 12 new pictures per second of computing, per walk
-# (both clocks restart when the consumer hands control back: the time a UI spends encoding and sending an
-# update never makes the next one come sooner)
 PANEL_SCALE = 6
-
-_steps_lock = threading.Lock()
-_network_steps = 0
-
-
-def network_steps() -> int:
-    """How many reverse steps all walks in this process have computed (to verify that Stop stops)."""
-    return _network_steps
-
-
-def _count_step():
-    global _network_steps
-    with _steps_lock:
-        _network_steps += 1
 
 
 @dataclass
@@ -84,38 +61,43 @@ class WalkUpdate:
     finished: bool = False
 
 
-def other_schedule_name(training: str) -> str:
-    return "linear" if training.startswith("cosine") else "cosine"
-
-
 @dataclass(frozen=True)
-class WalkSpec:
-    sampler: str
-    steps: int
-    schedule: str  # "training" or "other"
+class ReverseRequest(WalkRequest):
+    """A reverse walk from pure noise: the shared settings, the class, a side-by-side mode and clipping."""
 
-    def label(self, model: DiffusionModel) -> str:
-        name = model.schedule.name if self.schedule == "training" else other_schedule_name(model.schedule.name)
-        return f"{self.sampler}, {self.steps} steps, {name} schedule"
+    label: str  # a class name, or "unconditional"
+    compare: str  # one of COMPARE_MODES
+    steps_b: int  # the second walk's steps ("two step counts")
+    clip_x0: bool
 
+    @classmethod
+    def checked(cls, model: DiffusionModel, label, guidance, sampler, steps, schedule, seed, compare, steps_b,
+                clip_x0=False) -> ReverseRequest:
+        label = check_choice(class_word(model), str(label), class_choices(model))
+        common = cls.check_common(sampler, steps, schedule, guidance, seed, model.schedule.T,
+                                  "number of inference steps")
+        return cls(**common, label=label, compare=check_choice("side-by-side mode", compare, COMPARE_MODES),
+                   steps_b=check_int("second number of steps", steps_b, MIN_STEPS, model.schedule.T),
+                   clip_x0=check_bool("clip x0_hat", clip_x0))
 
-def walk_specs(sampler: str, steps: int, schedule: str, compare: str, steps_b: int) -> list[WalkSpec]:
-    """The walk(s) to run: one, or two that differ in exactly one setting."""
-    a = WalkSpec(sampler, steps, schedule)
-    if compare == "off":
-        return [a]
-    if compare == "DDPM vs DDIM":
-        return [WalkSpec("DDPM", steps, schedule), WalkSpec("DDIM", steps, schedule)]
-    if compare == "two step counts":
-        return [a, WalkSpec(sampler, steps_b, schedule)]
-    return [WalkSpec(sampler, steps, "training"), WalkSpec(sampler, steps, "other")]
+    def walks(self) -> list[ReverseRequest]:
+        """The walk(s) to run: this one, or two that differ in exactly one setting."""
+        if self.compare == "DDPM vs DDIM":
+            return [replace(self, sampler="DDPM"), replace(self, sampler="DDIM")]
+        if self.compare == "two step counts":
+            return [self, replace(self, steps=self.steps_b)]
+        if self.compare == "training vs other schedule":
+            return [replace(self, schedule="training"), replace(self, schedule="other")]
+        return [self]
 
+    def name(self, model: DiffusionModel) -> str:
+        schedule = inference_schedule(model.schedule, self.schedule) or model.schedule
+        return f"{self.sampler}, {self.steps} steps, {schedule.name} schedule"
 
-def _chain(model: DiffusionModel, spec: WalkSpec):
-    inference = None
-    if spec.schedule == "other":
-        inference = make_schedule(other_schedule_name(model.schedule.name), model.schedule.T)
-    return make_chain(model.schedule, spec.steps, "linspace", inference)
+    def conditioning(self, model: DiffusionModel) -> str:
+        what = "digit" if is_digit_model(model) else "class"
+        cond = "unconditional" if self.label == UNCONDITIONAL else f"{what} {self.label}, guidance w = {self.guidance:g}"
+        return cond + ("; x0_hat clipped to [-1, 1] at every step" if self.clip_x0 else "")
 
 
 def _panel(x_t: np.ndarray, x0_hat: np.ndarray, t: int, name: str) -> np.ndarray:
@@ -124,88 +106,75 @@ def _panel(x_t: np.ndarray, x0_hat: np.ndarray, t: int, name: str) -> np.ndarray
     return vstack([captioned(hstack([left, right]), name, height=16)], pad=0)
 
 
-def validate_walk_args(model: DiffusionModel, label, guidance, sampler, steps, schedule, seed, compare, steps_b,
-                       clip_x0=False):
-    label = check_choice(class_word(model), str(label), class_choices(model))
-    guidance = check_float("guidance scale", guidance, 0.0, GUIDANCE_MAX)
-    sampler = check_choice("sampler", sampler, SAMPLERS)
-    steps = check_int("number of inference steps", steps, MIN_STEPS, model.schedule.T)
-    schedule = check_choice("inference schedule", schedule, INFERENCE_SCHEDULES)
-    seed = check_int("seed", seed, 0, SEED_MAX)
-    compare = check_choice("side-by-side mode", compare, COMPARE_MODES)
-    steps_b = check_int("second number of steps", steps_b, MIN_STEPS, model.schedule.T)
-    clip_x0 = check_bool("clip x0_hat", clip_x0)
-    return label, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0
+def _start_walks(model: DiffusionModel, req: ReverseRequest, eps_fn) -> tuple[list[Walk], list]:
+    """Each walk's record (x_T its frame 0) and its sampler (``samplers.sample``), all from the same x_T (drawn
+    from the seed) and the same per-step noise stream."""
+    shape = (1, model.channels, model.image_size, model.image_size)
+    x_T = seeded_normal(shape, req.seed).to(model.device)
+    labels = class_labels(model, req.label, 1)
+    walks, runs = [], []
+    for spec in req.walks():
+        chain = spec.chain(model.schedule)
+        walks.append(Walk(spec.name(model), len(chain), [to_uint8(x_T[0])], [to_uint8(torch.zeros_like(x_T[0]))],
+                          [int(chain.timesteps[0])]))
+        runs.append(sample(eps_fn, chain, shape, method=spec.method, labels=labels, guidance=req.guidance,
+                           null_label=model.null_label, clip_x0=req.clip_x0,
+                           generator=torch.Generator().manual_seed(req.seed), x_T=x_T, device=model.device))
+    return walks, runs
+
+
+def _record(w: Walk, rec, method: str, clip_x0: bool) -> None:
+    w.frames.append(to_uint8(rec.x_prev[0]))
+    w.x0_hats.append(to_uint8(rec.x0_hat[0]))
+    w.ts.append(rec.t_prev)
+    w.steps.append(record_step(rec, method, clip_x0))
+
+
+def _lagging(walks: list[Walk]) -> int:
+    """The walk that is least far along (side by side, both advance together)."""
+    return min(range(len(walks)), key=lambda k: walks[k].done / walks[k].total if walks[k].done < walks[k].total
+               else 2.0)
 
 
 def reverse_walk(model: DiffusionModel, label: str = UNCONDITIONAL, guidance: float | None = None,
                  sampler: str = "DDPM", steps: int = 100, schedule: str = "training", seed: int = 0,
                  compare: str = "off", steps_b: int = 20, clip_x0: bool = False):
-    """Sample from pure noise, yielding WalkUpdates as it goes (both walks in side-by-side mode).
+    """Sample from pure noise, yielding WalkUpdates as ``walk.Pacer`` paces them (both walks side by side).
 
-    Both walks start from the same x_T (drawn from ``seed``) and use the same per-step noise stream.
     label: the class name (or "unconditional"); guidance: w, by default the model card's recommended one.
     clip_x0: clip x0_hat to [-1, 1] at every step (the DDPM step then takes the posterior mean of the clipped
     x0_hat, Ho et al. 2020 eq. 7), as the reference implementations do; the article's formula does not.
     """
-    if guidance is None:
-        guidance = model.recommended_guidance
-    label, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0 = validate_walk_args(
-        model, label, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0)
-    specs = walk_specs(sampler, steps, schedule, compare, steps_b)
-    shape = (1, model.channels, model.image_size, model.image_size)
-    x_T = seeded_normal(shape, seed).to(model.device)
-    labels = class_labels(model, label, 1)
+    req = ReverseRequest.checked(model, label, model.recommended_guidance if guidance is None else guidance, sampler,
+                                 steps, schedule, seed, compare, steps_b, clip_x0)
     eps_fn = eps_fn_for(model)
-    walks, runs = [], []
-    for spec in specs:
-        chain = _chain(model, spec)
-        walk = Walk(spec.label(model), len(chain), [to_uint8(x_T[0])], [to_uint8(torch.zeros_like(x_T[0]))],
-                    [int(chain.timesteps[0])])
-        gen = torch.Generator().manual_seed(seed)
-        it = sample(eps_fn, chain, shape, method=spec.sampler.lower(), labels=labels, guidance=guidance,
-                    null_label=model.null_label, clip_x0=clip_x0, generator=gen, x_T=x_T, device=model.device)
-        walks.append(walk)
-        runs.append(it)
+    walks, runs = _start_walks(model, req, eps_fn)
+    methods = [spec.method for spec in req.walks()]
     total = sum(w.total for w in walks)
-    show_every = [max(1, w.total // SHOWN_FRAMES) for w in walks]
-    what = "digit" if is_digit_model(model) else "class"
-    cond = "unconditional" if labels is None else f"{what} {label}, guidance w = {guidance:g}"
-    cond += "; x0_hat clipped to [-1, 1] at every step" if clip_x0 else ""
-    panels = [_panel(w.frames[0], w.x0_hats[0], w.ts[0], w.name) for w in walks]
     path = network_path(model, eps_fn)
-    yield WalkUpdate(panels, f"Starting from pure noise x_T (seed {seed}); {cond}. Network: {path}.", 0, total, walks)
-    started = last_yield = time.perf_counter()
-    last_picture = [last_yield] * len(walks)
-    done = 0
-    while done < total:
-        i = min(range(len(walks)), key=lambda k: (walks[k].done / walks[k].total if walks[k].done < walks[k].total
-                                                  else 2.0))
+    yield WalkUpdate([_panel(w.frames[0], w.x0_hats[0], w.ts[0], w.name) for w in walks],
+                     f"Starting from pure noise x_T (seed {req.seed}); {req.conditioning(model)}. Network: {path}.",
+                     0, total, walks)
+    started = time.perf_counter()
+    pacer = Pacer([w.total for w in walks])
+    for done in range(1, total + 1):
+        i = _lagging(walks)
         rec = next(runs[i])
-        _count_step()
-        done += 1
         w = walks[i]
-        w.frames.append(to_uint8(rec.x_prev[0]))
-        w.x0_hats.append(to_uint8(rec.x0_hat[0]))
-        w.ts.append(rec.t_prev)
-        w.steps.append(record_step(rec, specs[i].sampler.lower(), clip_x0))
-        now = time.perf_counter()
-        show = (w.done == 1  # the first denoised frame at once, a walk's last one when another walk goes on
-                or (w.done == w.total and done < total)  # (the final update shows every walk's last frame)
-                or (w.done % show_every[i] == 0 and now - last_picture[i] >= MIN_FRAME_S))
-        if not show and now - last_yield < YIELD_EVERY_S:
+        _record(w, rec, methods[i], req.clip_x0)
+        # the first denoised frame at once, a walk's last one when another walk goes on (the final update shows
+        # every walk's last frame)
+        update, show = pacer.due(i, w.done, w.done == 1 or (w.done == w.total and done < total))
+        if not update:
             continue
         panels = [None] * len(walks)
         if show:
             panels[i] = _panel(to_uint8(rec.x_t[0]), w.x0_hats[-1], rec.t, w.name)
-        status = "; ".join(f"{v.name}: step {v.done}/{v.total}" for v in walks)
-        yield WalkUpdate(panels, status, done, total, walks)
-        last_yield = time.perf_counter()
-        if show:
-            last_picture[i] = last_yield
-    panels = [_panel(w.frames[-1], w.x0_hats[-1], 0, w.name) for w in walks]
+        yield WalkUpdate(panels, "; ".join(f"{v.name}: step {v.done}/{v.total}" for v in walks), done, total, walks)
+        pacer.sent(i, show)
     seconds = time.perf_counter() - started
-    yield WalkUpdate(panels, "Done: " + "; ".join(f"{w.name} ({w.total} network steps)" for w in walks)
+    yield WalkUpdate([_panel(w.frames[-1], w.x0_hats[-1], 0, w.name) for w in walks],
+                     "Done: " + "; ".join(f"{w.name} ({w.total} network steps)" for w in walks)
                      + f" in {seconds:.1f} s. Network: {path}.", total, total, walks, finished=True)
 
 
