@@ -155,7 +155,7 @@ def main(argv=None):
         if fn.backend == backend:
             paths[backend] = fn
         else:
-            print(f"  {backend}: unavailable -> {fn.name}")
+            print(f"  {backend}: unavailable -> {fn.description}")
     best = fast.best_eps_fn(model)
     print(f"auto choice: {best.name}\n")
 

@@ -56,7 +56,7 @@ def _inputs(model, b, seed=0, labels=True, steps=False):
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_backend_is_the_one_asked_for(paths, backend):
     assert paths[backend].backend == backend
-    assert "skipped" not in paths[backend].name
+    assert "skipped" not in paths[backend].description
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -106,7 +106,7 @@ def test_auto_picks_a_verified_fast_path_on_cpu(tiny_model):
 def test_fallback_when_onnxruntime_is_missing(tiny_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
     fn = fast.fast_eps_fn(tiny_model, backend="onnx")
-    assert fn.backend == "eager" and "onnxruntime is not installed" in fn.name
+    assert fn.backend == "eager" and "onnxruntime is not installed" in fn.description
     auto = fast.fast_eps_fn(tiny_model)
     assert auto.backend == "torchscript" and "onnx" in auto.skipped[0]
 
@@ -116,7 +116,7 @@ def test_fallback_when_the_onnx_exporter_fails(tiny_model, tmp_path, monkeypatch
     monkeypatch.setenv("DDPM_EXPLAINER_CACHE", str(tmp_path / "empty-cache"))  # forces a fresh export
     monkeypatch.setitem(sys.modules, "onnx", None)  # torch.onnx.export needs the onnx package
     fn = fast.fast_eps_fn(tiny_model, backend="onnx")
-    assert fn.backend == "eager" and "ONNX export failed" in fn.name
+    assert fn.backend == "eager" and "ONNX export failed" in fn.description
     assert not list((tmp_path / "empty-cache").glob("*"))  # no half-written file left in the cache
 
 
@@ -124,7 +124,7 @@ def test_fallback_when_cuda_is_missing(tiny_model):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
     fn = fast.fast_eps_fn(tiny_model, backend="cuda")
-    assert fn.backend == "eager" and "cuda" in fn.name
+    assert fn.backend == "eager" and "cuda" in fn.description
     x, t, y = _inputs(tiny_model, 2)
     torch.testing.assert_close(fn(x, t, y), tiny_model.eps(x, t, y))
 
@@ -134,7 +134,7 @@ def test_a_wrong_fast_path_is_rejected(tiny_model, monkeypatch):
         return fast.FastEps(lambda x, alpha_bar, y: model.eps(x, alpha_bar, y) + 0.01, "off by 0.01", "torchscript")
     monkeypatch.setattr(fast, "torchscript_eps_fn", wrong)
     fn = fast.fast_eps_fn(tiny_model, backend="torchscript")
-    assert fn.backend == "eager" and "disagrees with eager" in fn.name
+    assert fn.backend == "eager" and "disagrees with eager" in fn.description
     with pytest.raises(fast.FastPathError):
         fast.check_agrees(tiny_model, wrong(tiny_model), 1e-3)
 
@@ -144,7 +144,7 @@ def test_a_failing_fast_path_falls_back(tiny_model, monkeypatch):
         raise RuntimeError("boom")
     monkeypatch.setattr(fast, "torchscript_eps_fn", broken)
     fn = fast.fast_eps_fn(tiny_model, backend="torchscript")
-    assert fn.backend == "eager" and "boom" in fn.name
+    assert fn.backend == "eager" and "boom" in fn.description
 
 
 def test_unknown_backend_is_a_clear_error(tiny_model):

@@ -56,8 +56,8 @@ class FastPathError(RuntimeError):
 class FastEps:
     """A denoiser computed by one path, and what describes it; calls are serialised by a lock (module docstring).
 
-    fn: the path's own denoiser ``(x_t, alpha_bar, labels) -> eps``. name: the path in words (``fast_eps_fn``
-    appends why faster paths were skipped). backend: one of ``BACKENDS`` (never "auto"). precision: "fp32" or "bf16",
+    fn: the path's own denoiser ``(x_t, alpha_bar, labels) -> eps``. name: the path in words (``description`` adds
+    why faster paths were skipped). backend: one of ``BACKENDS`` (never "auto"). precision: "fp32" or "bf16",
     which sets the tolerance of ``check_agrees``. serialize: take the lock around every call.
     skipped: "path: reason" for each faster path that could not be built or did not agree.
     """
@@ -77,6 +77,11 @@ class FastEps:
         """eps_theta(x_t) at noise level ``alpha_bar`` (a float, or one per row), as ``DiffusionModel.eps``."""
         with self._lock, torch.inference_mode():
             return self.fn(x_t, alpha_bar, labels)
+
+    @property
+    def description(self) -> str:
+        """The path's name, and why faster ones were skipped (``fast_eps_fn`` fills ``skipped``)."""
+        return self.name + (" (skipped " + "; ".join(self.skipped) + ")" if self.skipped else "")
 
     @property
     def capture_errors(self) -> list[str]:
@@ -436,8 +441,6 @@ def fast_eps_fn(model: DiffusionModel, *, backend: str = "auto", compile: bool |
         except Exception as e:  # an unexpected failure in a fast path must never break sampling
             skipped.append(f"{name}: {type(e).__name__}: {e}")
             continue
-        if skipped:
-            fn.name += " (skipped " + "; ".join(skipped) + ")"
         fn.skipped = list(skipped)
         return fn
     raise RuntimeError("no eps path could be built: " + "; ".join(skipped))  # eager never fails to build

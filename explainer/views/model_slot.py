@@ -349,7 +349,7 @@ def network_path(model: DiffusionModel, eps_fn=None) -> str:
     """Which path computes eps_theta, in words (for status texts): ``eps_fn`` or what eps_fn_for gives now."""
     eps_fn = eps_fn if eps_fn is not None else eps_fn_for(model)
     if isinstance(eps_fn, FastEps):
-        return eps_fn.name
+        return eps_fn.description
     what = f"eager PyTorch fp32 on {model.device.type}"
     state = fast_path(model)
     if state is None:
