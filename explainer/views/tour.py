@@ -21,6 +21,7 @@ from ..diffusion.schedules import DDPM_T, make_schedule
 from ..model.checkpoint import DiffusionModel
 from ..paths import ASSETS
 from .inputs import check_int
+from .walk import inference_schedule, other_schedule_name
 
 T = DDPM_T  # the article's number of steps (the forward tabs)
 
@@ -146,13 +147,14 @@ def _answer_respacing(model) -> str:
 
 def other_schedule_step(t: int = 500, training: str = "linear") -> int:
     """The training step the network is called with at the other schedule's step t (nearest log-SNR)."""
-    other = "cosine" if training == "linear" else "linear"
-    return int(nearest_training_steps(make_schedule(other, T).alpha_bar_at(t), make_schedule(training, T)))
+    training_schedule = make_schedule(training, T)
+    other = inference_schedule(training_schedule, "other")
+    return int(nearest_training_steps(other.alpha_bar_at(t), training_schedule))
 
 
 def _answer_other_schedule(model) -> str:
     name = model.schedule.name if model is not None else "linear"
-    other = "cosine" if name.startswith("linear") else "linear"
+    other = other_schedule_name(name)
     m = other_schedule_step(500, "linear" if name.startswith("linear") else "cosine")
     return (f"At the {other} schedule's t = 500 the network, trained on {name}, is called with its training step "
             f"**t = {m}**: the one whose noise level (log-SNR) is nearest.")
