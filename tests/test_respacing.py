@@ -79,10 +79,11 @@ def test_keeping_every_step_is_the_original_chain(name):
         np.testing.assert_array_equal(c.timesteps, np.arange(1000, 0, -1))
         np.testing.assert_array_equal(c.model_t, c.timesteps)
         np.testing.assert_allclose(c.coefficients().beta, s.betas[::-1], rtol=1e-12, atol=1e-15)
-        beta_tilde = s.betas * (1 - s.alpha_bars_prev) / (1 - s.alpha_bars)  # Ho et al. 2020, eq. 7, written out
+        alpha_bars_prev = np.concatenate([[1.0], s.alpha_bars[:-1]])  # alpha_bar_{t-1}, alpha_bar_0 = 1
+        beta_tilde = s.betas * (1 - alpha_bars_prev) / (1 - s.alpha_bars)  # Ho et al. 2020, eq. 7, written out
         np.testing.assert_allclose(c.coefficients().beta_tilde, beta_tilde[::-1], rtol=1e-9, atol=1e-15)
         np.testing.assert_array_equal(c.alpha_bar, s.alpha_bars[::-1])
-        np.testing.assert_array_equal(c.alpha_bar_prev, s.alpha_bars_prev[::-1])
+        np.testing.assert_array_equal(c.alpha_bar_prev, alpha_bars_prev[::-1])
     assert len(make_chain(s)) == 1000
 
 

@@ -19,8 +19,7 @@ def min_snr_weights(schedule: Schedule, t: torch.Tensor, gamma: float) -> torch.
     """min(SNR_t, gamma) / SNR_t for paper steps t [B] (float64 schedule math, float32 result on t's device)."""
     if not gamma > 0:
         raise ValueError(f"min-SNR gamma must be positive, got {gamma}")
-    ab = schedule.alpha_bars
-    snr = ab / (1.0 - ab)
+    snr = schedule.snr
     table = torch.from_numpy(np.minimum(snr, gamma) / snr).to(torch.float32).to(t.device)
     return table.index_select(0, t.long() - 1)
 

@@ -81,11 +81,6 @@ class Schedule:
 
     # ---- derived quantities (each as an array over t = 1..T) ----
     @property
-    def alpha_bars_prev(self) -> np.ndarray:
-        """alpha_bar_{t-1}, with alpha_bar_0 = 1."""
-        return np.concatenate([[1.0], self.alpha_bars[:-1]])
-
-    @property
     def snr(self) -> np.ndarray:
         """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) (Kingma et al. 2021)."""
         with np.errstate(divide="ignore"):
