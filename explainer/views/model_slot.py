@@ -20,6 +20,7 @@ import torch
 
 from ..accel.fast import FastEps, best_eps_fn, export_onnx
 from ..model.checkpoint import CONFIG, FORMAT, WEIGHTS, CheckpointError, DiffusionModel, load_model
+from ..model.emoji import CLASS_NAMES as EMOJI_CLASSES
 from ..paths import CHECKPOINTS, DEFAULT_CHECKPOINT
 
 CHECKPOINT_ENV = "DDPM_EXPLAINER_CHECKPOINT"
@@ -123,6 +124,25 @@ def config_class_names(path) -> list[str]:
         return []
 
 
+def config_words(path) -> str:
+    """A model in words, from its config.json without loading it: what it shows and its pictures' size
+    ("handwritten digits, 28x28", "emoji, 32x32 colour"); "" when the config cannot be read."""
+    try:
+        data = json.loads((Path(path) / CONFIG).read_text())
+        image = data.get("image") or {}
+        size, channels = int(image["size"]), int(image["channels"])
+        names = [str(c) for c in data.get("class_names", [])]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return ""
+    if channels == 1 and names in ([], [str(d) for d in range(10)]):
+        what = "handwritten digits"
+    elif channels == 3 and names == list(EMOJI_CLASSES):
+        what = "emoji"
+    else:
+        what = f"{len(names)} classes of pictures" if names else "pictures"
+    return f"{what}, {size}x{size}" + (" colour" if channels == 3 else "")
+
+
 def _files_stamp(path) -> tuple:
     """What changes when a checkpoint's files are written again (to retry a failed load only then)."""
     stamp = []
@@ -184,6 +204,13 @@ class ModelRegistry:
     @property
     def names(self) -> list[str]:
         return list(self.paths)
+
+    def choices(self) -> list[tuple[str, str]]:
+        """The model menu's (label, name) pairs: each model in words (``config_words``), its name added where two
+        read alike or where its config says nothing."""
+        words = {name: config_words(path) for name, path in self.paths.items()}
+        counts = {w: list(words.values()).count(w) for w in words.values()}
+        return [(w if w and counts[w] == 1 else f"{w} ({name})" if w else name, name) for name, w in words.items()]
 
     def check_name(self, name: str | None) -> str:
         """``name`` (default: the default model) if offered, else a ValueError listing the models."""

@@ -1,0 +1,130 @@
+"""What the model tabs show before the learner presses anything: each tab's result at its default settings.
+
+A tab that opens on empty frames does not say what it will show, or whether it works. The default results are
+deterministic for a model (the tabs' default settings, seed 0), so one computation serves every session:
+``start`` computes them in a background thread when the app starts (the default model), ``of`` on first use
+(the others), once per model however many pages ask at once. The learner's own presses then replace them.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model.checkpoint import DiffusionModel
+from . import arch as va
+from . import noise as vn
+from . import reverse as vr
+from .inputs import UNCONDITIONAL, default_class, default_example
+from .step import step_anatomy
+
+STEPS = 100  # the reverse tab's default walk: DDPM, 100 steps of the training schedule, seed 0, side by side off
+SEED = 0
+NUM_T = 50  # the noise-removal tab's default timesteps (of the default real image, unconditional)
+ARCH_T = 300  # the architecture tab's default t
+
+
+@dataclass(frozen=True)
+class ReverseDefault:
+    """The default walk: its record (the scrubber's), last panel, status, strip, GIF, and one middle step."""
+
+    walks: list
+    panel: np.ndarray
+    status: str
+    strip: np.ndarray
+    gif: str
+    index: int  # the scrubber's frame: a middle step, where the step's noise is neither all nor nothing
+    frame: np.ndarray
+    step: np.ndarray
+    step_text: str
+
+
+@dataclass(frozen=True)
+class NoiseDefault:
+    """The default real image's noise removal: the result (the timestep slider's) and its first triplet."""
+
+    result: vn.NoiseRemoval
+    grid: np.ndarray
+    triplet: np.ndarray
+    text: str
+
+
+@dataclass(frozen=True)
+class TabDefaults:
+    reverse: ReverseDefault
+    noise: NoiseDefault
+    x_t: np.ndarray  # the architecture tab: x_t and its feature maps
+    maps: np.ndarray
+
+
+_gifs: list = []  # the GIF store of the default walks, made on first use (a temporary folder)
+_LOCK = threading.Lock()
+
+
+def _gif_store() -> vr.GifStore:
+    with _LOCK:
+        if not _gifs:
+            _gifs.append(vr.GifStore(keep=64))
+        return _gifs[0]
+
+
+def reverse_default(model: DiffusionModel) -> ReverseDefault:
+    """The reverse tab's default walk, as the Sample button would compute it, with its middle step shown."""
+    walk = vr.reverse_walk(model, default_class(model), None, "DDPM", STEPS, "training", SEED, "off", 20,
+                           model.recommended_clip_x0)
+    update = None
+    for update in walk:
+        pass
+    walks = update.walks
+    req = vr.ReverseRequest.checked(model, default_class(model), model.recommended_guidance, "DDPM", STEPS,
+                                    "training", SEED, "off", 20, model.recommended_clip_x0)
+    status = (f"Shown: the default walk ({walks[0].name}; {req.conditioning(model)}; seed {SEED}). Choose your own "
+              "settings and press **Sample** to draw another.")
+    index = walks[0].done // 2
+    step, step_text = step_anatomy(walks, index)
+    return ReverseDefault(walks, update.panels[0], status, vr.walk_strip(walks), _gif_store().save(walks), index,
+                          vr.walk_frame(walks, index), step, step_text)
+
+
+def noise_default(model: DiffusionModel) -> NoiseDefault:
+    """The noise-removal tab's default: the model's default real image, unconditional, at NUM_T timesteps."""
+    result = vn.noise_removal(model, vn.REAL_IMAGE, default_example(model), UNCONDITIONAL,
+                              model.recommended_guidance, min(NUM_T, model.schedule.T), SEED)
+    triplet, text = vn.noise_triplet(result, 0)
+    return NoiseDefault(result, vn.noise_grid(result), triplet, text)
+
+
+def compute(model: DiffusionModel) -> TabDefaults:
+    """Every model tab's default result for ``model``, computed afresh."""
+    x_t, maps = (va.feature_maps(model, default_example(model), min(ARCH_T, model.schedule.T), default_class(model),
+                                 SEED) if isinstance(model.net, va.UNet) else (None, None))
+    return TabDefaults(reverse_default(model), noise_default(model), x_t, maps)
+
+
+def of(model: DiffusionModel) -> TabDefaults:
+    """The model's default results: computed on first use (one computation, the other callers wait), then kept on
+    the model (``DiffusionModel.tab_defaults``), so they go away with it."""
+    found = getattr(model, "tab_defaults", None)
+    if found is not None:
+        return found
+    with _LOCK:
+        lock = model.__dict__.setdefault("tab_defaults_lock", threading.Lock())
+    with lock:
+        found = getattr(model, "tab_defaults", None)
+        if found is None:
+            found = model.tab_defaults = compute(model)
+        return found
+
+
+def start(model: DiffusionModel) -> threading.Thread:
+    """Compute the model's defaults in a daemon thread (start-up does not wait; the first page load may)."""
+    def work():
+        try:
+            of(model)
+        except Exception:  # a page load computes them again and shows its error as a message
+            pass
+
+    thread = threading.Thread(target=work, name="tab-defaults", daemon=True)
+    thread.start()
+    return thread
