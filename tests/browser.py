@@ -143,6 +143,27 @@ def wait_for_new_src(page, elem_id: str, old: str | None, timeout: float = 60.0)
     raise AssertionError(f"#{elem_id} never showed a new image (still {old!r})")
 
 
+def painted_picture(page, elem_id: str, timeout: float = 120.0):
+    """The pixels the page shows in the picture ``#elem_id`` (a screenshot of its img element), once it shows a
+    picture that is not blank (more than one shade); an AssertionError after ``timeout`` seconds."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    deadline = time.time() + timeout
+    while True:
+        img = page.locator(f"#{elem_id} img").first
+        if img.count() and img.is_visible() and img.evaluate("e => e.complete && e.naturalWidth > 0"):
+            with Image.open(io.BytesIO(img.screenshot())) as im:
+                pixels = np.asarray(im.convert("RGB"))
+            if pixels.size and pixels.std() > 5:
+                return pixels
+        if time.time() > deadline:
+            raise AssertionError(f"#{elem_id} shows no picture after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def image_bytes(page, src: str) -> bytes:
     return page.request.get(src).body()
 

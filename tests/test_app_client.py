@@ -32,7 +32,8 @@ from explainer.paths import ASSETS  # noqa: E402
 PHOTO = str(ASSETS / "camera.png")
 ENDPOINTS = ["/forward_noise", "/forward_curves", "/forward_histogram", "/forward_strips", "/compare_schedules",
              "/compare_curves", "/reverse_walk", "/noise_removal", "/feature_maps", "/select_model", "/tour_step",
-             "/tour_previous", "/tour_next", "/tour_show", "/tour_reveal"]
+             "/tour_previous", "/tour_next", "/tour_show", "/tour_reveal", "/reverse_default", "/noise_removal_default",
+             "/feature_maps_default"]
 
 
 def launch(slot=None):
@@ -114,6 +115,17 @@ def test_every_endpoint_works_with_its_defaults(client, name):
     elif name == "/feature_maps":
         x_t, sheet = out
         assert read(x_t).ndim == 3 and read(sheet).shape[0] > 5 * 84
+    elif name == "/reverse_default":  # what the tab opens on: the default walk, scrubbed to its middle step
+        panel_a, panel_b, status, scrub, strip, gif, frame, step, text = out
+        assert read(panel_a).ndim == 3 and not isinstance(panel_b, str) and "press Sample" in status.replace("*", "")
+        assert scrub["maximum"] == 100 and scrub["value"] == 50 and read(strip).shape[1] > 500
+        assert read(frame).ndim == 3 and read(step).ndim == 3 and "step 51 of 100" in text
+    elif name == "/noise_removal_default":
+        grid, index, triplet, text, curve = out
+        assert read(grid).shape[0] > 500 and index["maximum"] == 49 and "t = 1000" in text and "real digit" in text
+    elif name == "/feature_maps_default":
+        x_t, sheet = out
+        assert read(x_t).ndim == 3 and read(sheet).shape[0] > 5 * 84
     elif name == "/select_model":  # the default model (tests/test_app_models.py switches between several)
         assert out[0].startswith("Model: `tiny`")
     elif name == "/tour_step":  # the first step's text; its answer cleared
@@ -142,6 +154,18 @@ def test_session_state_scrubber(server):
     c.predict("real digit", handle_file(str(ASSETS / "digit_5.png")), "5", 2.0, 20, 0, api_name="/noise_removal")
     triplet, text = c.predict(19, api_name="/noise_removal_at")
     assert read(triplet).shape[1] > 4 * 168 and "t = 1**" in text
+
+
+def test_the_defaults_fill_the_sessions_results(server):
+    """A page opens on the default walk and noise removal: the scrubber and the timestep slider work on them."""
+    c = Client(server, verbose=False)
+    c.predict(api_name="/reverse_default")
+    first, last = read(c.predict(0, api_name="/reverse_scrub")), read(c.predict(100, api_name="/reverse_scrub"))
+    assert first.shape == last.shape and (first != last).any()
+    assert "step 100 of 100" in c.predict(100, api_name="/reverse_step")[1]
+    c.predict(api_name="/noise_removal_default")
+    triplet, text = c.predict(49, api_name="/noise_removal_at")
+    assert read(triplet).ndim == 3 and "timestep 50 of 50" in text
 
 
 def test_walk_streams_several_outputs(client):

@@ -100,6 +100,17 @@ def test_switching_updates_the_class_menus_and_labels(server):
             and set(o) <= {"__type__", "value"}] == [1.0, 1.0]
 
 
+def test_the_defaults_follow_the_model(emoji):
+    """After a switch, the tabs' default results are the new model's (colour pictures of the emoji model)."""
+    panel, _, status, scrub, strip, gif, frame, step, text = emoji.predict(api_name="/reverse_default")
+    assert is_colour(read(panel)) and is_colour(read(frame)) and is_colour(read(strip)) and is_colour(read(step))
+    assert "Smileys & Emotion" in status and scrub["value"] == 50
+    grid, _, triplet, text, _ = emoji.predict(api_name="/noise_removal_default")
+    assert is_colour(read(triplet)) and "real image" in text
+    x_t, _ = emoji.predict(api_name="/feature_maps_default")
+    assert is_colour(read(x_t))
+
+
 def test_colour_walk_scrubber_step_strip_and_gif(emoji):
     panel, _, status, scrub, strip, gif = emoji.predict("Animals & Nature", 2.0, "DDPM", 20, "training", 1, "off", 20,
                                                         api_name="/reverse_walk")

@@ -10,11 +10,13 @@ changes tracked files. Never skips silently in CI: without Chromium it fails whe
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
-from browser import (app_page, app_slot, app_threads, assert_labels_clear, canvas_url, drag_slider, image_bytes,
-                     open_tab, require_browser, screenshot_dir, shoot as shoot_into, wait_for_new_src, wait_for_view)
+from browser import (app_page, app_slot, app_threads, assert_labels_clear, canvas_url, choose, drag_slider,
+                     image_bytes, new_page, open_tab, painted_picture, require_browser, screenshot_dir,
+                     shoot as shoot_into, wait_for_new_src, wait_for_view)
 
 pytestmark = pytest.mark.browser
 SHOTS = {}  # "dir": where the screenshots go (set by the page fixture)
@@ -32,6 +34,47 @@ def page(tiny_ckpt, tmp_path_factory):
 
 def shoot(page, name: str):
     shoot_into(page, SHOTS["dir"], name)
+
+
+# each model tab's pictures that show its default result before any press
+FIRST_LOOK = {"Reverse diffusion": ("rev-a", "rev-frame", "rev-step"),
+              "Subtract all predicted noise": ("noise-triplet", "noise-grid"), "Architecture": ("arch-xt", "arch-maps")}
+
+
+@pytest.mark.parametrize("tab", FIRST_LOOK)
+def test_a_model_tab_opens_on_its_default_result(page, tab):
+    """A fresh page, the tab opened for the first time, nothing pressed: its pictures are painted (pixels, not
+    only elements). The time it took is reported, not asserted (the machine may be busy)."""
+    started = time.perf_counter()
+    fresh = new_page(page.context.browser, page.url)
+    try:
+        open_tab(fresh, tab)
+        for elem_id in FIRST_LOOK[tab]:
+            painted_picture(fresh, elem_id)
+        print(f"\n{tab}: its default pictures painted {time.perf_counter() - started:.1f} s after the page was asked "
+              "for")
+    finally:
+        fresh.close()
+
+
+def test_the_second_walk_shows_in_a_side_by_side_mode_only(page):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Reverse diffusion")
+    second = [page.locator("#rev-b"), page.locator("#rev-steps-b")]
+    for box in second:
+        expect(box).to_be_hidden()
+    choose(page, "rev-compare", "two step counts")
+    expect(page.locator("#rev-steps-b")).to_be_visible()
+    choose(page, "rev-compare", "off")
+    for box in second:
+        expect(box).to_be_hidden()
+
+
+def test_the_tour_opens_on_what_the_app_is(page):
+    open_tab(page, "Tour")
+    page.locator("#tour-what").get_by_text("An interactive explainer of diffusion models").wait_for()
+    assert painted_picture(page, "tour-strip").shape[1] > 300  # the forward process, live
 
 
 def test_forward_tab_slider_and_schedule(page):

@@ -40,7 +40,7 @@ WIDGET_IDS = {"forward.t": "fwd-t", "forward.schedule": "fwd-schedule", "forward
               "architecture.t": "arch-t", "architecture.digit": "arch-class", "architecture.seed": "arch-seed",
               "lab.data": "lab-data", "lab.t": "lab-t", "lab.sampler": "lab-sampler", "lab.seed": "lab-seed"}
 # what a run shows: the picture that changes, and the status line that ends with "Done" (where there is one)
-RESULTS = {"reverse": ("rev-a", "rev-status"), "noise": ("noise-triplet", None),
+RESULTS = {"reverse": ("rev-a", "rev-status"), "noise": ("noise-grid", None),
            "architecture": ("arch-maps", None), "lab": ("lab-walk", "lab-status")}
 README_STEP = 5  # step 6, one reverse step taken apart: the README's picture of the tour
 RUN_TIMEOUT_MS = 300_000  # a run of the real model on a CPU

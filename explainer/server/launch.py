@@ -56,7 +56,10 @@ def launch(demo: gr.Blocks, css: str | None = None, **kwargs):
     app_kwargs = {"middleware": [guarded], "exception_handlers": {RequestValidationError: short_validation_error}}
     kwargs = dict(show_error=True, max_file_size=MAX_FILE_BYTES, css=css, app_kwargs=app_kwargs,
                   state_session_capacity=sessions.SESSION_CAPACITY) | kwargs
-    return demo.queue(default_concurrency_limit=1).launch(**kwargs)
+    served = demo.queue(default_concurrency_limit=1).launch(**kwargs)
+    from ..views import defaults
+    defaults.warm_up()  # the model tabs' default results, in the background now that the page answers
+    return served
 
 
 def configure_threads() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..server.sessions import keep_bounded
+from ..views import defaults as vd
 from ..views import model_slot as views
 from .architecture import architecture_tab
 from .common import CSS, AppContext
@@ -14,7 +15,7 @@ from .compare import compare_tab
 from .forward import forward_tab
 from .lab import lab_tab
 from .math import math_tab
-from .models import model_picker, wire_model_picker
+from .models import wire_model_picker
 from .noise import noise_tab
 from .reverse import reverse_tab
 from .tour import tour_bar, tour_tab, wire_tour
@@ -36,12 +37,12 @@ def build_app(models: views.ModelSlot | views.ModelRegistry | None = None, cache
     """The whole UI. ``models``: see ``model_registry``. ``cache_folder``: the folder Gradio writes this app's files
     to when it is the app's own (``server.launch.own_cache_folder``): all of it is kept within the bound."""
     registry = model_registry(models)
-    registry.slot()  # the default model is loaded now (and its fast path started); the others on first use
+    slot = registry.slot()  # the default model is loaded now (and its fast path started); the others on first use
+    if slot.ok:
+        vd.warm_later(slot.model)  # its tabs' default results: computed in the background once the app serves
     with gr.Blocks(title="DDPM explainer", delete_cache=(900, 3600)) as demo:
-        gr.Markdown("# Denoising diffusion, step by step\nThe article's figures, live: the forward process in closed "
-                    "form, the reverse process with a real trained U-Net, and what the network sees.")
-        picker, model_name = model_picker(registry)
-        ctx = AppContext(registry, model_name)
+        gr.Markdown("# Denoising diffusion, step by step", elem_id="app-title")
+        ctx = AppContext(registry, gr.State(registry.default))
         bar = tour_bar()
         with gr.Tabs(elem_id="tabs") as tabs:
             tour = tour_tab()
@@ -52,7 +53,7 @@ def build_app(models: views.ModelSlot | views.ModelRegistry | None = None, cache
             architecture_tab(ctx)
             lab_tab(ctx, demo)
             math_tab()
-        wire_model_picker(ctx, picker)
+        wire_model_picker(ctx, demo)
         wire_tour(ctx, tabs, tour, bar)
         keep_bounded(demo, ctx.work, cache_folder)
     return demo

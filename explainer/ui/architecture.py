@@ -7,6 +7,7 @@ from ..views import arch as va
 from ..views.inputs import SEED_MAX, default_example, image_word
 from .common import (HEAVY, AppContext, UploadImage, class_dropdown, clear_errors, image_size_words, model_examples,
                      model_T, tab_intro)
+from .models import model_menu
 
 
 def architecture_views(model) -> tuple:
@@ -14,6 +15,14 @@ def architecture_views(model) -> tuple:
     if model is None or not isinstance(model.net, va.UNet):
         return None, ""
     return va.architecture_table(model), va.conditioning_markdown(model)
+
+
+def default_maps(ctx: AppContext):
+    """x_t and the feature maps at the tab's default settings (``views.defaults``): a page opens on them."""
+    def feature_maps_default(model_name=None):
+        found = ctx.default_results(model_name)
+        return (None, None) if found is None else (found.x_t, found.maps)
+    return feature_maps_default
 
 
 def architecture_tab(ctx: AppContext) -> None:
@@ -25,6 +34,7 @@ def architecture_tab(ctx: AppContext) -> None:
     image_label = "{what} ({size} after conversion)"
     with gr.Tab("Architecture", id="architecture"):
         tab_intro("architecture")
+        model_menu(ctx, "arch-model-picker")
         a_notice = gr.Markdown(ctx.slot.notice(), elem_id="arch-notice")
         table, cond = architecture_views(ctx.model)
         a_table = gr.Dataframe(table, label="the U-Net's stages", interactive=False, elem_id="arch-table")
@@ -52,5 +62,6 @@ def architecture_tab(ctx: AppContext) -> None:
     ctx.follow(a_cond, lambda slot: architecture_views(slot.model)[1])
     ctx.follow(a_t, lambda slot: gr.Slider(maximum=model_T(slot.model)))
     ctx.follow(a_class, class_dropdown("class given to the network"))
+    ctx.show_default(default_maps(ctx), [a_xt, a_maps], "feature_maps_default")
     a_run.click(clear_errors(feature_maps), [a_image, a_t, a_class, a_seed, ctx.model_name], [a_xt, a_maps],
                 api_name="feature_maps", **HEAVY)

@@ -11,6 +11,7 @@ import gradio as gr
 from ..paths import ASSETS
 from ..server.sessions import SessionWork
 from ..views import client as vc
+from ..views import defaults as vd
 from ..views import forward as vf
 from ..views import model_slot as views
 from ..views import tour as vt
@@ -91,6 +92,8 @@ class AppContext:
     registry: views.ModelRegistry
     model_name: gr.State
     followers: list = field(default_factory=list)  # (component, update(slot) -> its new props)
+    defaults: list = field(default_factory=list)  # (show(model_name) -> outputs, outputs, api_name): see show_default
+    pickers: list = field(default_factory=list)  # each model tab's model menu (ui/models.py)
     widgets: dict = field(default_factory=dict)  # "<tab>.<widget>" -> component, for the tour's "Show me"
     work: SessionWork = field(default_factory=SessionWork)  # one walk at a time per session
 
@@ -122,6 +125,17 @@ class AppContext:
     def follow(self, component, update) -> None:
         """Let ``component`` change with the model: ``update(slot)`` returns its new props (a gr component)."""
         self.followers.append((component, update))
+
+    def show_default(self, show, outputs: list, api_name: str) -> None:
+        """Fill ``outputs`` with the tab's default result when a page opens and after a model switch, so the tab
+        never opens on empty frames: ``show(model_name)`` returns them (``default_results`` gives the results)."""
+        self.defaults.append((show, outputs, api_name))
+
+    def default_results(self, model_name: str | None):
+        """The session's model's default results (``views.defaults``), or None where the model is unavailable
+        (its notice says why)."""
+        slot = self.registry.slot(model_name)
+        return vd.of(slot.model) if slot.ok else None
 
 
 def model_T(model) -> int:

@@ -1,29 +1,42 @@
-"""The model picker: the header's menu of diffusion checkpoints and the session's chosen model."""
+"""The model picker: a menu in each model tab, the session's chosen model, and what follows a switch."""
 from __future__ import annotations
 
 import gradio as gr
 
-from ..views import model_slot as views
 from .common import AppContext, clear_errors
 
-
-def model_picker(registry: views.ModelRegistry) -> tuple[gr.Dropdown, gr.State]:
-    """The header's model menu (every diffusion checkpoint found, each loaded once) and the session's model."""
-    names = registry.names
-    picker = gr.Dropdown(names, value=registry.default, label="model of the reverse, noise-removal and "
-                         "architecture tabs", interactive=len(names) > 1, elem_id="model-picker")
-    return picker, gr.State(registry.default)
+MENU_LABEL = "model (of the reverse, noise-removal and architecture tabs)"
 
 
-def wire_model_picker(ctx: AppContext, picker: gr.Dropdown) -> None:
-    """Switching models: load the chosen one (once; kept afterwards), then update every follower."""
+def model_menu(ctx: AppContext, elem_id: str) -> gr.Dropdown:
+    """The model tab's menu of diffusion checkpoints, each named in words (its value stays the folder's name)."""
+    registry = ctx.registry
+    picker = gr.Dropdown(registry.choices(), value=registry.default, label=MENU_LABEL,
+                         interactive=len(registry.names) > 1, elem_id=elem_id)
+    ctx.pickers.append(picker)
+    return picker
+
+
+def wire_model_picker(ctx: AppContext, demo: gr.Blocks) -> None:
+    """Switching models in any tab's menu: load the chosen one (once; kept afterwards), update every follower and
+    the other menus, then show the tabs' default results for it. A page opens on the default model's results."""
     @clear_errors
     def select_model(model):
         name = ctx.registry.check_name(model)
         slot = ctx.registry.slot(name)
         if not slot.ok:
             gr.Warning(f"The model {name} is unavailable: {slot.error}")
-        return name, *(update(slot) for _, update in ctx.followers)
+        return name, *(update(slot) for _, update in ctx.followers), *(name for _ in ctx.pickers)
 
-    picker.change(select_model, [picker], [ctx.model_name] + [c for c, _ in ctx.followers], api_name="select_model",
-                  concurrency_limit=None, show_progress="minimal")
+    followers = [ctx.model_name] + [c for c, _ in ctx.followers] + ctx.pickers
+    for k, picker in enumerate(ctx.pickers):
+        # (the first menu's switch is the published /select_model; a menu's .input is the learner's choice only,
+        # so the menus that follow it do not switch again)
+        name = "select_model" if k == 0 else f"select_model_{picker.elem_id}".replace("-", "_")
+        switched = picker.input(select_model, [picker], followers, api_name=name, concurrency_limit=None,
+                                show_progress="minimal", api_visibility="public" if k == 0 else "private")
+        for show, outputs, api_name in ctx.defaults:
+            switched.success(clear_errors(show), [ctx.model_name], outputs, api_name=f"{api_name}_{name}",
+                             api_visibility="private", concurrency_limit=None)
+    for show, outputs, api_name in ctx.defaults:
+        demo.load(clear_errors(show), [ctx.model_name], outputs, api_name=api_name, concurrency_limit=None)

@@ -8,6 +8,10 @@ from ..views import noise as vn
 from ..views.inputs import GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, default_example, image_word
 from .common import (CHEAP, GUIDANCE_INFO, HEAVY, AppContext, UploadImage, class_dropdown, clear_errors,
                      guidance_default, image_size_words, model_examples, model_T, tab_intro)
+from .models import model_menu
+
+
+NOTHING_YET = ("x0_hat | x_t | eps_hat at every timestep appear here, with the error per t. Press **Compute**.")
 
 
 def computed(result):
@@ -20,6 +24,18 @@ def computed(result):
 def source_choices(model) -> list[tuple[str, str]]:
     """The noise tab's sources as (label, value): the real-image value stays the same for every model."""
     return [("reverse walk", "reverse walk"), (f"real {image_word(model)}", vn.REAL_IMAGE)]
+
+
+def default_result(ctx: AppContext):
+    """The tab's outputs for the model's default real image (``views.defaults``): a page opens on them."""
+    def noise_removal_default(model_name=None):
+        found = ctx.default_results(model_name)
+        if found is None:  # no model: the outputs say what will appear
+            return None, None, gr.Slider(0, 1, value=0, interactive=False), None, NOTHING_YET, None
+        d = found.noise
+        return (d.grid, d.result, gr.Slider(maximum=len(d.result) - 1, value=0, interactive=True), d.triplet, d.text,
+                vn.noise_error_curve(d.result, 0))
+    return noise_removal_default
 
 
 def noise_tab(ctx: AppContext) -> None:
@@ -35,6 +51,7 @@ def noise_tab(ctx: AppContext) -> None:
     image_label = "real {what} ({size} after conversion)"
     with gr.Tab("Subtract all predicted noise", id="noise"):
         tab_intro("noise")
+        model_menu(ctx, "noise-model-picker")
         n_notice = gr.Markdown(ctx.slot.notice(), elem_id="noise-notice")
         with gr.Row():
             with gr.Column(scale=1):
@@ -58,7 +75,7 @@ def noise_tab(ctx: AppContext) -> None:
                                     interactive=False, elem_id="noise-index")
                 n_triplet = gr.Image(label="x0_hat | x_t | eps_hat", interactive=False, elem_id="noise-triplet",
                                      format="png")
-                n_text = gr.Markdown(elem_id="noise-text")
+                n_text = gr.Markdown(NOTHING_YET, elem_id="noise-text")
                 n_curve = gr.Plot(label="error per t")
         n_grid = gr.Image(label="every timestep: x0_hat | x_t | eps_hat (every eps_hat on one scale, see the text "
                           "above)", interactive=False, elem_id="noise-grid", format="png")
@@ -71,8 +88,10 @@ def noise_tab(ctx: AppContext) -> None:
     ctx.follow(n_class, class_dropdown("condition on class", UNCONDITIONAL))
     ctx.follow(n_num_t, lambda slot: gr.Slider(maximum=min(vn.MAX_T, model_T(slot.model))))
     ctx.follow(n_guidance, lambda slot: gr.Slider(value=guidance_default(slot.model)))
+    outputs = [n_grid, n_result, n_index, n_triplet, n_text, n_curve]
+    ctx.show_default(default_result(ctx), outputs, "noise_removal_default")
     n_run.click(noise_removal, [n_source, n_image, n_class, n_guidance, n_num_t, n_seed, ctx.model_name],
-                [n_grid, n_result, n_index, n_triplet, n_text, n_curve], api_name="noise_removal", **HEAVY)
+                outputs, api_name="noise_removal", **HEAVY)
     n_index.change(clear_errors(lambda result, index: vn.noise_triplet(computed(result), index)), [n_result, n_index],
                    [n_triplet, n_text], api_name="noise_removal_at", api_visibility="undocumented", **CHEAP)
     n_index.release(clear_errors(lambda result, index: vn.noise_error_curve(computed(result), int(index))),

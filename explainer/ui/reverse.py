@@ -10,7 +10,10 @@ from ..views import walk as vw
 from ..views.inputs import GUIDANCE_MAX, SEED_MAX, class_word
 from .common import (CHEAP, GUIDANCE_INFO, HEAVY, AppContext, class_dropdown, clear_errors, guidance_default,
                      model_T, tab_intro)
+from .models import model_menu
 
+NOTHING_YET = ("The walk appears here: its last picture, a scrubber over its frames, one step taken apart, 10 frames "
+               "and a GIF. Press **Sample**.")
 CLIP_INFO = ("what the reference implementations do: x0_hat beyond the data's range is cut back, and the step "
              "takes the posterior mean towards it. The article's formula has no clipping; a small model's colours "
              "drift without it. On by default where the model's card recommends it")
@@ -47,10 +50,30 @@ def stream_walk(ctx: AppContext, gifs: vr.GifStore):
     return clear_errors(reverse_walk)
 
 
+def default_walk(ctx: AppContext):
+    """The tab's outputs at its default settings (``views.defaults``), for a page that opens or a model switch."""
+    def reverse_default(model_name=None):
+        found = ctx.default_results(model_name)
+        if found is None:  # no model: the outputs say what will appear
+            return (None, gr.Image(visible=False), NOTHING_YET, None, gr.Slider(0, 1, value=0, interactive=False),
+                    None, None, None, None, "")
+        d = found.reverse
+        return (d.panel, gr.Image(value=None, visible=False), d.status, d.walks,
+                gr.Slider(maximum=d.walks[0].done, value=d.index, interactive=True), d.strip, d.gif, d.frame, d.step,
+                d.step_text)
+    return reverse_default
+
+
+def side_by_side(mode):
+    """The second walk's settings and picture: shown in the side-by-side modes (its steps in "two step counts")."""
+    return gr.Slider(visible=mode == "two step counts"), gr.skip() if mode != "off" else gr.Image(visible=False)
+
+
 def reverse_tab(ctx: AppContext) -> None:
     """Reverse diffusion: streamed walks, side by side, a scrubber and the step taken apart."""
     with gr.Tab("Reverse diffusion", id="reverse"):
         tab_intro("reverse")
+        model_menu(ctx, "model-picker")
         r_notice = gr.Markdown(ctx.slot.notice(), elem_id="reverse-notice")
         with gr.Row():
             with gr.Column(scale=1):
@@ -68,7 +91,7 @@ def reverse_tab(ctx: AppContext) -> None:
                 r_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed", elem_id="rev-seed")
                 r_compare = gr.Dropdown(list(vr.COMPARE_MODES), value="off", label="side by side (same starting noise)",
                                         elem_id="rev-compare")
-                r_steps_b = gr.Slider(vw.MIN_STEPS, ctx.T, value=20, step=1,
+                r_steps_b = gr.Slider(vw.MIN_STEPS, ctx.T, value=20, step=1, visible=False,
                                       label="second walk's steps ('two step counts')", elem_id="rev-steps-b")
                 r_clip = gr.Checkbox(clip_default(ctx.model), label="clip x0_hat to [-1, 1] at every step",
                                      info=CLIP_INFO, elem_id="rev-clip")
@@ -78,8 +101,9 @@ def reverse_tab(ctx: AppContext) -> None:
             with gr.Column(scale=2):
                 with gr.Row():
                     r_panel_a = gr.Image(label="walk", interactive=False, elem_id="rev-a", format="png")
-                    r_panel_b = gr.Image(label="second walk", interactive=False, elem_id="rev-b", format="png")
-                r_status = gr.Markdown(elem_id="rev-status")
+                    r_panel_b = gr.Image(label="second walk", interactive=False, elem_id="rev-b", format="png",
+                                         visible=False)
+                r_status = gr.Markdown(NOTHING_YET, elem_id="rev-status")
                 r_scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the recorded walk",
                                     interactive=False, elem_id="rev-scrub")
                 r_frame = gr.Image(label="recorded frame", interactive=False, elem_id="rev-frame", format="png")
@@ -100,11 +124,15 @@ def reverse_tab(ctx: AppContext) -> None:
     ctx.follow(r_steps_b, lambda slot: gr.Slider(maximum=model_T(slot.model)))
     ctx.follow(r_clip, lambda slot: gr.Checkbox(value=clip_default(slot.model)))
     ctx.follow(r_guidance, lambda slot: gr.Slider(value=guidance_default(slot.model)))
+    outputs = [r_panel_a, r_panel_b, r_status, r_walks, r_scrub, r_strip, r_gif]
+    ctx.show_default(default_walk(ctx), [*outputs, r_frame, r_step, r_step_text], "reverse_default")
+    # the second walk's steps and picture show in a side-by-side mode only
+    r_compare.change(side_by_side, r_compare, [r_steps_b, r_panel_b], api_name="reverse_compare_mode",
+                     api_visibility="private", **CHEAP)
     walk = r_run.click(stream_walk(ctx, vr.GifStore()),
                        [r_class, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare, r_steps_b, r_clip,
                         ctx.model_name],
-                       [r_panel_a, r_panel_b, r_status, r_walks, r_scrub, r_strip, r_gif],
-                       api_name="reverse_walk", **HEAVY)
+                       outputs, api_name="reverse_walk", **HEAVY)
     r_stop.click(None, None, None, cancels=[walk], api_name="reverse_stop", api_visibility="private")
     # endpoints that read a session's recorded result: callable, but not in the API docs
     r_scrub.change(clear_errors(vr.walk_frame), [r_walks, r_scrub], r_frame, api_name="reverse_scrub",

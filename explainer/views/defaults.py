@@ -2,8 +2,8 @@
 
 A tab that opens on empty frames does not say what it will show, or whether it works. The default results are
 deterministic for a model (the tabs' default settings, seed 0), so one computation serves every session:
-``start`` computes them in a background thread when the app starts (the default model), ``of`` on first use
-(the others), once per model however many pages ask at once. The learner's own presses then replace them.
+``warm_up`` computes them in a background thread once the app serves (the default model), ``of`` on first
+use (the others), once per model however many pages ask at once. The learner's own presses then replace them.
 """
 from __future__ import annotations
 
@@ -115,6 +115,23 @@ def of(model: DiffusionModel) -> TabDefaults:
         if found is None:
             found = model.tab_defaults = compute(model)
         return found
+
+
+_waiting: list = []  # models whose defaults are computed once the app serves (``warm_later``, ``warm_up``)
+
+
+def warm_later(model: DiffusionModel) -> None:
+    """Compute ``model``'s defaults once the app serves (``warm_up``): computing them while the app starts would
+    delay its first answer by seconds on a small CPU (the walk's Python loop competes for the interpreter)."""
+    with _LOCK:
+        _waiting.append(model)
+
+
+def warm_up() -> list[threading.Thread]:
+    """Start computing, in the background, the defaults of the models that ``warm_later`` named."""
+    with _LOCK:
+        models, _waiting[:] = list(_waiting), []
+    return [start(m) for m in models]
 
 
 def start(model: DiffusionModel) -> threading.Thread:

@@ -20,6 +20,7 @@ from ..diffusion.respacing import make_chain, nearest_training_steps
 from ..diffusion.schedules import DDPM_T, make_schedule
 from ..model.checkpoint import DiffusionModel
 from ..paths import ASSETS
+from ..render.display import strip
 from .inputs import check_int
 from .walk import inference_schedule, other_schedule_name
 
@@ -304,7 +305,7 @@ STEPS: tuple[TourStep, ...] = (
         "vector; both are added inside every residual block. The feature maps show what each stage computes from "
         "an x_t.",
         "architecture", "What are the network's inputs, and how many parameters does it have?",
-        _answer_inputs, {"architecture.t": 300, "architecture.seed": 0}, True, run=True),
+        _answer_inputs, {"architecture.t": 600, "architecture.seed": 0}, True, run=True),
     TourStep(
         "13. What the network has learned about the distribution",
         "In two dimensions the whole data set fits on screen. The exact denoiser of the training points, "
@@ -316,6 +317,22 @@ STEPS: tuple[TourStep, ...] = (
 )
 
 # One or two sentences at the top of every tab: what it shows and what to try first.
+WHAT_IT_IS = ("**An interactive explainer of diffusion models:** watch a picture turn into noise, and a trained "
+              "network turn noise back into a picture, step by step.")
+OPENING_TS = (0, 100, 200, 350, 500, 1000)
+
+
+def opening_strip(side: int = 64) -> np.ndarray:
+    """The tour's first picture: the bundled photo noised by the forward process (linear schedule, closed form,
+    one eps) at a few t, so a visitor sees at once that the app is about pictures and noise."""
+    from .forward import ARTICLE_SCHEDULES, closed_form_uint8, noise_like, prepare_image
+
+    x0 = prepare_image(str(ASSETS / "astronaut.jpg"), max_side=side)
+    eps = noise_like(x0, 0)
+    frames = [closed_form_uint8(x0, eps, float(ARTICLE_SCHEDULES["linear"].alpha_bar_at(t))) for t in OPENING_TS]
+    return strip(frames, [f"t={t}" for t in OPENING_TS])
+
+
 TAB_INTROS = {
     "tour": "Thirteen short steps through the ideas behind a diffusion model. Read a step, press **Show me** to "
             "open the tab that makes its point with the right settings, guess the answer to its question, then "
