@@ -58,7 +58,8 @@ def tour_tab() -> TourParts:
         with gr.Row(equal_height=True):
             gr.Markdown(vt.WHAT_IT_IS, elem_id="tour-what")
             gr.Image(vt.opening_strip(), label="a photo turned into noise: the forward process from t = 0 to 1000",
-                     interactive=False, height=110, format="jpeg", buttons=[], elem_id="tour-strip")
+                     show_label=False, container=False, interactive=False, height=90, format="jpeg", buttons=[],
+                     elem_id="tour-strip")
         tab_intro("tour")
         step = gr.Dropdown([(s.title, i) for i, s in enumerate(vt.STEPS)], value=0, label="step", elem_id="tour-step")
         text = gr.Markdown(vt.step_markdown(0), latex_delimiters=vm.LATEX_DELIMITERS, elem_id="tour-text")
