@@ -5,7 +5,7 @@ import importlib.util
 import math
 import os
 import re
-import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -518,12 +518,18 @@ def test_reverse_walk_streams_every_step(tiny_model, monkeypatch):
     assert [u.step for u in vr.reverse_walk(tiny_model, "unconditional", 1.0, "DDIM", 30)] == shown
 
 
-def test_a_slow_consumer_does_not_get_more_updates(tiny_model):
-    """The throttle counts computing time only: time a UI spends on an update never brings the next one sooner."""
+def test_a_slow_consumer_does_not_get_more_updates(tiny_model, monkeypatch):
+    """The throttle counts computing time only: time a UI spends on an update never brings the next one sooner.
+
+    On a clock that only the consumer moves (computing takes no time on it), so the count does not depend on how
+    fast the machine computes the steps.
+    """
+    clock = [0.0]
+    monkeypatch.setattr(vw, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     updates = []
     for u in vr.reverse_walk(tiny_model, "unconditional", 1.0, "DDIM", 40):
         updates.append(u)
-        time.sleep(0.12)  # longer than YIELD_EVERY_S: a consumer that paused the walk would get an update per step
+        clock[0] += 0.12  # longer than YIELD_EVERY_S: a consumer that paused the walk would get an update per step
     assert updates[-1].finished and len(updates) < 20
 
 
