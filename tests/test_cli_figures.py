@@ -67,3 +67,13 @@ def test_figures_leave_no_pyplot_state(tmp_path):
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'")
     r = run(code=code)
     assert r.returncode == 0, r.stderr
+
+
+def test_figures_in_process_refuse_a_missing_image(tmp_path, capsys):
+    """The command's error path without a subprocess's start-up: no model, a missing image, exit 2 with a message."""
+    from explainer.__main__ import main
+
+    rc = main(["figures", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "f"),
+               "--image", str(tmp_path / "nope.png")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "writing only the figures that need no model" in err and "error: image not found" in err

@@ -173,3 +173,19 @@ def test_clipping_follows_the_card_unless_a_flag_says(colour_ckpt, tmp_path):
     assert "clipped" in runs["default"][0] and "clipped" in runs["on"][0]
     assert "clipped" not in runs["off"][0] and "clipped" not in runs["plain"][0]
     assert np.array_equal(runs["default"][1], runs["on"][1]) and np.array_equal(runs["off"][1], runs["plain"][1])
+
+
+def test_sample_in_process(tiny_ckpt, tmp_path, capsys):
+    """The command's steps without a subprocess's start-up: the label by index or by name, the walk it prints, the
+    files it writes; a label out of range stops it before any sampling."""
+    from explainer.__main__ import main
+
+    npz = tmp_path / "x.npz"
+    args = ["sample", "--checkpoint", str(tiny_ckpt), "--device", "cpu", "--num", "2", "--steps", "2",
+            "--backend", "eager", "--out", str(tmp_path / "x.png"), "--npz", str(npz)]
+    assert main(args + ["--label", "3", "--seed", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 1000 steps" in out and "label 3" in out and "seed 5" in out and (tmp_path / "x.png").exists()
+    assert np.load(npz)["labels"].tolist() == [3, 3]
+    with pytest.raises(SystemExit, match="--label must be in 0..9"):
+        main(args + ["--label", "10"])
