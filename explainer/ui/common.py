@@ -129,6 +129,7 @@ class AppContext:
     def show_default(self, show, outputs: list, api_name: str) -> None:
         """Fill ``outputs`` with the tab's default result when a page opens and after a model switch, so the tab
         never opens on empty frames: ``show(model_name)`` returns them (``default_results`` gives the results)."""
+        gr.set_static_paths([vd.folder()])  # their picture files: served from there, never rewritten per session
         self.defaults.append((show, outputs, api_name))
 
     def default_results(self, model_name: str | None):

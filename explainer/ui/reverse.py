@@ -134,11 +134,12 @@ def reverse_tab(ctx: AppContext) -> None:
                         ctx.model_name],
                        outputs, api_name="reverse_walk", **HEAVY)
     r_stop.click(None, None, None, cancels=[walk], api_name="reverse_stop", api_visibility="private")
-    # endpoints that read a session's recorded result: callable, but not in the API docs
-    r_scrub.change(clear_errors(vr.walk_frame), [r_walks, r_scrub], r_frame, api_name="reverse_scrub",
-                   api_visibility="undocumented", **CHEAP)
-    r_scrub.change(clear_errors(vs.step_anatomy), [r_walks, r_scrub], [r_step, r_step_text], api_name="reverse_step",
-                   api_visibility="undocumented", **CHEAP)
+    # endpoints that read a session's recorded result: callable, but not in the API docs. The learner's scrubbing
+    # only: a finished walk and the default walk send their frame and step with the scrubber's new value
+    r_scrub.input(clear_errors(vr.walk_frame), [r_walks, r_scrub], r_frame, api_name="reverse_scrub",
+                  api_visibility="undocumented", **CHEAP)
+    r_scrub.input(clear_errors(vs.step_anatomy), [r_walks, r_scrub], [r_step, r_step_text], api_name="reverse_step",
+                  api_visibility="undocumented", **CHEAP)
     # a finished walk shows its last frame and step even where the scrubber's value stays the same (same step count)
     walk.success(clear_errors(lambda walks, index: (vr.walk_frame(walks, index), *vs.step_anatomy(walks, index))),
                  [r_walks, r_scrub], [r_frame, r_step, r_step_text], api_name="reverse_walk_finished",

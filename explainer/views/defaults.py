@@ -7,10 +7,18 @@ use (the others), once per model however many pages ask at once. The learner's o
 """
 from __future__ import annotations
 
+import atexit
+import hashlib
+import io
+import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..model.checkpoint import DiffusionModel
 from . import arch as va
@@ -30,13 +38,13 @@ class ReverseDefault:
     """The default walk: its record (the scrubber's), last panel, status, strip, GIF, and one middle step."""
 
     walks: list
-    panel: np.ndarray
+    panel: str  # the pictures: PNG files (``picture_file``)
     status: str
-    strip: np.ndarray
+    strip: str
     gif: str
     index: int  # the scrubber's frame: a middle step, where the step's noise is neither all nor nothing
-    frame: np.ndarray
-    step: np.ndarray
+    frame: str
+    step: str
     step_text: str
 
 
@@ -45,8 +53,8 @@ class NoiseDefault:
     """The default real image's noise removal: the result (the timestep slider's) and its first triplet."""
 
     result: vn.NoiseRemoval
-    grid: np.ndarray
-    triplet: np.ndarray
+    grid: str  # PNG files
+    triplet: str
     text: str
 
 
@@ -54,19 +62,36 @@ class NoiseDefault:
 class TabDefaults:
     reverse: ReverseDefault
     noise: NoiseDefault
-    x_t: np.ndarray  # the architecture tab: x_t and its feature maps
-    maps: np.ndarray
+    x_t: str | None  # the architecture tab: x_t and its feature maps (PNG files; None without an explainer U-Net)
+    maps: str | None
 
 
-_gifs: list = []  # the GIF store of the default walks, made on first use (a temporary folder)
+_files: dict = {}  # "folder": where the default results' pictures are written once, "gifs": their GIF store
 _LOCK = threading.Lock()
 
 
-def _gif_store() -> vr.GifStore:
+def folder() -> Path:
+    """The folder of the default results' picture files, removed at exit. Every session is handed the same files,
+    which a web server can serve from here as they are (each one written once, complete, before it is handed out)."""
     with _LOCK:
-        if not _gifs:
-            _gifs.append(vr.GifStore(keep=64))
-        return _gifs[0]
+        if not _files:
+            _files["folder"] = Path(tempfile.mkdtemp(prefix="ddpm-explainer-defaults-"))
+            atexit.register(shutil.rmtree, _files["folder"], True)
+            _files["gifs"] = vr.GifStore(keep=64, folder=_files["folder"] / "gifs")
+        return _files["folder"]
+
+
+def picture_file(picture: np.ndarray) -> str:
+    """``picture`` as a PNG file in ``folder()``, named by its content (written once, atomically)."""
+    data = io.BytesIO()
+    Image.fromarray(picture).save(data, format="PNG")
+    data = data.getvalue()
+    path = folder() / f"{hashlib.blake2b(data, digest_size=12).hexdigest()}.png"
+    if not path.exists():
+        part = path.with_suffix(f".{threading.get_ident()}.part")
+        part.write_bytes(data)
+        os.replace(part, path)
+    return str(path)
 
 
 def reverse_default(model: DiffusionModel) -> ReverseDefault:
@@ -83,8 +108,10 @@ def reverse_default(model: DiffusionModel) -> ReverseDefault:
               "settings and press **Sample** to draw another.")
     index = walks[0].done // 2
     step, step_text = step_anatomy(walks, index)
-    return ReverseDefault(walks, update.panels[0], status, vr.walk_strip(walks), _gif_store().save(walks), index,
-                          vr.walk_frame(walks, index), step, step_text)
+    folder()
+    return ReverseDefault(walks, picture_file(update.panels[0]), status, picture_file(vr.walk_strip(walks)),
+                          _files["gifs"].save(walks), index, picture_file(vr.walk_frame(walks, index)), picture_file(step),
+                          step_text)
 
 
 def noise_default(model: DiffusionModel) -> NoiseDefault:
@@ -92,14 +119,14 @@ def noise_default(model: DiffusionModel) -> NoiseDefault:
     result = vn.noise_removal(model, vn.REAL_IMAGE, default_example(model), UNCONDITIONAL,
                               model.recommended_guidance, min(NUM_T, model.schedule.T), SEED)
     triplet, text = vn.noise_triplet(result, 0)
-    return NoiseDefault(result, vn.noise_grid(result), triplet, text)
+    return NoiseDefault(result, picture_file(vn.noise_grid(result)), picture_file(triplet), text)
 
 
 def compute(model: DiffusionModel) -> TabDefaults:
     """Every model tab's default result for ``model``, computed afresh."""
-    x_t, maps = (va.feature_maps(model, default_example(model), min(ARCH_T, model.schedule.T), default_class(model),
-                                 SEED) if isinstance(model.net, va.UNet) else (None, None))
-    return TabDefaults(reverse_default(model), noise_default(model), x_t, maps)
+    maps = (va.feature_maps(model, default_example(model), min(ARCH_T, model.schedule.T), default_class(model), SEED)
+            if isinstance(model.net, va.UNet) else (None, None))
+    return TabDefaults(reverse_default(model), noise_default(model), *(m if m is None else picture_file(m) for m in maps))
 
 
 def of(model: DiffusionModel) -> TabDefaults:

@@ -207,8 +207,9 @@ def walk_strip(walks: list[Walk], count: int = 10, scale: int = 2) -> np.ndarray
 class GifStore:
     """Writes walk GIFs into one private temp folder, keeps only the newest ``keep``, removes the folder at exit."""
 
-    def __init__(self, keep: int = 32):
-        self.folder = Path(tempfile.mkdtemp(prefix="ddpm-explainer-gifs-"))
+    def __init__(self, keep: int = 32, folder=None):
+        self.folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="ddpm-explainer-gifs-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         atexit.register(shutil.rmtree, self.folder, True)
         self.lock = threading.Lock()
