@@ -6,8 +6,8 @@ import gradio as gr
 from ..views import arch as va
 from ..views.inputs import SEED_MAX, default_example, image_word
 from .common import (HEAVY, AppContext, UploadImage, class_dropdown, clear_errors, image_size_words, model_examples,
-                     model_T, tab_intro)
-from .models import model_menu
+                     model_T)
+from .models import model_tab_head
 
 
 def architecture_views(model) -> tuple:
@@ -33,9 +33,7 @@ def architecture_tab(ctx: AppContext) -> None:
 
     image_label = "{what} ({size} after conversion)"
     with gr.Tab("Architecture", id="architecture"):
-        tab_intro("architecture")
-        model_menu(ctx, "arch-model-picker")
-        a_notice = gr.Markdown(ctx.slot.notice(), elem_id="arch-notice")
+        a_notice = model_tab_head(ctx, "architecture", "arch-model-picker", "arch-notice")
         table, cond = architecture_views(ctx.model)
         a_table = gr.Dataframe(table, label="the U-Net's stages", interactive=False, elem_id="arch-table")
         a_cond = gr.Markdown(cond, elem_id="arch-cond")

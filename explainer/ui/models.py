@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .common import AppContext, clear_errors
+from .common import AppContext, clear_errors, tab_intro
 
 MENU_LABEL = "model (of the reverse, noise-removal and architecture tabs)"
 
@@ -15,6 +15,13 @@ def model_menu(ctx: AppContext, elem_id: str) -> gr.Dropdown:
                          interactive=len(registry.names) > 1, elem_id=elem_id)
     ctx.pickers.append(picker)
     return picker
+
+
+def model_tab_head(ctx: AppContext, tab: str, picker_id: str, notice_id: str) -> gr.Markdown:
+    """The top of a model tab: its opening sentences, its model menu, and the notice of what is loaded (returned)."""
+    tab_intro(tab)
+    model_menu(ctx, picker_id)
+    return gr.Markdown(ctx.slot.notice(), elem_id=notice_id)
 
 
 def wire_model_picker(ctx: AppContext, demo: gr.Blocks) -> None:

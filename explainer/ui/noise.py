@@ -7,8 +7,8 @@ from ..server.sessions import RESULT_TTL_S
 from ..views import noise as vn
 from ..views.inputs import GUIDANCE_MAX, SEED_MAX, UNCONDITIONAL, default_example, image_word
 from .common import (CHEAP, GUIDANCE_INFO, HEAVY, AppContext, UploadImage, class_dropdown, clear_errors,
-                     guidance_default, image_size_words, model_examples, model_T, tab_intro)
-from .models import model_menu
+                     guidance_default, image_size_words, model_examples, model_T)
+from .models import model_tab_head
 
 
 NOTHING_YET = ("x0_hat | x_t | eps_hat at every timestep appear here, with the error per t. Press **Compute**.")
@@ -50,9 +50,7 @@ def noise_tab(ctx: AppContext) -> None:
 
     image_label = "real {what} ({size} after conversion)"
     with gr.Tab("Subtract all predicted noise", id="noise"):
-        tab_intro("noise")
-        model_menu(ctx, "noise-model-picker")
-        n_notice = gr.Markdown(ctx.slot.notice(), elem_id="noise-notice")
+        n_notice = model_tab_head(ctx, "noise", "noise-model-picker", "noise-notice")
         with gr.Row():
             with gr.Column(scale=1):
                 n_source = gr.Radio(source_choices(ctx.model), value=vn.REAL_IMAGE, label="source",

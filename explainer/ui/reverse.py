@@ -9,8 +9,8 @@ from ..views import step as vs
 from ..views import walk as vw
 from ..views.inputs import GUIDANCE_MAX, SEED_MAX, class_word
 from .common import (CHEAP, GUIDANCE_INFO, HEAVY, AppContext, class_dropdown, clear_errors, guidance_default,
-                     model_T, tab_intro)
-from .models import model_menu
+                     model_T)
+from .models import model_tab_head
 
 NOTHING_YET = ("The walk appears here: its last picture, a scrubber over its frames, one step taken apart, 10 frames "
                "and a GIF. Press **Sample**.")
@@ -72,9 +72,7 @@ def side_by_side(mode):
 def reverse_tab(ctx: AppContext) -> None:
     """Reverse diffusion: streamed walks, side by side, a scrubber and the step taken apart."""
     with gr.Tab("Reverse diffusion", id="reverse"):
-        tab_intro("reverse")
-        model_menu(ctx, "model-picker")
-        r_notice = gr.Markdown(ctx.slot.notice(), elem_id="reverse-notice")
+        r_notice = model_tab_head(ctx, "reverse", "model-picker", "reverse-notice")
         with gr.Row():
             with gr.Column(scale=1):
                 r_class = gr.Dropdown(ctx.classes, value=ctx.default_class, label=class_word(ctx.model),
