@@ -13,8 +13,8 @@ the same against an app running in its own process, as a browser sees it.
 Torch threads are set as app.py sets them (half the cores, at least one). The reverse-walk numbers are
 measured on both network paths the app uses: eager ``model.eps`` (until the fast path is ready), and the
 fast path built in the background (``explainer.views.model_slot.start_fast_path``: ONNX Runtime on CPU),
-including a walk run while that build is still going, and two walks at once (the app runs two model
-events at a time).
+including a walk run while that build is still going, and two walks at once (the app runs up to four model
+events at a time, ``ui.common.MODEL_SLOTS``).
 """
 from __future__ import annotations
 

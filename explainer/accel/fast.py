@@ -7,7 +7,7 @@ Every path is told the noise level and maps it to the network's training step as
 skipped), ``backend`` and ``skipped``.
 
 Paths, in the order they are tried on each kind of device (benchmarks/speed.py and benchmarks/gpu_check.py
-time them; README.md lists the results):
+time them; docs/performance.md lists the results):
 
 - ``cuda``: a bf16 (whole-network, else autocast) channels_last copy of the network, optionally
   ``torch.compile``, and one CUDA graph per (batch size, labels present) key replayed from static input
