@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 from ..accel.share import TaskShare
 from ..diffusion.exact import ExactDenoiser, marginal_density
 from ..diffusion.forward import q_chain, q_sample
-from ..diffusion.respacing import SamplingChain
+from ..diffusion.respacing import SamplingChain, nearest_training_steps
 from ..diffusion.samplers import sample
 from ..diffusion.schedules import DDPM_T, Schedule, make_schedule
 from ..model import toy
@@ -366,12 +366,6 @@ def _arrows(img: np.ndarray, grid: np.ndarray, eps: np.ndarray, colour=(30, 30, 
     return np.array(pic)
 
 
-def inference_t(model_schedule: Schedule, t: int, schedule: Schedule) -> int:
-    """The training step the network is called with for paper step t of ``schedule`` (nearest log-SNR)."""
-    from ..diffusion.respacing import nearest_training_steps
-    return int(nearest_training_steps(schedule.alpha_bar_at(t), model_schedule))
-
-
 def field_view(dataset: str, t: int = 100, schedule: str = "linear", cls: str = UNCONDITIONAL,
                guidance: float = 1.0, trained: LabModel | None = None, sketch=None, seed: int = 0):
     """(picture, Markdown): -eps_hat(x_t, t) as arrows for the network and for the exact denoiser, over q(x_t).
@@ -389,7 +383,7 @@ def field_view(dataset: str, t: int = 100, schedule: str = "linear", cls: str = 
     seed = check_int("seed", seed, 0, SEED_MAX)
     shown_at = "" if t > 0 else " (t = 0 has no noise to predict: shown at t = 1)"
     t = max(t, 1)
-    model_t = inference_t(training_schedule(), t, sched)
+    model_t = int(nearest_training_steps(sched.alpha_bar_at(t), training_schedule()))  # the network's step here
     ab = float(sched.alpha_bar_at(t))
     exact = exact_for(data)
     net, source = network_for(data, trained)
