@@ -73,14 +73,18 @@ def test_one_call_matches_eager(tiny_model, paths, backend, b, labels):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_a_level_between_steps_runs_the_network_at_the_nearest_step(tiny_model, paths, backend):
-    """Every path is told a noise level and maps it as model.eps does: to the training step of nearest log-SNR."""
+def test_a_level_between_steps_runs_the_network_at_its_fractional_step(tiny_model, paths, backend):
+    """Every path is told a noise level and maps it as model.eps does: to its training step of the same sigma,
+    interpolated in log sigma between the two steps around it (brute force below)."""
     sch = tiny_model.schedule
+    log_sigma = 0.5 * (np.log1p(-sch.alpha_bars) - np.log(sch.alpha_bars))
     for level in (float(np.sqrt(sch.alpha_bars[99] * sch.alpha_bars[100])), 0.3, 1e-6):  # between steps, beyond T
-        step = int(np.argmin(np.abs(sch.log_snr - np.log(level / (1 - level))))) + 1  # brute force
+        target = 0.5 * (np.log1p(-level) - np.log(level))
+        k = int(np.searchsorted(log_sigma, target)) - 1  # log_sigma[k] < target <= log_sigma[k + 1]
+        step = sch.T if k >= sch.T - 1 else k + 1 + (target - log_sigma[k]) / (log_sigma[k + 1] - log_sigma[k])
         x, _, y = _inputs(tiny_model, 2)
         with torch.inference_mode():
-            ref = tiny_model.net(x, torch.full((2,), step), y)
+            ref = tiny_model.net(x, torch.full((2,), float(step)), y)
         torch.testing.assert_close(paths[backend](x, level, y), ref, atol=2e-5, rtol=1e-4)
 
 

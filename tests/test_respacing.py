@@ -17,14 +17,14 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from explainer.diffusion.respacing import (SPACINGS, make_chain, nearest_training_steps, network_timesteps,
-                                          spaced_timesteps)
+from explainer.diffusion.respacing import (STEP_SPACINGS as SPACINGS, make_chain, network_timesteps,
+                                          spaced_timesteps, training_timesteps)
 from explainer.diffusion.schedules import make_schedule
 
 
 def mapped_steps(inference, steps, training) -> np.ndarray:
-    """The training steps ``nearest_training_steps`` gives the inference schedule's noise levels at ``steps``."""
-    return nearest_training_steps(torch.from_numpy(inference.alpha_bars[np.asarray(steps) - 1]), training).numpy()
+    """The training steps ``training_timesteps`` gives the inference schedule's noise levels at ``steps``."""
+    return training_timesteps(torch.from_numpy(inference.alpha_bars[np.asarray(steps) - 1]), training).numpy()
 
 
 def diffusers_timesteps(T, n, spacing, cls=DDPMScheduler):
@@ -154,44 +154,57 @@ def test_swap_identity_when_schedules_equal():
     np.testing.assert_array_equal(mapped_steps(a, steps, b), steps)
     c = make_chain(a, 50, inference=b)
     np.testing.assert_array_equal(c.model_t, c.timesteps)
-    assert "nearest log-SNR" not in c.description
+    assert "interpolated" not in c.description
+
+
+def brute_force_steps(levels: np.ndarray, train) -> np.ndarray:
+    """For each level, the training steps k, k + 1 whose log sigma brackets it, found by a linear scan, and the
+    fraction of the way between them in log sigma (clamped to [1, T]): the reference for ``training_timesteps``."""
+    log_sig = 0.5 * (np.log1p(-train.alpha_bars) - np.log(train.alpha_bars))
+    out = []
+    for ab in levels:
+        target = 0.5 * (np.log1p(-ab) - np.log(ab)) if 0 < ab < 1 else (np.inf if ab == 0 else -np.inf)
+        if target <= log_sig[0]:
+            out.append(1.0)
+        elif target >= log_sig[-1]:
+            out.append(float(train.T))
+        else:
+            k = max(i for i in range(train.T) if log_sig[i] <= target)
+            out.append(k + 1 + (target - log_sig[k]) / (log_sig[k + 1] - log_sig[k]))
+    return np.array(out)
 
 
 @pytest.mark.parametrize("train_name, infer_name, T_inf", [("linear", "cosine", 1000), ("cosine", "linear", 1000),
                                                            ("linear", "cosine", 200), ("linear", "sigmoid", 1000)])
-def test_swap_maps_to_nearest_log_snr(train_name, infer_name, T_inf):
+def test_swap_interpolates_in_log_sigma(train_name, infer_name, T_inf):
     train, infer = make_schedule(train_name, 1000), make_schedule(infer_name, T_inf)
     steps = np.arange(1, T_inf + 1)
     mapped = mapped_steps(infer, steps, train)
-    assert mapped.dtype == np.int64
+    assert mapped.dtype == np.float64
     assert np.all((mapped >= 1) & (mapped <= train.T))
     assert np.all(np.diff(mapped) >= 0)  # monotone: noisier inference step -> noisier training step
-    # brute force: the training step with the nearest log-SNR (ties resolved either way)
-    dist = np.abs(infer.log_snr[steps - 1][:, None] - train.log_snr[None, :])
-    best = dist.min(1)
-    np.testing.assert_allclose(dist[np.arange(len(steps)), mapped - 1], best, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mapped, brute_force_steps(infer.alpha_bars, train), rtol=0, atol=1e-8)
     # the chain uses the inference alpha_bars and the mapped training steps
     c = make_chain(train, 20, "linspace", infer)
     np.testing.assert_array_equal(c.alpha_bar, infer.alpha_bars[c.timesteps - 1])
     np.testing.assert_array_equal(c.model_t, mapped_steps(infer, c.timesteps, train))
-    assert "nearest log-SNR" in c.description
+    assert "interpolated in log sigma" in c.description
 
 
-def test_any_noise_level_goes_to_the_step_of_nearest_log_snr():
+def test_any_noise_level_goes_to_its_fractional_step():
     """network_timesteps, through which every network denoiser maps the level it is told: levels between and beyond
-    the training steps, one per row or one for the batch, go to the step of nearest log-SNR (brute force)."""
+    the training steps, one per row or one for the batch, go to the step of the same log sigma (brute force)."""
     train = make_schedule("linear", 1000)
     levels = np.concatenate([np.random.default_rng(0).uniform(0, 1, 300), train.alpha_bars[[0, 499, 999]],
                              [train.alpha_bars[-1] / 3, 0.9999999]])
     got = network_timesteps(torch.from_numpy(levels), train, torch.zeros(len(levels), 2))
-    assert got.dtype == torch.long and got.shape == (len(levels),)
-    dist = np.abs((np.log(levels) - np.log1p(-levels))[:, None] - train.log_snr[None, :])
-    np.testing.assert_allclose(dist[np.arange(len(levels)), got.numpy() - 1], dist.min(1), rtol=0, atol=1e-12)
+    assert got.dtype == torch.float32 and got.shape == (len(levels),)
+    np.testing.assert_allclose(got.numpy(), brute_force_steps(levels, train), rtol=1e-6, atol=1e-4)
     assert got[-5:-2].tolist() == [1, 500, 1000] and got[-2] == 1000 and got[-1] == 1
-    for level, step in ((float(levels[7]), int(got[7])), (0.0, 1000), (1.0, 1)):  # one level for the batch
+    for level, step in ((float(levels[7]), float(got[7])), (0.0, 1000), (1.0, 1)):  # one level for the batch
         assert network_timesteps(level, train, torch.zeros(3, 2)).tolist() == [step] * 3
     assert network_timesteps(torch.tensor([0.5], dtype=torch.float64), train, torch.zeros(4, 2)).shape == (4,)
-    zsnr = make_schedule("linear", 1000, zero_terminal_snr=True)  # alpha_bar_T = 0: log-SNR -inf at T itself
+    zsnr = make_schedule("linear", 1000, zero_terminal_snr=True)  # alpha_bar_T = 0: log sigma +inf at T itself
     np.testing.assert_array_equal(mapped_steps(zsnr, np.arange(1, 1001), zsnr), np.arange(1, 1001))
     with pytest.raises(TypeError, match="not a step"):
         network_timesteps(torch.tensor([500]), train, torch.zeros(1, 2))

@@ -314,7 +314,7 @@ def test_step_records_are_consistent():
     assert recs[-1].coefs.sigma == 0.0 and recs[0].coefs.sigma > 0
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(method="euler"), "sampler"), (dict(variance="learned"), "variance"),
+@pytest.mark.parametrize("kwargs, match", [(dict(method="plms"), "sampler"), (dict(variance="learned"), "variance"),
                                            (dict(eta=1.5), "eta"), (dict(guidance=-1.0), "guidance"),
                                            (dict(labels=[1, 2]), "labels")])
 def test_bad_arguments(kwargs, match):

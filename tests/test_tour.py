@@ -87,11 +87,13 @@ def test_x0_amplification_and_respacing():
 
 
 def test_other_schedule_training_step():
-    """The training step with the log-SNR nearest to the cosine schedule's at t = 500, by brute force."""
+    """The linear training step of the cosine schedule's sigma at t = 500, interpolated in log sigma (brute force)."""
     lin, cos = linear_abar(), cosine_abar()
-    target = np.log(cos[499] / (1 - cos[499]))
-    nearest = int(np.argmin(np.abs(np.log(lin / (1 - lin)) - target))) + 1
-    assert bold_numbers(tour.reveal(8, FakeModel())) == [nearest]
+    log_sigma = 0.5 * np.log((1 - lin) / lin)
+    target = 0.5 * np.log((1 - cos[499]) / cos[499])
+    k = int(np.flatnonzero(log_sigma <= target)[-1])  # the step below; k + 1 the one above
+    step = k + 1 + (target - log_sigma[k]) / (log_sigma[k + 1] - log_sigma[k])
+    assert bold_numbers(tour.reveal(8, FakeModel())) == [round(step, 1)]
 
 
 def test_ddim_and_guidance():

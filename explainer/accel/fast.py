@@ -115,7 +115,7 @@ def weights_hash(model: DiffusionModel) -> str:
     """sha256 of the weights, the architecture and the torch version (keys the ONNX cache)."""
     h = hashlib.sha256()
     h.update(json.dumps({"kind": model.kind, "config": model.config, "torch": torch.__version__,
-                         "opset": ONNX_OPSET}, sort_keys=True, default=str).encode())
+                         "opset": ONNX_OPSET, "t": "float32"}, sort_keys=True, default=str).encode())
     for k, v in sorted(model.net.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
@@ -185,7 +185,7 @@ def export_onnx(model: DiffusionModel, path: Path | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(model.net).cpu().float().eval()
     b, c, s = 2, model.channels, model.image_size
-    args = (torch.zeros(b, c, s, s), torch.full((b,), 1, dtype=torch.long), torch.zeros(b, dtype=torch.long))
+    args = (torch.zeros(b, c, s, s), torch.full((b,), 1.0), torch.zeros(b, dtype=torch.long))  # t: float32
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     import warnings
     try:
@@ -235,7 +235,7 @@ def onnx_eps_fn(model: DiffusionModel, *, threads: int | None = None, path: Path
         b = x_t.shape[0]
         t = network_timesteps(alpha_bar, model.schedule, x_t)
         feeds = {"x": x_t.detach().to("cpu", torch.float32).contiguous().numpy(),
-                 "t": t.detach().to("cpu", torch.long).reshape(b).contiguous().numpy()}
+                 "t": t.detach().to("cpu", torch.float32).reshape(b).contiguous().numpy()}
         if "labels" in inputs:
             feeds["labels"] = _null_filled(model, labels, b, "cpu").reshape(b).contiguous().numpy()
         return torch.from_numpy(session.run(None, feeds)[0]).to(out_device)
@@ -252,7 +252,7 @@ def torchscript_eps_fn(model: DiffusionModel) -> FastEps:
     wrapper = _TraceableEps(model, net).eval()
     b, c, s = 2, model.channels, model.image_size
     dev = model.device
-    args = (torch.zeros(b, c, s, s, device=dev), torch.full((b,), 1, dtype=torch.long, device=dev),
+    args = (torch.zeros(b, c, s, s, device=dev), torch.full((b,), 1.0, device=dev),
             torch.zeros(b, dtype=torch.long, device=dev))
     import warnings
     try:
@@ -364,7 +364,7 @@ class CudaGraphEps:
         return entry
 
     def __call__(self, x_t, alpha_bar, labels=None):
-        """eps at noise level ``alpha_bar``: the network at its nearest training step (respacing.network_timesteps)."""
+        """eps at noise level ``alpha_bar``: the network at its training step of the same sigma (respacing.network_timesteps)."""
         dev = self.model.device
         x_t = x_t.to(dev, torch.float32)
         t = network_timesteps(alpha_bar, self.model.schedule, x_t)

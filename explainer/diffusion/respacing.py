@@ -15,14 +15,17 @@ Spacings (as diffusers names them), for T steps and n kept ones, in paper steps 
   spacing); for n = 1 the single step is t = T (diffusers would use t = 1).
 - ``leading``: 1, 1 + T//n, 1 + 2 T//n, ...; never visits t = T when n < T.
 - ``trailing``: round(arange(T, 0, -T/n)); starts at t = T.
+- ``karras``: not steps but noise levels, sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) -
+  sigma_max^(1/rho)))^rho with rho = 7 between the schedule's sigma at t = T and at t = 1 (Karras et al. 2022,
+  eq. 5): dense where the picture forms. Its steps are fractional (``training_timesteps`` of the inference
+  schedule), as diffusers' ``use_karras_sigmas``.
 
 Noise levels and network steps: a sampler hands every denoiser the noise level alpha_bar itself (samplers.py,
 ``Denoiser``). A network knows only the noise levels of its training schedule, so it is evaluated at the
-training step whose log-SNR, log(alpha_bar / (1 - alpha_bar)), is nearest (``nearest_training_steps``, the one
-map, which every network denoiser calls through ``network_timesteps``; the rule is stated in the UI). On the
-training schedule's own steps that is the step itself; another inference schedule, or a level between two
-steps, gets the nearest one, while the update uses the level itself. ``SamplingChain.model_t`` lists the same
-steps, for display.
+(fractional) training step whose sigma matches, interpolated in log sigma between the two training steps around
+it (``training_timesteps``, the one map, which every network denoiser calls through ``network_timesteps``; the
+rule is stated in the UI). On the training schedule's own steps that is the step itself; another inference
+schedule, or a Karras level, falls between two steps. ``SamplingChain.model_t`` lists the same steps, for display.
 
 Each step's coefficients (beta', beta_tilde', sigma, and the coefficients of the posterior mean, the DDPM and
 DDIM updates and eq. 15) are formed once per chain and sampler by ``SamplingChain.coefficients``, in float64:
@@ -39,7 +42,8 @@ import torch
 
 from .schedules import Schedule
 
-SPACINGS = ("linspace", "leading", "trailing")
+STEP_SPACINGS = ("linspace", "leading", "trailing")  # kept training steps, as diffusers names them
+SPACINGS = STEP_SPACINGS + ("karras",)  # and Karras et al. 2022's noise levels
 METHODS = ("ddpm", "ddim")
 VARIANCES = ("beta", "beta_tilde")  # sigma_t^2 of DDPM: "fixed large" and "fixed small" (Ho et al. 2020, sec. 3.2)
 AFFINE_COLUMNS = ("sqrt_recip_alpha_bar", "sqrt_recipm1_alpha_bar", "posterior_mean_coef1", "posterior_mean_coef2",
@@ -64,59 +68,64 @@ def spaced_timesteps(T: int, n: int, spacing: str = "linspace") -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def _log_snr_ascending(alpha_bars: bytes, device: torch.device) -> torch.Tensor:
-    """A training schedule's log-SNR, log(abar / (1 - abar)), lowest first (t = T first), float64 on ``device``."""
+def _log_sigmas(alpha_bars: bytes, device: torch.device) -> torch.Tensor:
+    """A schedule's log sigma, log sqrt((1 - abar) / abar), ascending (t = 1 first), float64 on ``device``."""
     ab = torch.from_numpy(np.frombuffer(alpha_bars, dtype=np.float64).copy())
-    return (torch.log(ab) - torch.log1p(-ab)).flip(0).to(device)
+    return (0.5 * (torch.log1p(-ab) - torch.log(ab))).to(device)
 
 
-def nearest_training_steps(alpha_bar, training: Schedule) -> torch.Tensor:
-    """The training step (1..T) whose log-SNR is nearest to that of each noise level ``alpha_bar`` (elementwise).
+def training_timesteps(alpha_bar, training: Schedule) -> torch.Tensor:
+    """The (fractional) training step t in [1, T] at which a network trained on ``training`` meets each noise level
+    ``alpha_bar`` (elementwise, float64): interpolated linearly in log sigma between the two training steps whose
+    sigma = sqrt((1 - abar) / abar) brackets it, as diffusers' ``_sigma_to_t`` does (Karras et al. 2022, app. C.3.1
+    treat a discrete-time network the same way); levels beyond the ends go to t = 1 or T.
 
     alpha_bar: floats in [0, 1], of any schedule; a tensor keeps its device (a GPU walk needs no host sync, and a
-    captured CUDA graph can hold this). The one map from a noise level to the step a network trained on
-    ``training`` is called at: the chains' ``model_t`` and every network denoiser (``network_timesteps``) use it.
-    A level between two steps goes to the nearer one (a fractional step, interpolated in log sigma as diffusers
-    does, would replace this rule here and only here).
+    captured CUDA graph can hold this). On the training schedule's own levels it is the step itself (snapped to the
+    integer within 1e-9, so float64 round trips through sigma do not move it). The one map from a noise level to a
+    network's timestep: the chains' ``model_t`` and every network denoiser (``network_timesteps``) use it.
     """
-    return _nearest(alpha_bar, training.alpha_bars.tobytes())
+    return _interpolated(alpha_bar, training.alpha_bars.tobytes())
 
 
-def _nearest(alpha_bar, alpha_bars: bytes) -> torch.Tensor:
-    """``nearest_training_steps`` against a schedule's float64 alpha_bar bytes."""
-    ab = torch.as_tensor(alpha_bar)
+def _interpolated(alpha_bar, alpha_bars: bytes) -> torch.Tensor:
+    """``training_timesteps`` against a schedule's float64 alpha_bar bytes."""
+    ab = alpha_bar if torch.is_tensor(alpha_bar) else torch.as_tensor(np.asarray(alpha_bar, dtype=np.float64))
     if not ab.is_floating_point():
         raise TypeError(f"a noise level is alpha_bar, a float in [0, 1], not a step: got a {ab.dtype} tensor")
     ab = ab.to(torch.float64)
     if ab.device.type == "cpu" and not bool(((ab >= 0.0) & (ab <= 1.0)).all()):
         raise ValueError(f"alpha_bar must lie in [0, 1], got {ab.min().item() if (ab < 0).any() else ab.max().item()}")
-    table = _log_snr_ascending(alpha_bars, ab.device)
+    table = _log_sigmas(alpha_bars, ab.device)
     if len(table) == 1:
-        return torch.ones(ab.shape, dtype=torch.long, device=ab.device)
-    target = torch.log(ab) - torch.log1p(-ab)
-    pos = torch.searchsorted(table, target).clamp_(1, len(table) - 1)
-    left, right = table[pos - 1], table[pos]
-    nearer_left = (target <= left) | (target - left <= right - target)  # (target <= left: also -inf at zero SNR)
-    return len(table) - torch.where(nearer_left, pos - 1, pos)
+        return torch.ones(ab.shape, dtype=torch.float64, device=ab.device)
+    target = 0.5 * (torch.log1p(-ab) - torch.log(ab))  # -inf at abar = 1, +inf at abar = 0
+    low = (torch.searchsorted(table, target, right=True) - 1).clamp_(0, len(table) - 2)
+    w = ((target - table[low]) / (table[low + 1] - table[low])).nan_to_num(0.0).clamp_(0.0, 1.0)
+    t = low.to(torch.float64) + w + 1.0  # 0-based position + 1: paper steps
+    t = torch.where(target >= table[-1], float(len(table)), t)  # beyond the noisiest step (+inf at zero SNR too)
+    nearest = torch.round(t)
+    return torch.where((t - nearest).abs() < 1e-9, nearest, t)
 
 
 @functools.lru_cache(maxsize=4096)
-def _nearest_step(alpha_bar: float, alpha_bars: bytes) -> int:
-    """``_nearest`` of one level, remembered: a walk asks for the same few levels again and again."""
-    return int(_nearest(alpha_bar, alpha_bars))
+def _step_of(alpha_bar: float, alpha_bars: bytes) -> float:
+    """``_interpolated`` of one level, remembered: a walk asks for the same few levels again and again."""
+    return float(_interpolated(alpha_bar, alpha_bars))
 
 
 def network_timesteps(alpha_bar, training: Schedule, x_t: torch.Tensor) -> torch.Tensor:
-    """The [B] training steps, on x_t's device, at which a network trained on ``training`` evaluates x_t [B, ...] at
-    noise level ``alpha_bar`` (one float, or a tensor of one or B levels): ``nearest_training_steps``.
+    """The [B] float32 timesteps, on x_t's device, at which a network trained on ``training`` evaluates x_t [B, ...]
+    at noise level ``alpha_bar`` (one float, or a tensor of one or B levels): ``training_timesteps``.
 
     One float is mapped on the host and filled in on the device (no transfer); a tensor is mapped where it lives.
+    Float32 holds every step 1..T exactly and a fraction to ~1e-4 of a step; the networks embed t sinusoidally.
     """
     batch = x_t.shape[0]
     if not torch.is_tensor(alpha_bar):
-        t = _nearest_step(float(alpha_bar), training.alpha_bars.tobytes())
-        return torch.full((batch,), t, dtype=torch.long, device=x_t.device)
-    t = nearest_training_steps(alpha_bar, training).reshape(-1).to(x_t.device)
+        t = _step_of(float(alpha_bar), training.alpha_bars.tobytes())
+        return torch.full((batch,), t, dtype=torch.float32, device=x_t.device)
+    t = training_timesteps(alpha_bar, training).reshape(-1).to(x_t.device, torch.float32)
     return t.expand(batch) if t.numel() == 1 else t
 
 
@@ -216,8 +225,8 @@ def step_coefficients(alpha_bar, alpha_bar_prev, method: str = "ddpm", variance:
 class SamplingChain:
     """The steps a sampler takes, noisiest first. All arrays have one entry per inference step."""
 
-    timesteps: np.ndarray  # paper t in the inference schedule
-    model_t: np.ndarray  # training t given to the network
+    timesteps: np.ndarray  # paper t in the inference schedule (int; float for Karras levels between steps)
+    model_t: np.ndarray  # training t given to the network (int; float where interpolated)
     alpha_bar: np.ndarray  # alpha_bar' at t
     alpha_bar_prev: np.ndarray  # alpha_bar' at the next kept step (1 after the last)
     description: str
@@ -238,6 +247,31 @@ class SamplingChain:
         return self._tables[key]
 
 
+KARRAS_RHO = 7.0  # Karras et al. 2022, eq. 5: the spacing of their Table 1
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = KARRAS_RHO) -> np.ndarray:
+    """n noise levels from sigma_max down to sigma_min, evenly spaced in sigma^(1/rho) (Karras et al. 2022, eq. 5)."""
+    if not (0.0 < sigma_min < sigma_max < np.inf):
+        raise ValueError("the Karras spacing needs 0 < sigma at t = 1 < sigma at t = T < infinity (a zero-terminal-SNR "
+                         "schedule has sigma = infinity at t = T: use linspace, leading or trailing)")
+    ramp = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+    hi, lo = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    return (hi + ramp * (lo - hi)) ** rho
+
+
+def _kept_levels(inference: Schedule, n: int, spacing: str) -> tuple[np.ndarray, np.ndarray]:
+    """(paper steps of the inference schedule, their alpha_bar), noisiest last: ``spaced_timesteps`` or Karras."""
+    if spacing != "karras":
+        kept = spaced_timesteps(inference.T, n, spacing)
+        return kept, inference.alpha_bars[kept - 1]
+    if not 1 <= n <= inference.T:
+        raise ValueError(f"number of inference steps must be in 1..{inference.T}, got {n}")
+    sigmas = karras_sigmas(float(inference.sigma_at(1)), float(inference.sigma_at(inference.T)), n)[::-1]
+    ab = 1.0 / (1.0 + sigmas ** 2)  # sigma^2 = (1 - abar) / abar
+    return training_timesteps(torch.from_numpy(ab.copy()), inference).numpy(), ab
+
+
 def make_chain(training: Schedule, num_steps: int | None = None, spacing: str = "linspace",
                inference: Schedule | None = None) -> SamplingChain:
     """The chain for sampling a model trained on ``training`` in ``num_steps`` steps (default: all).
@@ -246,13 +280,17 @@ def make_chain(training: Schedule, num_steps: int | None = None, spacing: str = 
     """
     inference = training if inference is None else inference
     n = inference.T if num_steps is None else int(num_steps)
-    kept = spaced_timesteps(inference.T, n, spacing)
-    ab = inference.alpha_bars[kept - 1]
+    kept, ab = _kept_levels(inference, n, spacing)
     ab_prev = np.concatenate([[1.0], ab[:-1]])
-    model_t = nearest_training_steps(torch.from_numpy(ab), training).numpy()
+    model_t = training_timesteps(torch.from_numpy(np.ascontiguousarray(ab)), training).numpy()
     desc = f"{len(kept)} of {inference.T} steps ({spacing}) of the {inference.name} schedule"
+    if spacing == "karras":
+        desc = f"{len(kept)} Karras noise levels (rho = {KARRAS_RHO:g}) of the {inference.name} schedule"
     if not np.array_equal(model_t, kept):
-        desc += f"; network called at the {training.name} training step with the nearest log-SNR"
+        desc += f"; network called at the {training.name} training step of the same sigma (interpolated in log sigma)"
+    if np.array_equal(kept, np.round(kept)):
+        kept = np.round(kept).astype(np.int64)
+    model_t = np.round(model_t).astype(np.int64) if np.array_equal(model_t, np.round(model_t)) else model_t
 
     rev = slice(None, None, -1)
     return SamplingChain(kept[rev].copy(), model_t[rev].copy(), ab[rev].copy(), ab_prev[rev].copy(), desc)

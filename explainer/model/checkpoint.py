@@ -45,7 +45,7 @@ class DiffusionModel:
     """A trained eps-prediction network with the schedule it was trained on.
 
     ``eps(x_t, alpha_bar, labels)`` is a denoiser (samplers.py): the network evaluated at noise level alpha_bar,
-    which it maps to its nearest training step itself (``respacing.network_timesteps``).
+    which it maps to its (fractional) training step itself (``respacing.network_timesteps``).
     """
 
     net: torch.nn.Module
@@ -85,7 +85,7 @@ class DiffusionModel:
         return bool(self.config.get("recommended_clip_x0", False))
 
     def eps(self, x_t: torch.Tensor, alpha_bar, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """eps_theta(x_t) at noise level ``alpha_bar`` (a float, or one per row): the network at its nearest step."""
+        """eps_theta(x_t) at noise level ``alpha_bar`` (a float, or one per row): the network at its training step of the same sigma."""
         t = network_timesteps(alpha_bar, self.schedule, x_t)
         if self.kind == "diffusers":
             return self.net(x_t, t - 1).sample  # diffusers indexes timesteps 0..T-1

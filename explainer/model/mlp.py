@@ -8,7 +8,7 @@ added to the hidden state before every residual block:
     h_0 = W_in x_t,   h_{k+1} = h_k + W2_k SiLU(W1_k SiLU(h_k + e)),   eps = W_out SiLU(h_n + e).
 
 The network is called with the paper's t in 1..T (a tensor [B]), like the U-Net; ``LabModel.eps(x_t, alpha_bar,
-labels)`` is the denoiser the samplers take (samplers.py), which maps a noise level to the nearest training step
+labels)`` is the denoiser the samplers take (samplers.py), which maps a noise level to its (fractional) training step
 (``respacing.network_timesteps``), so the same samplers drive both networks and the exact denoiser.
 """
 from __future__ import annotations
@@ -88,16 +88,16 @@ class EpsMLP(nn.Module):
     def embed(self, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The time embedding plus the class embedding, [B, hidden] ([1, hidden] when every row has the same t and
         label: it broadcasts), computed once per distinct (t, label)."""
-        t = t.reshape(-1).long()
+        t = t.reshape(-1).to(torch.float32)  # a fractional step between two training steps is embedded as it is
         if self.class_emb is not None:
-            labels = (torch.full_like(t, self.config.num_classes) if labels is None
-                      else labels.reshape(-1).long().expand(t.shape[0]))
-            key = t * (self.config.num_classes + 1) + labels
+            labels = (torch.full(t.shape, self.config.num_classes, dtype=torch.long, device=t.device)
+                      if labels is None else labels.reshape(-1).long().expand(t.shape[0]))
+            key = torch.stack([t, labels.to(torch.float32)], 1)
         else:
-            key = t
+            key = t[:, None]
         if len(key) and bool((key == key[0]).all()):  # one (t, label) for all rows, as a sampler calls: broadcast
             return self._embed(t[:1], None if labels is None else labels[:1])
-        uniq, inverse = torch.unique(key, return_inverse=True)
+        uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
         if len(uniq) * 4 > len(key):  # mostly distinct (training): embed every row
             return self._embed(t, labels)
         first = torch.zeros(len(uniq), dtype=torch.long, device=key.device).scatter_(
@@ -142,7 +142,7 @@ class LabModel:
         return count_parameters(self.net)
 
     def eps(self, x_t: torch.Tensor, alpha_bar, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """eps_theta(x_t) at noise level ``alpha_bar`` (a float, or one per row): the MLP at its nearest step."""
+        """eps_theta(x_t) at noise level ``alpha_bar`` (a float, or one per row): the MLP at its training step of the same sigma."""
         return self.net(x_t, network_timesteps(alpha_bar, self.schedule, x_t), labels)
 
     def __call__(self, x_t, alpha_bar, labels=None):

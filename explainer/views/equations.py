@@ -38,8 +38,9 @@ DDIM with $\eta = 0$ (Song et al. 2021, eq. 12), deterministic:
 $$x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\epsilon_\theta(x_t, t)$$
 Fewer steps (Nichol & Dhariwal 2021, sec. 4): keep steps $s_1 < \dots < s_n$ and use
 $\beta'_i = 1 - \bar\alpha_{s_i}/\bar\alpha_{s_{i-1}}$; the network is still called with the original $t = s_i$.
-Sampling with the *other* schedule: each step's $\bar\alpha'$ comes from that schedule, and the network is called at the
-training step whose $\log \mathrm{SNR}$ is nearest.
+Sampling with the *other* schedule, or at Karras noise levels: each step's $\bar\alpha'$ comes from that schedule, and the
+network is called at its training step of the same $\sigma = \sqrt{(1-\bar\alpha)/\bar\alpha}$, interpolated in
+$\log\sigma$ between the two training steps around it (a fractional $t$, as diffusers does).
 
 Classifier-free guidance (Ho & Salimans 2022) with scale $w$ ($w = 1$: plain conditional, $w = 0$: unconditional):
 $$\tilde\epsilon = \epsilon_\theta(x_t, t, \varnothing) + w\,\big(\epsilon_\theta(x_t, t, y) - \epsilon_\theta(x_t, t, \varnothing)\big)$$

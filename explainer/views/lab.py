@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 from ..accel.share import TaskShare
 from ..diffusion.exact import ExactDenoiser, marginal_density
 from ..diffusion.forward import q_chain, q_sample
-from ..diffusion.respacing import SamplingChain, nearest_training_steps
+from ..diffusion.respacing import SamplingChain, training_timesteps
 from ..diffusion.samplers import sample
 from ..diffusion.schedules import DDPM_T, Schedule, make_schedule
 from ..model import toy
@@ -383,7 +383,7 @@ def field_view(dataset: str, t: int = 100, schedule: str = "linear", cls: str = 
     seed = check_int("seed", seed, 0, SEED_MAX)
     shown_at = "" if t > 0 else " (t = 0 has no noise to predict: shown at t = 1)"
     t = max(t, 1)
-    model_t = int(nearest_training_steps(sched.alpha_bar_at(t), training_schedule()))  # the network's step here
+    model_t = round(float(training_timesteps(sched.alpha_bar_at(t), training_schedule())), 1)  # the network's step
     ab = float(sched.alpha_bar_at(t))
     exact = exact_for(data)
     net, source = network_for(data, trained)
@@ -402,7 +402,7 @@ def field_view(dataset: str, t: int = 100, schedule: str = "linear", cls: str = 
         numbers = f"Network: {source}. " + _loss_numbers(data, net, exact, t, sched, seed)
     cond = "" if label is None else f" Class {data.class_names[label]} with guidance w = {guidance:g}."
     text = (f"**−ε̂(x_t, t) at t = {t}**{shown_at} ({sched.name} schedule; the network is called at its training step "
-            f"{model_t}).{cond} {numbers}\n\nWhat to look at: each arrow is −ε̂, the way a denoising step moves a "
+            f"{model_t:g}).{cond} {numbers}\n\nWhat to look at: each arrow is −ε̂, the way a denoising step moves a "
             "particle there; it is proportional to the score ∇ log q(x_t) = −ε/√(1 − ᾱ_t). The exact denoiser's "
             "arrows point at the training points themselves (at small t, sharply at the nearest one); the "
             "network's field is smoother: it has learned the shape, not the individual points. At large t both "
@@ -609,7 +609,7 @@ class _WalkSetup:
         note = f"Network: {self.source}." if self.net is not None else no_network_message(self.req.data)
         if self.inference is not None:
             note += (f" With the {self.schedule_name} schedule the network is called at the {self.train_sched.name} "
-                     f"step of nearest noise level (it knows no other), the exact denoiser at the {self.schedule_name} "
+                     f"step of the same noise level, between two of its steps where it falls there, the exact denoiser at the {self.schedule_name} "
                      f"level itself: its first steps are noisier (ᾱ_T = {self.inference.alpha_bars[-1]:.2g}) than any "
                      "the network saw, and DDIM, which carries x0_hat forward without fresh noise, magnifies that "
                      "mismatch.")
@@ -630,7 +630,7 @@ def _start_walks(setup: _WalkSetup, share: TaskShare, x_T: torch.Tensor) -> tupl
     """Each denoiser's walk (``samplers.sample``) of all particles, and of the tracked ones under the other sampler
     (DDIM with eta = 0 beside DDPM, DDPM beside DDIM), from the same x_T and with the same noise."""
     net, exact, chain = setup.net, exact_for(setup.req.data), setup.chain
-    # both are told the chain's noise levels: the network evaluates the nearest of its training steps, the exact
+    # both are told the chain's noise levels: the network evaluates its (fractional) training step of that level, the exact
     # denoiser the level itself (exact for any schedule)
     fns = {"network": (lambda: net, net.null_label)} if net is not None else {}
     fns["exact"] = (lambda: functools.partial(exact, share=share), exact.null_label)

@@ -16,7 +16,7 @@ import torch
 
 from ..diffusion import exact
 from ..diffusion.forward import q_sample
-from ..diffusion.respacing import make_chain, nearest_training_steps
+from ..diffusion.respacing import make_chain, training_timesteps
 from ..diffusion.schedules import DDPM_T, make_schedule
 from ..model.checkpoint import DiffusionModel
 from ..paths import ASSETS
@@ -146,19 +146,19 @@ def _answer_respacing(model) -> str:
             "each one much larger, computed from ᾱ at the kept steps.")
 
 
-def other_schedule_step(t: int = 500, training: str = "linear") -> int:
-    """The training step the network is called with at the other schedule's step t (nearest log-SNR)."""
+def other_schedule_step(t: int = 500, training: str = "linear") -> float:
+    """The (fractional) training step the network is called with at the other schedule's step t (same sigma)."""
     training_schedule = make_schedule(training, T)
     other = inference_schedule(training_schedule, "other")
-    return int(nearest_training_steps(other.alpha_bar_at(t), training_schedule))
+    return round(float(training_timesteps(other.alpha_bar_at(t), training_schedule)), 1)
 
 
 def _answer_other_schedule(model) -> str:
     name = model.schedule.name if model is not None else "linear"
     other = other_schedule_name(name)
     m = other_schedule_step(500, "linear" if name.startswith("linear") else "cosine")
-    return (f"At the {other} schedule's t = 500 the network, trained on {name}, is called with its training step "
-            f"**t = {m}**: the one whose noise level (log-SNR) is nearest.")
+    return (f"At the {other} schedule's t = 500 the network, trained on {name}, is called at its training step "
+            f"**t = {m:g}**: the one with the same noise level, interpolated in log sigma between two of its steps.")
 
 
 def ddim_noise(steps: int = 100, eta: float = 0.0) -> float:
