@@ -10,6 +10,7 @@ from pathlib import Path
 from .model.checkpoint import CheckpointError
 from .paths import DEFAULT_CHECKPOINT
 from .diffusion.respacing import SPACINGS, VARIANCES
+from .diffusion.samplers import DEFAULT_SPACING, SAMPLERS, check_sampler_args
 from .diffusion.schedules import SCHEDULES
 
 
@@ -39,8 +40,12 @@ def _add_sample(sub) -> None:
                         "omit for unconditional")
     s.add_argument("--num", type=int, default=16, help="how many images (default 16)")
     s.add_argument("--steps", type=int, default=None, help="inference steps (respaced; default: all T)")
-    s.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which timesteps to keep (default linspace)")
-    s.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm", help="DDPM ancestral or DDIM (default ddpm)")
+    s.add_argument("--spacing", choices=SPACINGS, default=None,
+                   help="which timesteps (or, karras, which noise levels) to keep (default: the sampler's own: linspace "
+                        "for ddpm and ddim, karras for the others)")
+    s.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
+                   help="ddpm (ancestral), ddim, euler, euler-a (Euler ancestral), heun (2 network calls a step) or "
+                        "dpmpp-2m (DPM-Solver++(2M)); default ddpm")
     s.add_argument("--variance", choices=VARIANCES, default="beta_tilde",
                    help="DDPM sigma_t^2: beta_tilde (posterior, default; best measured quality) or beta (Ho et al.)")
     s.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (0: deterministic)")
@@ -168,13 +173,14 @@ def cmd_sample(args) -> int:
     if args.num < 1 or args.num > 4096:
         raise SystemExit("error: --num must be in 1..4096")
     inference = make_schedule(args.schedule, model.schedule.T) if args.schedule else model.schedule
-    try:
-        chain = make_chain(model.schedule, args.steps, args.spacing, inference)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}")
     guidance = args.guidance
     if guidance is None:
         guidance = model.recommended_guidance if label is not None else 1.0
+    try:
+        chain = make_chain(model.schedule, args.steps, args.spacing or DEFAULT_SPACING[args.sampler], inference)
+        check_sampler_args(args.sampler, args.variance, args.eta, guidance, chain)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
     labels = None if label is None else torch.full((args.num,), label)
     shape = (args.num, model.channels, model.image_size, model.image_size)
     clip = model.recommended_clip_x0 if args.clip is None else args.clip

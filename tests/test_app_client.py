@@ -105,7 +105,7 @@ def test_every_endpoint_works_with_its_defaults(client, name):
     elif name == "/reverse_walk":
         panel_a, panel_b, status, scrub, strip, gif = out
         assert read(panel_a).ndim == 3 and not isinstance(panel_b, str)  # one walk: no second picture
-        assert status.startswith("Done") and "100 network steps" in status
+        assert status.startswith("Done") and "100 network calls" in status
         assert scrub["maximum"] == 100 and read(strip).shape[1] > 500
         with Image.open(gif) as g:
             assert g.n_frames > 10
@@ -166,6 +166,16 @@ def test_the_defaults_fill_the_sessions_results(server):
     c.predict(api_name="/noise_removal_default")
     triplet, text = c.predict(49, api_name="/noise_removal_at")
     assert read(triplet).ndim == 3 and "timestep 50 of 50" in text
+
+
+def test_the_samplers_by_name_and_their_network_calls(client):
+    """The endpoint takes the CLI's sampler names; the status counts network calls (Heun's 10 steps are 19)."""
+    out = client.predict("3", 2.0, "heun", 10, "training", 1, "off", 20, api_name="/reverse_walk")
+    assert "Heun, 10 Karras levels (19 network calls)" in out[2] and "19 network calls" in out[2]
+    out = client.predict("3", 2.0, "dpmpp-2m", 10, "training", 1, "DDPM vs DDIM", 20, api_name="/reverse_walk")
+    assert "DDPM, 10 steps" in out[2] and "DDIM, 10 steps" in out[2]  # the mode names its two samplers
+    with pytest.raises(AppError, match="sampler"):
+        client.predict("3", 2.0, "dpm", 10, "training", 1, "off", 20, api_name="/reverse_walk")
 
 
 def test_walk_streams_several_outputs(client):

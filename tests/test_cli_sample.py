@@ -189,3 +189,26 @@ def test_sample_in_process(tiny_ckpt, tmp_path, capsys):
     assert np.load(npz)["labels"].tolist() == [3, 3]
     with pytest.raises(SystemExit, match="--label must be in 0..9"):
         main(args + ["--label", "10"])
+
+
+@pytest.mark.parametrize("sampler, words", [("euler", "Euler (Karras et al. 2022"), ("euler-a", "Euler ancestral"),
+                                            ("heun", "Heun (Karras et al. 2022"), ("dpmpp-2m", "DPM-Solver++(2M)")])
+def test_every_sampler_by_name_at_its_own_spacing(tiny_ckpt, tmp_path, sampler, words):
+    """``--sampler NAME --steps N`` alone gives the sampler at its authors' spacing (Karras levels here)."""
+    r = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--num", 2, "--steps", 4, "--sampler", sampler,
+            "--out", tmp_path / "s.png", "--npz", tmp_path / "s.npz")
+    assert r.returncode == 0, r.stderr
+    assert words in r.stdout and "4 Karras noise levels (rho = 7)" in r.stdout
+    r2 = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--num", 2, "--steps", 4, "--sampler", sampler,
+             "--spacing", "trailing", "--out", tmp_path / "t.png", "--npz", tmp_path / "t.npz")
+    assert r2.returncode == 0, r2.stderr
+    assert "4 of 1000 steps (trailing)" in r2.stdout
+    assert not np.array_equal(np.load(tmp_path / "s.npz")["images"], np.load(tmp_path / "t.npz")["images"])
+
+
+@pytest.mark.parametrize("args, words", [(("--sampler", "heun", "--steps", 1), "Heun needs at least 2 steps"),
+                                         (("--sampler", "dpmpp-2m", "--steps", 1), "DPM++ 2M needs at least 2 steps"),
+                                         (("--sampler", "dpm"), "invalid choice: 'dpm'")])
+def test_a_sampler_that_cannot_run_is_refused_clearly(tiny_ckpt, tmp_path, args, words):
+    r = cli("--checkpoint", tiny_ckpt, "--device", "cpu", "--num", 1, *args, "--out", tmp_path / "x.png")
+    assert r.returncode != 0 and words in r.stderr and not (tmp_path / "x.png").exists()

@@ -135,8 +135,9 @@ def test_describe_sampler_names_the_variance_or_eta():
     assert "eta = 0 (deterministic)" in F.describe_sampler("ddim", "beta", eta=0.0)
     ddim = F.describe_sampler("ddim", "beta", eta=0.3)
     assert "DDIM" in ddim and "eta = 0.3" in ddim and "sigma_t" not in ddim  # DDIM has no variance setting
+    assert "Heun (Karras et al. 2022, Algorithm 1" in F.describe_sampler("heun")
     with pytest.raises(ValueError, match="unknown sampler"):
-        F.describe_sampler("euler")
+        F.describe_sampler("plms")
 
 
 def test_describe_walk_names_every_setting():

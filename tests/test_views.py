@@ -25,6 +25,7 @@ from explainer.views import model_slot as views
 from explainer.diffusion.respacing import make_chain
 from explainer.render.display import eps_to_uint8
 from explainer.diffusion.samplers import run, sample
+from explainer.diffusion.schedules import make_schedule
 
 from explainer.paths import ASSETS  # noqa: E402
 
@@ -767,3 +768,53 @@ def test_math_panel_has_the_equations():
                    r"N_\text{eff} = 1 / \sum_i w_i^2"):
         assert needle in vm.ALL
     assert vm.ALL.count("$$") % 2 == 0
+
+
+# ---- the samplers of today in the reverse tab ----
+
+@pytest.mark.parametrize("sampler, spacing", [("euler", "karras"), ("euler-a", "karras"), ("heun", "karras"),
+                                              ("dpmpp-2m", "karras"), ("DDIM", "linspace")])
+def test_every_sampler_walks_as_samplers_run_does(tiny_model, sampler, spacing):
+    """The tab's walk is ``samplers.run`` at the sampler's own spacing; the old value "DDIM" still works."""
+    updates = list(vr.reverse_walk(tiny_model, "5", 2.0, sampler, 12, "training", 3))
+    walk = updates[-1].walks[0]
+    method = sampler.lower()
+    x_T = torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(3))
+    x0 = run(tiny_model.eps, make_chain(tiny_model.schedule, 12, spacing), (1, 1, 28, 28), method=method,
+             labels=torch.tensor([5]), guidance=2.0, null_label=10, generator=torch.Generator().manual_seed(3),
+             x_T=x_T)
+    assert np.abs(walk.frames[-1].astype(int) - to_u8(x0[0, 0].numpy())).max() <= 1
+    calls = 23 if method == "heun" else 12
+    assert walk.calls == calls and f"{calls} network calls" in updates[-1].status
+    assert ("Karras levels" in walk.name) == (spacing == "karras")
+
+
+def test_step_anatomy_of_the_sigma_samplers(tiny_model):
+    walks = list(vr.reverse_walk(tiny_model, "2", 1.0, "heun", 10, "training", 1))[-1].walks
+    parts = walks[0].steps[3]
+    assert parts.nfe == 2 and {"slope", "predictor", "slope_2", "slope_avg", "x0_hat_2"} <= set(parts.pictures)
+    img, text = vs.step_anatomy(walks, 3)
+    assert "2 network calls" in text and "predictor" in text and "lines 8–11" in text
+    assert img.shape[1] == 7 * 28 * vs.TILE_SCALE + 6 * 6  # x_t, x0_hat, d, predictor, d', average, x_t'
+    sig = parts.numbers
+    assert sig["sigma"] > sig["sigma_next"] > 0
+    last = walks[0].steps[-1]
+    assert last.nfe == 1 and "Euler's step alone" in vs.step_formula(last)
+    euler_a = list(vr.reverse_walk(tiny_model, "2", 1.0, "euler-a", 10, "training", 1))[-1].walks[0]
+    p = euler_a.steps[2]
+    assert p.z is not None and p.numbers["sigma_down"] ** 2 + p.numbers["sigma_up"] ** 2 == \
+        pytest.approx(p.numbers["sigma_next"] ** 2)
+    assert "DDIM with η = 1" in vs.step_formula(p)
+    dpm = list(vr.reverse_walk(tiny_model, "2", 1.0, "dpmpp-2m", 10, "training", 1))[-1].walks[0]
+    first, mid = dpm.steps[0], dpm.steps[4]
+    assert not first.numbers["second_order"] and mid.numbers["second_order"]
+    assert "x0_hat_last" in mid.pictures and mid.numbers["w1"] < 0
+    assert "Lu et al. 2022, Algorithm 2" in vs.step_formula(mid) and "first order" in vs.step_formula(first)
+
+
+def test_a_sampler_that_cannot_take_the_steps_says_so(tiny_model):
+    with pytest.raises(ValueError, match="unknown sampler|sampler must be one of|sampler"):
+        list(vr.reverse_walk(tiny_model, "2", 1.0, "plms", 10, "training", 1))
+    zsnr = make_schedule("linear", 1000, zero_terminal_snr=True)
+    with pytest.raises(ValueError, match="zero terminal SNR"):
+        list(sample(tiny_model.eps, make_chain(zsnr, 10), (1, 1, 28, 28), method="euler"))

@@ -34,11 +34,11 @@ def test_common_settings_are_checked_with_their_names():
 
 
 def test_a_side_by_side_request_differs_in_exactly_one_setting():
-    base = ReverseRequest(sampler="DDIM", steps=50, schedule="training", guidance=2.0, seed=3, label="7",
+    base = ReverseRequest(sampler="ddim", steps=50, schedule="training", guidance=2.0, seed=3, label="7",
                           compare="off", steps_b=20, clip_x0=False)
     assert base.walks() == [base]
     from dataclasses import replace
-    pairs = {"DDPM vs DDIM": ("sampler", ["DDPM", "DDIM"]), "two step counts": ("steps", [50, 20]),
+    pairs = {"DDPM vs DDIM": ("sampler", ["ddpm", "ddim"]), "two step counts": ("steps", [50, 20]),
              "training vs other schedule": ("schedule", ["training", "other"])}
     for mode, (name, values) in pairs.items():
         walks = replace(base, compare=mode).walks()

@@ -104,12 +104,15 @@ CASES = [  # (steps, batch, walk keyword arguments)
     (20, 2, dict(labels=[0, 9], guidance=0.0, clip_x0=True)),
     (15, 2, dict(labels=[4, 5], guidance=2.0, method="ddim", eta=0.0)),
     (15, 3, dict(labels=None, method="ddim", eta=0.5, clip_x0=True)),
+    (12, 2, dict(labels=[3, 8], guidance=2.0, method="euler", spacing="karras")),  # Euler: DDIM's table, eta 0
+    (12, 2, dict(labels=[3], guidance=2.0, method="euler-a", spacing="karras", clip_x0=True)),  # eta 1
 ]
 
 
 @pytest.mark.parametrize("steps,batch,kw", CASES)
 def test_walk_on_cpu_equals_samplers_run(tiny_model, steps, batch, kw):
-    chain = make_chain(tiny_model.schedule, steps)
+    kw = dict(kw)
+    chain = make_chain(tiny_model.schedule, steps, kw.pop("spacing", "linspace"))
     shape = (batch, 1, 28, 28)
     ref = run(tiny_model.eps, chain, shape, null_label=tiny_model.null_label, seed=11, **kw)
     walk = GraphedWalk(tiny_model, chain, batch, **kw)
@@ -207,6 +210,8 @@ def test_walk_rejects_bad_arguments(tiny_model):
         GraphedWalk(tiny_model, chain, 2, labels=[1, 2, 3])
     with pytest.raises(ValueError, match="CUDA"):
         GraphedWalk(tiny_model, chain, 2, graphs=True)
+    with pytest.raises(ValueError, match="Heun is not one affine step"):
+        GraphedWalk(tiny_model, chain, 2, method="heun")
     with pytest.raises(ValueError, match="alpha_bar > 0"):
         GraphedWalk(tiny_model, make_chain(make_schedule("linear", 1000, zero_terminal_snr=True), 5), 2)
 

@@ -34,7 +34,8 @@ import torch
 from ..model.checkpoint import DiffusionModel
 from ..diffusion.respacing import SamplingChain, network_timesteps
 from .fast import async_to_host
-from ..diffusion.samplers import batch_labels, check_sampler_args, combine_guided, draw_normal, draws_noise, guidance_labels
+from ..diffusion.samplers import (affine_table, batch_labels, check_sampler_args, combine_guided, draw_normal,
+                                  draws_noise, guidance_labels)
 
 
 class GraphedWalk:
@@ -62,7 +63,7 @@ class GraphedWalk:
         self.graphs = dev.type == "cuda" if graphs is None else bool(graphs)
         if self.graphs and dev.type != "cuda":
             raise ValueError("CUDA graphs need the model on a CUDA device")
-        coefs = chain.coefficients(method, variance, eta).affine()
+        coefs = affine_table(chain, method, variance, eta).affine()
         if eps_call is None:
             if dev.type == "cuda":
                 from .fast import CudaGraphEps  # the bf16 / channels_last / compiled network call

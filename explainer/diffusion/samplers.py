@@ -173,13 +173,26 @@ def draws_noise(method: str, eta: float, index: int, num_steps: int) -> bool:
     return not last and (method in ("ddpm", "euler-a") or (method == "ddim" and eta > 0))
 
 
+def affine_table(chain: SamplingChain, method: str, variance: str = "beta_tilde", eta: float = 0.0) -> StepCoefficients:
+    """The chain's table that runs ``method`` as x_prev = coef1 x0_hat + coef2 x_t + sigma z (``StepCoefficients``
+    .affine()): DDPM, DDIM, and Euler and Euler ancestral as DDIM with eta 0 and 1. A ValueError for Heun and
+    DPM-Solver++, whose steps need a second call or the last step's x0_hat."""
+    if method in ("ddpm", "ddim"):
+        return chain.coefficients(method, variance, eta)
+    if method not in AFFINE_FORM:
+        raise ValueError(f"{SAMPLER_TITLES.get(method, method)} is not one affine step per network call")
+    table_method, table_eta = AFFINE_FORM[method]
+    return chain.coefficients(table_method, eta=table_eta)
+
+
 def step_table(chain: SamplingChain, method: str, variance: str = "beta_tilde", eta: float = 0.0) -> StepCoefficients:
     """The chain's coefficient table a sampler's records carry: its own for DDPM and DDIM, the DDIM table that is
     the same update in affine form for Euler (eta 0) and Euler ancestral (eta 1) (``AFFINE_FORM``), and for Heun and
     DPM-Solver++, which are not affine in one network call, the DDIM eta = 0 table for its levels (sigma = 0)."""
     if method in ("ddpm", "ddim"):
         return chain.coefficients(method, variance, eta)
-    return chain.coefficients(*AFFINE_FORM.get(method, ("ddim", 0.0)))
+    table_method, table_eta = AFFINE_FORM.get(method, ("ddim", 0.0))
+    return chain.coefficients(table_method, eta=table_eta)
 
 
 def batch_labels(labels, batch: int, device) -> torch.Tensor | None:

@@ -40,18 +40,27 @@ PHOTO_SIZE = 128  # photos are centre-cropped and resized to this many pixels fo
 
 
 # ---------------------------------------------------------------- captions
+SAMPLER_SOURCES = {
+    "euler": "Euler (Karras et al. 2022, Algorithm 1 without its second stage; deterministic)",
+    "euler-a": "Euler ancestral (Karras et al. 2022 with fresh noise each step; k-diffusion's sample_euler_ancestral)",
+    "heun": "Heun (Karras et al. 2022, Algorithm 1; two network calls a step but the last)",
+    "dpmpp-2m": "DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2; deterministic, second order)"}
+
+
 def describe_sampler(method: str = "ddpm", variance: str = "beta_tilde", eta: float = 0.0,
                      clip_x0: bool = False) -> str:
     """The reverse step in words, from the arguments ``samplers.sample`` is given.
 
     DDPM: Ho et al. 2020, Algorithm 2, with sigma_t^2 = beta_t or the posterior variance beta_tilde_t
-    (eq. 7); DDIM: Song et al. 2021, eq. 12, with its eta (eq. 16).
+    (eq. 7); DDIM: Song et al. 2021, eq. 12, with its eta (eq. 16); the others as ``SAMPLER_SOURCES`` cites them.
     """
     if method == "ddpm":
         sigma = "beta_t" if variance == "beta" else "beta_tilde_t (the posterior variance)"
         words = f"DDPM (Ho et al. 2020, Algorithm 2), sigma_t^2 = {sigma}"
     elif method == "ddim":
         words = f"DDIM (Song et al. 2021, eq. 12), eta = {eta:g}" + (" (deterministic)" if eta == 0 else "")
+    elif method in SAMPLER_SOURCES:
+        words = SAMPLER_SOURCES[method]
     else:
         raise ValueError(f"unknown sampler {method!r}")
     return words + (", x0_hat clipped to [-1, 1]" if clip_x0 else "")

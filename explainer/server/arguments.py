@@ -11,6 +11,8 @@ from . import guard
 from .gradio_internals import Parameter, read_arguments_with
 
 LATER_ARGUMENTS = {"reverse_walk": ("clip_x0",)}  # arguments an endpoint gained after it was published
+# values an endpoint published and later renamed: (endpoint, argument) -> {old: new}
+RENAMED_VALUES = {("reverse_walk", "sampler"): {"DDPM": "ddpm", "DDIM": "ddim"}}
 
 
 def argument_of(block, name: str) -> guard.Argument:
@@ -44,9 +46,17 @@ def with_later_arguments(api_name: str | None, parameters: list[Parameter], inpu
     return [None if not p.in_api else p.block.value if p.name in later else next(given) for p in parameters]
 
 
+def with_renamed_values(api_name: str | None, parameters: list[Parameter], inputs):
+    """A call written with a value the endpoint has since renamed (``RENAMED_VALUES``) runs with the new name."""
+    if not isinstance(inputs, list) or len(inputs) != len(parameters):
+        return inputs
+    renamed = [RENAMED_VALUES.get((api_name, p.name), {}) for p in parameters]
+    return [r.get(v, v) if isinstance(v, str) else v for r, v in zip(renamed, inputs)]
+
+
 async def checked_read(api_name: str | None, parameters: list[Parameter], inputs, read):
     """Check ``inputs`` against ``parameters``, then let Gradio read them (``read``): every failure a gr.Error."""
-    inputs = with_later_arguments(api_name, parameters, inputs)
+    inputs = with_renamed_values(api_name, parameters, with_later_arguments(api_name, parameters, inputs))
     spec = [argument_of(p.current, p.name) for p in parameters]
     try:
         guard.check_arguments(api_name or "this event", spec, inputs)

@@ -151,6 +151,11 @@ def check_number(name: str, value, lo: float | None = None, hi: float | None = N
     return _real(name, value, lo, hi)
 
 
+def step_text(t) -> str:
+    """A chain's step for a caption: an integer as it is, a Karras level between two steps to one decimal."""
+    return str(t) if isinstance(t, (int, np.integer)) or float(t).is_integer() else f"{float(t):.1f}"
+
+
 def check_int(name: str, value, lo: int, hi: int) -> int:
     """Validate an integer-valued input (floats like 3.0 accepted) in lo..hi."""
     f = _real(name, value, lo, hi)

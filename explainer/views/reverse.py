@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 from ..model.checkpoint import DiffusionModel
-from ..diffusion.samplers import sample
+from ..diffusion.samplers import SAMPLER_TITLES, network_calls, paper_t, sample
 from .step import record_step
 from ..render.display import captioned, hstack, save_gif, strip, to_uint8, upscale, vstack
 from .inputs import (UNCONDITIONAL, check_bool, check_choice, check_int, class_choices, class_labels, class_word,
-                     even_indices, is_digit_model, seeded_normal)
+                     even_indices, is_digit_model, seeded_normal, step_text)
 from .model_slot import eps_fn_for, network_path
-from .walk import MIN_STEPS, SHOWN_FRAMES, Pacer, WalkRequest, inference_schedule
+from .walk import MIN_STEPS, SHOWN_FRAMES, Pacer, WalkRequest, inference_schedule, reverse_sampler
 
 COMPARE_MODES = ("off", "DDPM vs DDIM", "two step counts", "training vs other schedule")
 PANEL_SCALE = 6
@@ -43,6 +43,7 @@ class Walk:
     x0_hats: list = field(default_factory=list)
     ts: list = field(default_factory=list)  # t of each frame (the inference schedule's paper t; 0 = done)
     steps: list = field(default_factory=list)  # step.StepParts of the step from frames[k] to frames[k + 1]
+    calls: int = 0  # network calls (NFE) of the whole walk
 
     @property
     def done(self) -> int:
@@ -75,7 +76,7 @@ class ReverseRequest(WalkRequest):
                 clip_x0=False) -> ReverseRequest:
         label = check_choice(class_word(model), str(label), class_choices(model))
         common = cls.check_common(sampler, steps, schedule, guidance, seed, model.schedule.T,
-                                  "number of inference steps")
+                                  "number of inference steps", reverse_sampler)
         return cls(**common, label=label, compare=check_choice("side-by-side mode", compare, COMPARE_MODES),
                    steps_b=check_int("second number of steps", steps_b, MIN_STEPS, model.schedule.T),
                    clip_x0=check_bool("clip x0_hat", clip_x0))
@@ -83,16 +84,23 @@ class ReverseRequest(WalkRequest):
     def walks(self) -> list[ReverseRequest]:
         """The walk(s) to run: this one, or two that differ in exactly one setting."""
         if self.compare == "DDPM vs DDIM":
-            return [replace(self, sampler="DDPM"), replace(self, sampler="DDIM")]
+            return [replace(self, sampler="ddpm"), replace(self, sampler="ddim")]
         if self.compare == "two step counts":
             return [self, replace(self, steps=self.steps_b)]
         if self.compare == "training vs other schedule":
             return [replace(self, schedule="training"), replace(self, schedule="other")]
         return [self]
 
+    @property
+    def calls(self) -> int:
+        """Network calls (NFE) of this walk: Heun calls twice a step; guidance doubles the batch, not the calls."""
+        return network_calls(self.method, self.steps)
+
     def name(self, model: DiffusionModel) -> str:
         schedule = inference_schedule(model.schedule, self.schedule) or model.schedule
-        return f"{self.sampler}, {self.steps} steps, {schedule.name} schedule"
+        calls = f" ({self.calls} network calls)" if self.calls != self.steps else ""
+        levels = "Karras levels" if self.spacing == "karras" else "steps"
+        return f"{SAMPLER_TITLES[self.method]}, {self.steps} {levels}{calls}, {schedule.name} schedule"
 
     def conditioning(self, model: DiffusionModel) -> str:
         what = "digit" if is_digit_model(model) else "class"
@@ -101,7 +109,7 @@ class ReverseRequest(WalkRequest):
 
 
 def _panel(x_t: np.ndarray, x0_hat: np.ndarray, t: int, name: str) -> np.ndarray:
-    left = captioned(upscale(x_t, PANEL_SCALE), f"x_t, t = {t}")
+    left = captioned(upscale(x_t, PANEL_SCALE), f"x_t, t = {step_text(t)}")
     right = captioned(upscale(x0_hat, PANEL_SCALE), "x0_hat (all noise removed)")
     return vstack([captioned(hstack([left, right]), name, height=16)], pad=0)
 
@@ -116,7 +124,7 @@ def _start_walks(model: DiffusionModel, req: ReverseRequest, eps_fn) -> tuple[li
     for spec in req.walks():
         chain = spec.chain(model.schedule)
         walks.append(Walk(spec.name(model), len(chain), [to_uint8(x_T[0])], [to_uint8(torch.zeros_like(x_T[0]))],
-                          [int(chain.timesteps[0])]))
+                          [paper_t(chain.timesteps[0])], calls=spec.calls))
         runs.append(sample(eps_fn, chain, shape, method=spec.method, labels=labels, guidance=req.guidance,
                            null_label=model.null_label, clip_x0=req.clip_x0,
                            generator=torch.Generator().manual_seed(req.seed), x_T=x_T, device=model.device))
@@ -174,7 +182,7 @@ def reverse_walk(model: DiffusionModel, label: str = UNCONDITIONAL, guidance: fl
         pacer.sent(i, show)
     seconds = time.perf_counter() - started
     yield WalkUpdate([_panel(w.frames[-1], w.x0_hats[-1], 0, w.name) for w in walks],
-                     "Done: " + "; ".join(f"{w.name} ({w.total} network steps)" for w in walks)
+                     "Done: " + "; ".join(f"{w.name}: {w.calls} network calls" for w in walks)
                      + f" in {seconds:.1f} s. Network: {path}.", total, total, walks, finished=True)
 
 
@@ -199,7 +207,7 @@ def walk_strip(walks: list[Walk], count: int = 10, scale: int = 2) -> np.ndarray
     rows = []
     for w in walks:
         idx = even_indices(len(w.frames), count)
-        row = strip([upscale(w.frames[k], scale) for k in idx], [f"t={w.ts[k]}" for k in idx])
+        row = strip([upscale(w.frames[k], scale) for k in idx], [f"t={step_text(w.ts[k])}" for k in idx])
         rows.append(captioned(row, w.name, height=16))
     return vstack(rows, pad=8)
 

@@ -259,7 +259,7 @@ STEPS: tuple[TourStep, ...] = (
         "little fresh noise σ z. Run a walk, then scrub through it: each frame shows the step taken from it, with "
         "its coefficients.",
         "reverse", "At the first step of a 100-step DDPM walk, how large is σ, the scale of the fresh noise?",
-        _answer_step, {"reverse.sampler": "DDPM", "reverse.steps": 100, "reverse.compare": "off",
+        _answer_step, {"reverse.sampler": "ddpm", "reverse.steps": 100, "reverse.compare": "off",
                        "reverse.schedule": "training", "reverse.seed": 0}, run=True),
     TourStep(
         "7. Subtract all the predicted noise",
@@ -275,7 +275,7 @@ STEPS: tuple[TourStep, ...] = (
         "starting noise.",
         "reverse", "With 10 steps, how large are the steps' β' compared with the original 0.0001 to 0.02?",
         _answer_respacing, {"reverse.compare": "two step counts", "reverse.steps": 100, "reverse.steps_b": 10,
-                            "reverse.sampler": "DDPM", "reverse.schedule": "training", "reverse.seed": 0}, run=True),
+                            "reverse.sampler": "ddpm", "reverse.schedule": "training", "reverse.seed": 0}, run=True),
     TourStep(
         "9. Another schedule at inference",
         "The update can use another schedule than the one the network was trained on; the network is then called "
@@ -283,7 +283,7 @@ STEPS: tuple[TourStep, ...] = (
         "the same noise.",
         "reverse", "At the other schedule's t = 500, which training step is the network called with?",
         _answer_other_schedule, {"reverse.compare": "training vs other schedule", "reverse.steps": 100,
-                                 "reverse.sampler": "DDPM", "reverse.seed": 0}, run=True),
+                                 "reverse.sampler": "ddpm", "reverse.seed": 0}, run=True),
     TourStep(
         "10. DDPM and DDIM",
         "DDIM takes the same network and the same x̂_0 but moves along a different path: with η = 0 it adds no "
@@ -298,7 +298,7 @@ STEPS: tuple[TourStep, ...] = (
         "w = 0, 1 and 3 for one class.",
         "reverse", "With w = 3, what weights do the conditional and unconditional predictions get?",
         _answer_guidance, {"reverse.guidance": 3.0, "reverse.compare": "off", "reverse.steps": 100,
-                           "reverse.sampler": "DDPM", "reverse.seed": 0}, run=True),
+                           "reverse.sampler": "ddpm", "reverse.seed": 0}, run=True),
     TourStep(
         "12. What goes into the U-Net",
         "The network sees x_t at full size, the timestep as a sinusoidal embedding and the class as a learned "

@@ -21,11 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..diffusion.respacing import SamplingChain, make_chain
+from ..diffusion.samplers import DEFAULT_SPACING, SAMPLER_TITLES
+from ..diffusion.samplers import SAMPLERS as REVERSE_SAMPLERS
 from ..diffusion.schedules import Schedule, make_schedule
 from .cache import LRU
 from .inputs import GUIDANCE_MAX, SEED_MAX, check_choice, check_float, check_int
 
-SAMPLERS = ("DDPM", "DDIM")
+SAMPLERS = ("DDPM", "DDIM")  # the 2D lab's pair (each walk beside the other)
+SAMPLER_CHOICES = [(SAMPLER_TITLES[m], m) for m in REVERSE_SAMPLERS]  # the reverse tab's: (shown, value)
+LEGACY_SAMPLERS = {"DDPM": "ddpm", "DDIM": "ddim"}  # the reverse_walk endpoint's values before Euler and the rest
 INFERENCE_SCHEDULES = ("training", "other")
 MIN_STEPS = 10
 SHOWN_FRAMES = 40  # at most about this many pictures streamed per walk (updates without one keep progress going)
@@ -49,9 +53,15 @@ def inference_schedule(training: Schedule, choice: str) -> Schedule | None:
     return _other_schedules.get((name, training.T), lambda: make_schedule(name, training.T))
 
 
-def walk_chain(training: Schedule, steps: int, choice: str = "training") -> SamplingChain:
-    """``steps`` evenly spaced (linspace) steps of the training schedule or of the other one."""
-    return make_chain(training, steps, "linspace", inference_schedule(training, choice))
+def walk_chain(training: Schedule, steps: int, choice: str = "training", spacing: str = "linspace") -> SamplingChain:
+    """``steps`` steps (evenly spaced, or as ``spacing`` says) of the training schedule or of the other one."""
+    return make_chain(training, steps, spacing, inference_schedule(training, choice))
+
+
+def reverse_sampler(value) -> str:
+    """A reverse walk's sampler as ``samplers.SAMPLERS`` names it; the endpoint's older "DDPM" and "DDIM" too."""
+    value = LEGACY_SAMPLERS.get(value, value)
+    return check_choice("sampler", value, REVERSE_SAMPLERS)
 
 
 @dataclass(frozen=True)
@@ -65,9 +75,10 @@ class WalkRequest:
     seed: int
 
     @staticmethod
-    def check_common(sampler, steps, schedule, guidance, seed, max_steps: int, steps_name: str) -> dict:
+    def check_common(sampler, steps, schedule, guidance, seed, max_steps: int, steps_name: str,
+                     check_sampler=lambda value: check_choice("sampler", value, SAMPLERS)) -> dict:
         """The shared settings, checked (a ValueError names the setting and its range)."""
-        return dict(sampler=check_choice("sampler", sampler, SAMPLERS),
+        return dict(sampler=check_sampler(sampler),
                     steps=check_int(steps_name, steps, MIN_STEPS, max_steps),
                     schedule=check_choice("inference schedule", schedule, INFERENCE_SCHEDULES),
                     guidance=check_float("guidance scale", guidance, 0.0, GUIDANCE_MAX),
@@ -78,8 +89,13 @@ class WalkRequest:
         """The sampler's name in ``samplers.sample``."""
         return self.sampler.lower()
 
+    @property
+    def spacing(self) -> str:
+        """The step spacing its sampler's authors recommend (``samplers.DEFAULT_SPACING``)."""
+        return DEFAULT_SPACING[self.method]
+
     def chain(self, training: Schedule, steps: int | None = None) -> SamplingChain:
-        return walk_chain(training, self.steps if steps is None else steps, self.schedule)
+        return walk_chain(training, self.steps if steps is None else steps, self.schedule, self.spacing)
 
 
 class Pacer:
