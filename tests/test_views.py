@@ -765,7 +765,8 @@ def test_math_panel_has_the_equations():
     assert {"left": "$", "right": "$", "display": False} in vm.LATEX_DELIMITERS
     for needle in (r"\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon", r"\hat x_0 = ", r"\beta_t I",
                    r"\tilde\epsilon", r"\cos^2", r"\mathbb{E}[x_0 \mid x_t] = \sum_{i=1}^N w_i\,x_i",
-                   r"N_\text{eff} = 1 / \sum_i w_i^2"):
+                   r"N_\text{eff} = 1 / \sum_i w_i^2", r"x' = x + (\sigma' - \sigma)\,d",
+                   r"\tfrac{1}{2}(d + d')", r"\tfrac{1}{2r}", r"\sigma_{down}^2 + \sigma_{up}^2 = \sigma'^2"):
         assert needle in vm.ALL
     assert vm.ALL.count("$$") % 2 == 0
 

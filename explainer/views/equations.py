@@ -46,6 +46,31 @@ Classifier-free guidance (Ho & Salimans 2022) with scale $w$ ($w = 1$: plain con
 $$\tilde\epsilon = \epsilon_\theta(x_t, t, \varnothing) + w\,\big(\epsilon_\theta(x_t, t, y) - \epsilon_\theta(x_t, t, \varnothing)\big)$$
 """
 
+SAMPLERS = r"""
+### The samplers of today's libraries (tab *Reverse diffusion*, sampler)
+Divide $x_t$ by $\sqrt{\bar\alpha_t}$: $x = x_t/\sqrt{\bar\alpha_t} = x_0 + \sigma\,\epsilon$ with
+$\sigma = \sqrt{(1-\bar\alpha_t)/\bar\alpha_t}$ (Karras et al. 2022, Table 1). With the denoiser's
+$D(x;\sigma) = \hat x_0$, the probability-flow ODE is (their eq. 4, with $\sigma(t) = t$)
+$$\frac{dx}{d\sigma} = d = \frac{x - D(x;\sigma)}{\sigma} \;(= \hat\epsilon).$$
+**Euler** (their Algorithm 1 without the second stage): $x' = x + (\sigma' - \sigma)\,d$, then
+$x_{t'} = \sqrt{\bar\alpha_{t'}}\,x'$. Written out, this is DDIM with $\eta = 0$ (Song et al. 2021, eq. 14 is the same ODE):
+the app shows both give the same walk to $10^{-9}$ on the exact denoiser.
+**Euler ancestral**: step down to $\sigma_{down}$ along $d$, then add fresh noise $\sigma_{up} z$, with
+$\sigma_{up} = \sqrt{\sigma'^2(\sigma^2-\sigma'^2)/\sigma^2}$ and $\sigma_{down}^2 + \sigma_{up}^2 = \sigma'^2$
+(k-diffusion's ancestral step): carried back to $x_t$ it is DDIM with $\eta = 1$, DDPM's posterior.
+**Heun** (Karras et al. 2022, Algorithm 1, lines 8–11): the Euler step is a predictor $x_p$; a second network call there
+gives $d' = (x_p - D(x_p;\sigma'))/\sigma'$ and the step uses the average:
+$$x' = x + (\sigma' - \sigma)\,\tfrac{1}{2}(d + d'),$$
+two network calls a step (one into $\sigma' = 0$), second order: its error falls 4x when the steps double, Euler's 2x.
+**DPM-Solver++(2M)** (Lu et al. 2022, Algorithm 2) in $\alpha = \sqrt{\bar\alpha}$, $\sigma_t = \sqrt{1-\bar\alpha}$,
+$\lambda = \log(\alpha/\sigma_t)$, $h = \lambda_{t'} - \lambda_t$, $r = h_{last}/h$:
+$$x_{t'} = \frac{\sigma_{t'}}{\sigma_t}\,x_t - \alpha_{t'}\,(e^{-h} - 1)\Big[\big(1 + \tfrac{1}{2r}\big)\hat x_0 - \tfrac{1}{2r}\,\hat x_0^{last}\Big],$$
+one network call a step, second order from the $\hat x_0$ it already has (first order at the first and the last step).
+**Karras spacing** (their eq. 5, $\rho = 7$): $\sigma_i = \big(\sigma_{max}^{1/\rho} + \tfrac{i}{n-1}(\sigma_{min}^{1/\rho} - \sigma_{max}^{1/\rho})\big)^\rho$,
+dense at low noise, where the picture's details form. Network calls (NFE) are what a sampler costs: guidance doubles the
+batch of each call, not the number of calls.
+"""
+
 NOISE_REMOVAL = r"""
 ### Subtract all the predicted noise (tab *Subtract all predicted noise*)
 Solving the closed form for $x_0$ with the predicted noise (Ho et al. 2020, eq. 15):
@@ -82,4 +107,4 @@ The distance numbers are sliced Wasserstein distances: the average over random u
 $\theta^\top x$ of the particles and of fresh data; the floor is the same distance between two fresh data sets.
 """
 
-ALL = "\n".join([FORWARD, REVERSE, NOISE_REMOVAL, ARCHITECTURE, LAB])
+ALL = "\n".join([FORWARD, REVERSE, SAMPLERS, NOISE_REMOVAL, ARCHITECTURE, LAB])
