@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from explainer.views import arch as va
+from explainer.views import decided as vdc
 from explainer.views import forward as vf
 from explainer.views import histogram as vh
 from explainer.views import equations as vm
@@ -819,3 +820,50 @@ def test_a_sampler_that_cannot_take_the_steps_says_so(tiny_model):
     zsnr = make_schedule("linear", 1000, zero_terminal_snr=True)
     with pytest.raises(ValueError, match="zero terminal SNR"):
         list(sample(tiny_model.eps, make_chain(zsnr, 10), (1, 1, 28, 28), method="euler"))
+
+
+# ---- two conditions from the same noise ----
+
+def test_two_conditions_share_the_noise_and_differ_in_one_setting(tiny_model):
+    classes = list(vr.reverse_walk(tiny_model, "3", 2.0, "ddim", 12, "training", 5, "two classes", 20, False, "8"))
+    a, b = classes[-1].walks
+    assert np.array_equal(a.frames[0], b.frames[0]) and not np.array_equal(a.frames[-1], b.frames[-1])
+    assert a.name.startswith("digit 3, w = 2: ") and b.name.startswith("digit 8, w = 2: ")
+    scales = list(vr.reverse_walk(tiny_model, "3", 1.0, "ddpm", 12, "training", 5, "two guidance scales", 20, False,
+                                  None, 5.0))[-1].walks
+    assert [w.name.split(":")[0] for w in scales] == ["digit 3, w = 1", "digit 3, w = 5"]
+    # the second walk is the plain walk at the second condition, with the same noise
+    alone = list(vr.reverse_walk(tiny_model, "3", 5.0, "ddpm", 12, "training", 5))[-1].walks[0]
+    assert np.array_equal(alone.frames[-1], scales[1].frames[-1])
+    assert vr.second_label(tiny_model, "3") == "8" and vr.second_label(tiny_model, "9") == "0"
+
+
+@pytest.mark.parametrize("args, words", [(("unconditional", "two classes", "8", None), "pick a digit class"),
+                                         (("3", "two classes", "3", None), "differs"),
+                                         (("3", "two guidance scales", None, 2.0), "differs"),
+                                         (("3", "two guidance scales", None, 99.0), "second guidance scale")])
+def test_two_conditions_that_are_not_two_are_refused(tiny_model, args, words):
+    label, mode, label_b, guidance_b = args
+    with pytest.raises(ValueError, match=words):
+        list(vr.reverse_walk(tiny_model, label, 2.0, "ddim", 12, "training", 5, mode, 20, False, label_b, guidance_b))
+
+
+def test_decided_step_is_where_the_class_stops_changing():
+    assert vdc.decided_step(["8", "8", "3", "8", "3", "3"]) == 5
+    assert vdc.decided_step(["3", "3", "3"]) == 1 and vdc.decided_step(["1", "7"]) == 2
+
+
+def test_when_is_the_picture_decided(tiny_model):
+    walks = list(vr.reverse_walk(tiny_model, "3", 2.0, "ddim", 12, "training", 5, "two classes", 20, False,
+                                 "8"))[-1].walks
+    d = vdc.decided(walks, tiny_model)
+    a = np.stack(walks[0].x0_hats[1:]).astype(float) / 127.5 - 1
+    b = np.stack(walks[1].x0_hats[1:]).astype(float) / 127.5 - 1
+    np.testing.assert_allclose(d.distance, np.sqrt(((a - b) ** 2).reshape(12, -1).mean(1)), rtol=1e-5)
+    assert d.ts == walks[0].ts[:-1] and len(d.classes) == 2 and all(len(c) == 12 for c in d.classes)
+    assert d.decided == [vdc.decided_step(c) for c in d.classes]  # (the tiny random net's pictures, judged)
+    text = vdc.decided_text(d, vdc.short_names(walks))
+    assert f"from step {d.decided[0]} of 12" in text and "digit 3, w = 2" in text
+    assert len(vdc.decided_figure(d, vdc.short_names(walks)).axes[0].lines) == 3  # the curve and two markers
+    with pytest.raises(ValueError, match="two finished walks"):
+        vdc.decided(walks[:1], tiny_model)

@@ -24,12 +24,14 @@ from ..model.checkpoint import DiffusionModel
 from ..diffusion.samplers import SAMPLER_TITLES, network_calls, paper_t, sample
 from .step import record_step
 from ..render.display import captioned, hstack, save_gif, strip, to_uint8, upscale, vstack
-from .inputs import (UNCONDITIONAL, check_bool, check_choice, check_int, class_choices, class_labels, class_word,
-                     even_indices, is_digit_model, seeded_normal, step_text)
+from .inputs import (GUIDANCE_MAX, UNCONDITIONAL, check_bool, check_choice, check_float, check_int, class_choices,
+                     class_labels, class_word, even_indices, is_digit_model, seeded_normal, step_text)
 from .model_slot import eps_fn_for, network_path
 from .walk import MIN_STEPS, SHOWN_FRAMES, Pacer, WalkRequest, inference_schedule, reverse_sampler
 
-COMPARE_MODES = ("off", "DDPM vs DDIM", "two step counts", "training vs other schedule")
+COMPARE_MODES = ("off", "DDPM vs DDIM", "two step counts", "training vs other schedule", "two classes",
+                 "two guidance scales")
+CONDITION_MODES = ("two classes", "two guidance scales")  # the same walk under two conditions (views/decided.py)
 PANEL_SCALE = 6
 
 
@@ -62,6 +64,16 @@ class WalkUpdate:
     finished: bool = False
 
 
+def second_label(model: DiffusionModel, label: str) -> str:
+    """The second class of "two classes" when none is given: an 8 beside a 3 (they share strokes), else the next."""
+    classes = [c for c in class_choices(model) if c != UNCONDITIONAL]
+    if not classes:
+        return UNCONDITIONAL
+    if is_digit_model(model) and label == "3":
+        return "8"
+    return classes[(classes.index(label) + 1) % len(classes)] if label in classes else classes[0]
+
+
 @dataclass(frozen=True)
 class ReverseRequest(WalkRequest):
     """A reverse walk from pure noise: the shared settings, the class, a side-by-side mode and clipping."""
@@ -70,16 +82,28 @@ class ReverseRequest(WalkRequest):
     compare: str  # one of COMPARE_MODES
     steps_b: int  # the second walk's steps ("two step counts")
     clip_x0: bool
+    label_b: str = UNCONDITIONAL  # the second walk's class ("two classes")
+    guidance_b: float = 1.0  # the second walk's guidance scale ("two guidance scales")
 
     @classmethod
     def checked(cls, model: DiffusionModel, label, guidance, sampler, steps, schedule, seed, compare, steps_b,
-                clip_x0=False) -> ReverseRequest:
-        label = check_choice(class_word(model), str(label), class_choices(model))
+                clip_x0=False, label_b=None, guidance_b=None) -> ReverseRequest:
+        choices = class_choices(model)
+        label = check_choice(class_word(model), str(label), choices)
         common = cls.check_common(sampler, steps, schedule, guidance, seed, model.schedule.T,
                                   "number of inference steps", reverse_sampler)
-        return cls(**common, label=label, compare=check_choice("side-by-side mode", compare, COMPARE_MODES),
+        compare = check_choice("side-by-side mode", compare, COMPARE_MODES)
+        label_b = check_choice(f"second {class_word(model)}", str(second_label(model, label) if label_b is None
+                                                                  else label_b), choices)
+        guidance_b = check_float("second guidance scale", 1.0 if guidance_b is None else guidance_b, 0.0,
+                                 GUIDANCE_MAX)
+        same = label_b == label if compare == "two classes" else guidance_b == common["guidance"]
+        if compare in CONDITION_MODES and (label == UNCONDITIONAL or same):
+            raise ValueError(f"'{compare}' compares two conditions of one walk: pick a {class_word(model)} and a "
+                             f"second {'one' if compare == 'two classes' else 'guidance scale'} that differs")
+        return cls(**common, label=label, compare=compare,
                    steps_b=check_int("second number of steps", steps_b, MIN_STEPS, model.schedule.T),
-                   clip_x0=check_bool("clip x0_hat", clip_x0))
+                   clip_x0=check_bool("clip x0_hat", clip_x0), label_b=label_b, guidance_b=guidance_b)
 
     def walks(self) -> list[ReverseRequest]:
         """The walk(s) to run: this one, or two that differ in exactly one setting."""
@@ -89,6 +113,10 @@ class ReverseRequest(WalkRequest):
             return [self, replace(self, steps=self.steps_b)]
         if self.compare == "training vs other schedule":
             return [replace(self, schedule="training"), replace(self, schedule="other")]
+        if self.compare == "two classes":
+            return [self, replace(self, label=self.label_b)]
+        if self.compare == "two guidance scales":
+            return [self, replace(self, guidance=self.guidance_b)]
         return [self]
 
     @property
@@ -100,7 +128,9 @@ class ReverseRequest(WalkRequest):
         schedule = inference_schedule(model.schedule, self.schedule) or model.schedule
         calls = f" ({self.calls} network calls)" if self.calls != self.steps else ""
         levels = "Karras levels" if self.spacing == "karras" else "steps"
-        return f"{SAMPLER_TITLES[self.method]}, {self.steps} {levels}{calls}, {schedule.name} schedule"
+        what = f"digit {self.label}" if is_digit_model(model) else self.label
+        condition = f"{what}, w = {self.guidance:g}: " if self.compare in CONDITION_MODES else ""
+        return f"{condition}{SAMPLER_TITLES[self.method]}, {self.steps} {levels}{calls}, {schedule.name} schedule"
 
     def conditioning(self, model: DiffusionModel) -> str:
         what = "digit" if is_digit_model(model) else "class"
@@ -119,13 +149,13 @@ def _start_walks(model: DiffusionModel, req: ReverseRequest, eps_fn) -> tuple[li
     from the seed) and the same per-step noise stream."""
     shape = (1, model.channels, model.image_size, model.image_size)
     x_T = seeded_normal(shape, req.seed).to(model.device)
-    labels = class_labels(model, req.label, 1)
     walks, runs = [], []
     for spec in req.walks():
         chain = spec.chain(model.schedule)
         walks.append(Walk(spec.name(model), len(chain), [to_uint8(x_T[0])], [to_uint8(torch.zeros_like(x_T[0]))],
                           [paper_t(chain.timesteps[0])], calls=spec.calls))
-        runs.append(sample(eps_fn, chain, shape, method=spec.method, labels=labels, guidance=req.guidance,
+        runs.append(sample(eps_fn, chain, shape, method=spec.method, labels=class_labels(model, spec.label, 1),
+                           guidance=spec.guidance,
                            null_label=model.null_label, clip_x0=req.clip_x0,
                            generator=torch.Generator().manual_seed(req.seed), x_T=x_T, device=model.device))
     return walks, runs
@@ -146,15 +176,18 @@ def _lagging(walks: list[Walk]) -> int:
 
 def reverse_walk(model: DiffusionModel, label: str = UNCONDITIONAL, guidance: float | None = None,
                  sampler: str = "DDPM", steps: int = 100, schedule: str = "training", seed: int = 0,
-                 compare: str = "off", steps_b: int = 20, clip_x0: bool = False):
+                 compare: str = "off", steps_b: int = 20, clip_x0: bool = False, label_b: str | None = None,
+                 guidance_b: float | None = None):
     """Sample from pure noise, yielding WalkUpdates as ``walk.Pacer`` paces them (both walks side by side).
 
     label: the class name (or "unconditional"); guidance: w, by default the model card's recommended one.
+    label_b, guidance_b: the second walk's class or guidance in the "two classes" and "two guidance scales" modes
+    (``views.decided`` then compares the two walks step by step).
     clip_x0: clip x0_hat to [-1, 1] at every step (the DDPM step then takes the posterior mean of the clipped
     x0_hat, Ho et al. 2020 eq. 7), as the reference implementations do; the article's formula does not.
     """
     req = ReverseRequest.checked(model, label, model.recommended_guidance if guidance is None else guidance, sampler,
-                                 steps, schedule, seed, compare, steps_b, clip_x0)
+                                 steps, schedule, seed, compare, steps_b, clip_x0, label_b, guidance_b)
     eps_fn = eps_fn_for(model)
     walks, runs = _start_walks(model, req, eps_fn)
     methods = [spec.method for spec in req.walks()]
