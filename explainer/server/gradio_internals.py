@@ -20,6 +20,12 @@ def session_store(demo: gr.Blocks | None):
     return getattr(demo, "state_holder", None)
 
 
+def known_session(demo: gr.Blocks, session_hash: str) -> bool:
+    """Whether the Blocks holds state for the session (it had an event in this process and was not forgotten)."""
+    store = session_store(demo)
+    return store is not None and session_hash in store.session_data
+
+
 def cached_file_sets(demo: gr.Blocks | None) -> list[set]:
     """The sets of file paths Gradio wrote for the Blocks (uploads, pictures sent to pages)."""
     return getattr(demo, "temp_file_sets", []) if demo is not None else []

@@ -3,6 +3,8 @@
 - ``RequestGuard``: a plain ASGI middleware for the server Gradio builds. A request body over the limit gets
   413 (uploads ``MAX_UPLOAD_BYTES``, anything else ``MAX_BODY_BYTES``); an unknown api_name or fn_index 404; a
   call whose body is not JSON of the right shape 400; every response carries ``X-Content-Type-Options: nosniff``.
+- A page's event that reaches a process other than the one that served the page (its replica stopped, or the app
+  restarted), for a session this process does not hold, gets 410 with "reload the page" (``replicas``).
 - ``Argument`` and ``check_arguments``: an endpoint's arguments checked by kind (number, choice, file ...)
   before Gradio reads them, with messages that name the argument and its allowed range or type, and show
   at most the start of a wrong value (``views.inputs.shown``).
@@ -19,6 +21,7 @@ from typing import Callable
 
 from ..render.images import MAX_FILE_BYTES
 from ..views.inputs import check_bool, check_choice, check_int, check_number, shown
+from . import replicas
 
 MAX_BODY_BYTES = 1 << 20  # an API call's JSON: its arguments (files travel as upload paths)
 MAX_UPLOAD_BYTES = MAX_FILE_BYTES + (1 << 20)  # one upload at the file limit, with room for the form around it
@@ -86,20 +89,25 @@ class RequestGuard:
 
     ``endpoints()`` returns (the api_names, the fn_indices) of the app's events; ``known_event(event_id)`` says
     whether a call's result can still be read; ``named()`` gives the endpoints that take arguments by name
-    (POST /gradio_api/call/v2/NAME): {api_name: (their names, the names without a default)}.
+    (POST /gradio_api/call/v2/NAME): {api_name: (their names, the names without a default)};
+    ``known_session(session_hash)`` whether this process holds the session's state.
     """
 
     def __init__(self, app, endpoints: Callable[[], tuple[set, set]], known_event: Callable[[str], bool] | None = None,
                  named: Callable[[], dict] | None = None, body_limit: int = MAX_BODY_BYTES,
-                 upload_limit: int = MAX_UPLOAD_BYTES):
+                 upload_limit: int = MAX_UPLOAD_BYTES, known_session: Callable[[str], bool] | None = None,
+                 server_id: str = replicas.SERVER_ID):
         self.app, self.endpoints, self.known_event, self.named = app, endpoints, known_event, named
         self.body_limit, self.upload_limit = body_limit, upload_limit
+        self.known_session, self.server_id = known_session, server_id
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         send = nosniff(send)
         path, method = scope.get("path", ""), scope.get("method", "GET")
+        if method in ("GET", "HEAD") and replicas.PAGE.match(path):
+            send = with_header(send, b"set-cookie", replicas.set_cookie(header(scope, b"host") or "", self.server_id))
         limit = self.upload_limit if UPLOAD.search(path) else self.body_limit
         declared = header(scope, b"content-length")
         if declared is not None and not declared.isdigit():
@@ -118,6 +126,8 @@ class RequestGuard:
         body = await read_body(receive, limit)
         if body is None:
             return await answer(send, 413, f"the request body is larger than the limit of {limit:,} bytes")
+        if join and self.session_elsewhere(scope, body):
+            return await answer(send, replicas.RESTARTED_STATUS, replicas.RESTARTED)
         problem = self.check_call(call.group(1) if call else None, body, v2="/call/v2/" in path)
         if problem is not None:
             return await answer(send, *problem)
@@ -146,6 +156,18 @@ class RequestGuard:
                 return 404, f"no event has fn_index {shown(index)}"
         return None
 
+    def session_elsewhere(self, scope, body: bytes) -> bool:
+        """Whether a page's event names a session that lived in another process (the page's cookie says which
+        served it) and that this process does not hold: its state went with that process."""
+        if self.known_session is None or not replicas.served_elsewhere(header(scope, b"cookie"),
+                                                                      header(scope, b"host") or "", self.server_id):
+            return False
+        try:
+            session = json.loads(body or b"null").get("session_hash")
+        except (ValueError, RecursionError, AttributeError):
+            return False
+        return isinstance(session, str) and not self.known_session(session)
+
 
 def check_named(api_name: str, data: dict, named: dict) -> tuple[int, str] | None:
     """(status, message) for a call by named arguments that names what the endpoint does not take, else None."""
@@ -165,6 +187,15 @@ def check_named(api_name: str, data: dict, named: dict) -> tuple[int, str] | Non
 
 def unknown_endpoint(name: str, names) -> str:
     return f"no endpoint is named {shown(name)} (GET {API_PREFIX}/info lists them)"
+
+
+def with_header(send, name: bytes, value: bytes):
+    """``send`` with one more response header."""
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (name, value)]}
+        await send(message)
+    return wrapped
 
 
 def header(scope, name: bytes) -> str | None:

@@ -48,11 +48,13 @@ def launch(demo: gr.Blocks, css: str | None = None, **kwargs):
     """Serve ``demo`` with the page style ``css`` as ``python app.py`` does (tests pass host, port and
     prevent_thread_lock in ``kwargs``).
 
-    Every request passes ``explainer.server.guard``: size limits, unknown endpoints, nosniff, checked arguments.
+    Every request passes ``explainer.server.guard``: size limits, unknown endpoints, nosniff, checked arguments,
+    and a page whose session lived in another process (``replicas``) is told to reload.
     """
     check_arguments_first(demo)
     guarded = Middleware(guard.RequestGuard, endpoints=functools.partial(gradio_internals.endpoints, demo),
-                         named=named_arguments(demo), known_event=functools.partial(gradio_internals.known_event, demo))
+                         named=named_arguments(demo), known_event=functools.partial(gradio_internals.known_event, demo),
+                         known_session=functools.partial(gradio_internals.known_session, demo))
     app_kwargs = {"middleware": [guarded], "exception_handlers": {RequestValidationError: short_validation_error}}
     kwargs = dict(show_error=True, max_file_size=MAX_FILE_BYTES, css=css, app_kwargs=app_kwargs,
                   state_session_capacity=sessions.SESSION_CAPACITY) | kwargs
