@@ -122,6 +122,7 @@ SLOW = {
                         "test_unknown_class_names_list_the_classes", "test_writes_png_and_npz"},
     "test_defaults": {"test_one_computation_per_model_however_many_ask",
                       "test_the_cached_defaults_equal_a_fresh_computation"},
+    "test_deploy": {"test_two_replicas_behind_nginx"},
     "test_distributed": {"test_a_batch_that_does_not_split_evenly_is_refused",
                          "test_resume_across_a_change_in_process_count",
                          "test_two_processes_take_the_step_of_one_process"},
