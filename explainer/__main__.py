@@ -1,4 +1,4 @@
-"""Command line: ``python -m explainer {sample,figures,train,evaluate} --help``."""
+"""Command line: ``python -m explainer {sample,figures,train,evaluate,evaluate-samplers} --help``."""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m explainer",
         description="ddpm-explainer: sample from, draw figures with, train and evaluate a small DDPM.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_sample, _add_figures, _add_train, _add_evaluate):
+    for add in (_add_sample, _add_figures, _add_train, _add_evaluate, _add_evaluate_samplers):
         add(sub)
     return parser
 
@@ -156,6 +156,36 @@ def _add_evaluate(sub) -> None:
                    help="also save one PNG per setting, a row of samples per class (grid_<steps>steps_g<w>.png)")
     e.add_argument("--update-checkpoint", action="store_true",
                    help="store the headline metrics in the checkpoint's config.json")
+
+
+def _add_evaluate_samplers(sub) -> None:
+    """``evaluate-samplers``: ``quality.sampler_eval.evaluate_samplers``, its report and its chart."""
+    from .quality.sampler_eval import BOOTSTRAP, CALLS
+    e = sub.add_parser("evaluate-samplers", help="quality against network calls: every sampler, judged",
+                       description="For each sampler at each budget of network calls (Heun: 2 steps - 1 calls), at "
+                       "the card's guidance and clipping and the sampler's own step spacing, and for DDPM over all T "
+                       "steps: judge accuracy and Frechet distance against the real-vs-real floor, with standard "
+                       "errors. Writes a JSON report and a chart.")
+    _add_model_args(e)
+    e.add_argument("--out", default=None, help="JSON report (default: <checkpoint>/eval_samplers.json)")
+    e.add_argument("--chart", default=None,
+                   help="chart PNG (default: <checkpoint>/samples/quality_vs_calls.png); 'none' for no chart")
+    e.add_argument("--num-per-class", type=int, default=50, help="samples per class for each setting (default 50)")
+    e.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS), help="default: all")
+    e.add_argument("--calls", type=int, nargs="+", default=list(CALLS),
+                   help=f"network-call budgets (default {' '.join(map(str, CALLS))})")
+    e.add_argument("--reference-steps", type=int, default=None, help="DDPM steps of the reference (default: all T)")
+    e.add_argument("--guidance", type=float, default=None, help="guidance scale w (default: the card's)")
+    e.add_argument("--clip", action=argparse.BooleanOptionalAction, default=None,
+                   help="clip x0_hat to [-1, 1] (default: as the card recommends)")
+    e.add_argument("--bootstrap", type=int, default=BOOTSTRAP,
+                   help=f"bootstrap resamples for the FD's standard error (default {BOOTSTRAP})")
+    e.add_argument("--chunk-size", type=int, default=250, help="images per walk (default 250)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--data", default=None, help="the model's data set (default: the checkpoint's data.source)")
+    e.add_argument("--classifier", default=None, help="judge folder (default: as for evaluate)")
+    e.add_argument("--resume", action="store_true",
+                   help="keep the settings --out already holds (same sampling settings) and measure the rest")
 
 
 def cmd_sample(args) -> int:
@@ -321,9 +351,42 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_evaluate_samplers(args) -> int:
+    import shlex
+
+    from .model.checkpoint import load_model
+    from .quality.classifier import ClassifierError
+    from .quality.sampler_eval import evaluate_samplers
+    from .render.nfe_chart import save_quality_chart
+    model = load_model(args.checkpoint, args.device)
+    out = Path(args.out or Path(model.path) / "eval_samplers.json")
+    chart = None if args.chart == "none" else Path(args.chart or Path(model.path) / "samples" / "quality_vs_calls.png")
+    previous = json.loads(out.read_text()) if args.resume and out.is_file() else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write = lambda report: out.write_text(json.dumps(report, indent=2) + "\n")  # noqa: E731 (after every setting)
+    command = "python -m explainer " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
+    try:
+        report = evaluate_samplers(model, args.num_per_class, args.samplers, args.calls, args.seed,
+                                   reference_steps=args.reference_steps, guidance=args.guidance, clip_x0=args.clip,
+                                   chunk_size=args.chunk_size, bootstrap=args.bootstrap, data=args.data,
+                                   classifier_dir=args.classifier, command=command, previous=previous,
+                                   on_row=write, progress=True)
+    except (ValueError, FileNotFoundError, ClassifierError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write(report)
+    print(json.dumps(report["summary"], indent=2))
+    print(f"wrote {out}")
+    if chart is not None:
+        print(f"wrote {save_quality_chart(report, chart)}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"sample": cmd_sample, "figures": cmd_figures, "train": cmd_train, "evaluate": cmd_evaluate}[args.command]
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given, for the reports that record it
+    handler = {"sample": cmd_sample, "figures": cmd_figures, "train": cmd_train, "evaluate": cmd_evaluate,
+               "evaluate-samplers": cmd_evaluate_samplers}[args.command]
     try:
         return handler(args)
     except CheckpointError as exc:

@@ -197,8 +197,9 @@ def _closest(sample_dist, sample_index, sample_labels, train: Dataset, names: li
 
 def generate(model: DiffusionModel, labels: torch.Tensor, num_steps: int, guidance: float, seed: int,
              chunk_size: int = 250, spacing: str = "linspace", variance: str = "beta_tilde",
-             clip_x0: bool = False) -> torch.Tensor:
-    """Class-conditional DDPM samples for ``labels`` (chunks of at most ``chunk_size``), returned on the CPU.
+             clip_x0: bool = False, *, method: str = METHOD) -> torch.Tensor:
+    """Class-conditional samples for ``labels`` (chunks of at most ``chunk_size``), returned on the CPU, by
+    ``method`` (any of ``samplers.SAMPLERS``; default DDPM, the sampler of ``evaluate``) on ``spacing``.
 
     One seeded generator feeds all chunks in order, so the result depends on (seed, chunk_size) only.
     """
@@ -210,7 +211,7 @@ def generate(model: DiffusionModel, labels: torch.Tensor, num_steps: int, guidan
     for i in range(0, len(labels), chunk_size):
         lab = labels[i:i + chunk_size]
         rec = None
-        for rec in sample(eps_fn, chain, (len(lab), *shape), method=METHOD, labels=lab, guidance=guidance,
+        for rec in sample(eps_fn, chain, (len(lab), *shape), method=method, labels=lab, guidance=guidance,
                           null_label=model.null_label, variance=variance, clip_x0=clip_x0, generator=gen,
                           device=model.device):
             pass
