@@ -55,8 +55,9 @@ def _panel(ax, data: dict, key: str, mark) -> None:
         ax.set_yscale("log")
         ax.set_ylabel("FD / floor  (lower is better)")
     else:
-        ax.axhline(data["judge_accuracy"], color="grey", linestyle=":", linewidth=1.5,
-                   label="judge on held-out real images")
+        ax.axhline(data["judge_accuracy"], color="grey", linestyle=":", linewidth=1.5)
+        ax.text(0.02, data["judge_accuracy"] - 0.015, "dotted: the judge on real held-out images",
+                transform=ax.get_yaxis_transform(), va="top", fontsize=8, color="dimgrey")
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("judge accuracy  (higher is better)")
     if mark is not None:
@@ -65,7 +66,18 @@ def _panel(ax, data: dict, key: str, mark) -> None:
         y = _mark_value(data["lines"].get(method), key, nfe)
         if y is not None:
             ax.plot([nfe], [y], marker="*", markersize=16, color=COLOURS[method], markeredgecolor="black", zorder=5)
+    _calls_axis(ax, data)
+
+
+def _calls_axis(ax, data: dict) -> None:
+    """A log axis of network calls labelled with plain numbers (1, 2, 5, 10, ...), not powers of ten."""
+    from matplotlib.ticker import NullFormatter
+    nfe = [n for line in data["lines"].values() for n in line["nfe"]]
+    top = max(nfe + ([data["reference"]["nfe"]] if data["reference"] else []), default=10)
     ax.set_xscale("log")
+    ticks = [t for t in (1, 2, 3, 4, 5, 10, 20, 30, 50, 100, 200, 500, 1000) if t <= top * 1.2]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("network calls (NFE), log scale")
     ax.grid(True, which="both", alpha=0.25)
 
@@ -95,13 +107,13 @@ def quality_chart_figure(report: dict, mark=None, width: float = 11.0, height: f
     handles, labels = left.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=8.5, frameon=False)
     clip = ", x0_hat clipped" if data["clip_x0"] else ""
-    walk = "" if mark is None else (f"  The star and band: your walk, {SAMPLER_TITLES[mark[0]]} "
+    walk = "" if mark is None else (f" The shaded band and star: your walk, {SAMPLER_TITLES[mark[0]]} "
                                     f"at {mark[1]:g} calls.")
     fig.suptitle(f"Quality against network calls: {data['model']} (w = {data['guidance']:g}{clip}, "
-                 f"{data['num_samples']} samples a point, +-1 standard error)\n"
-                 "Look where each line reaches the dashed DDPM reference: that many calls are enough. Left of it, "
-                 "the sampler falls off. Solid lines add fresh noise each step; dash-dotted ones follow the ODE."
-                 + walk, fontsize=9.5)
+                 f"{data['num_samples']} samples a point, bars +-1 standard error)\n"
+                 "Look where each line reaches the dashed DDPM line: that many calls are enough; to its left the "
+                 "sampler falls off.\nSolid lines add fresh noise at every step, dash-dotted ones follow the ODE "
+                 "without noise." + walk, fontsize=9.5)
     return fig
 
 
