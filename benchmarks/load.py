@@ -1,11 +1,14 @@
 """A whole class at once: N simulated learners and K nonstop walkers against `python app.py`, over HTTP.
 
     python benchmarks/load.py [--learners 50] [--walkers 4] [--duration 60] [--think 2 18] [--no-browser]
+    python benchmarks/load.py --replicas 2 ...    (then the same load again through nginx, on 2 replicas)
 
 Starts the app as `python app.py` on 127.0.0.1 (its own process, with its own temp folder), then for
 ``--duration`` seconds:
 
-- each learner arrives within ``--arrive`` seconds and does what the page now sends: the page's load events
+- each learner arrives within ``--arrive`` seconds, opens the page (GET /, as a browser does: behind a balancer
+  this picks its replica, whose affinity cookie stays in the learner's cookie jar), uploads its pictures, and
+  does what the page now sends: the page's load events
   (forward_pixels, forward_strips, compare_pixels, for the page's defaults; a pixels event's file is fetched
   too, as the page does); then, after each pause in which it drags t (which sends nothing: the page repaints
   itself), one change: a schedule flip (forward_strips), a new seed or another picture (forward_pixels and
@@ -19,6 +22,10 @@ Starts the app as `python app.py` on 127.0.0.1 (its own process, with its own te
 Every call is its own session (raw POST /gradio_api/call/<api_name>, then its result stream). Traffic goes
 to 127.0.0.1 only, each learner stops at the deadline, and the app is stopped at the end. Prints latency
 percentiles per event, errors, the server's RSS and temp-folder size before and after, and the targets.
+
+With ``--replicas N`` the same load then runs again through nginx in front of N replicas (`deploy/serve.sh N
+PORT`, Debian's nginx), and both runs are printed side by side: events per second, first-frame latency, errors,
+and the memory of all the replicas together (and nginx's).
 """
 from __future__ import annotations
 
@@ -121,15 +128,30 @@ def timed(client, stats: Stats, name: str, data: list):
         stats.add(name, None, f"{type(e).__name__}: {e}")
 
 
-def learner(url: str, seed: int, deadline: float, files: list, stats: Stats, think: tuple[float, float],
-            arrive: float):
-    """One learner: arrives within ``arrive`` seconds, sends the page's load events (the page's defaults: the
-    first picture, the linear schedule, seed 0), then one change after each pause of dragging t (which sends
+def open_page(client: httpx.Client, stats: Stats) -> list:
+    """What a learner's browser does first: GET / (behind a balancer, its affinity cookie stays in the client's
+    jar, so the rest reaches the same replica), then its pictures uploaded there (one request). Returns them."""
+    t0 = time.perf_counter()
+    client.get("/").raise_for_status()
+    stats.add("page (GET)", time.perf_counter() - t0)
+    r = client.post("/gradio_api/upload", files=[("files", (n, (ASSETS / n).read_bytes(), "application/octet-stream"))
+                                                 for n in IMAGES])
+    r.raise_for_status()
+    return [{"path": p, "orig_name": n, "meta": {"_type": "gradio.FileData"}} for p, n in zip(r.json(), IMAGES)]
+
+
+def learner(url: str, seed: int, deadline: float, stats: Stats, think: tuple[float, float], arrive: float):
+    """One learner: arrives within ``arrive`` seconds, opens the page, sends its load events (the page's defaults:
+    the first picture, the linear schedule, seed 0), then one change after each pause of dragging t (which sends
     nothing)."""
     rng = random.Random(seed)
-    image, schedule, s = files[0], "linear", 0
     time.sleep(rng.uniform(0, arrive))
     with httpx.Client(base_url=url, timeout=120) as client:
+        try:
+            files = open_page(client, stats)
+        except httpx.HTTPError as e:
+            return stats.add("page (GET)", None, f"{type(e).__name__}: {e}")
+        image, schedule, s = files[0], "linear", 0
         for name, data in (("forward_pixels", [image, s]), ("forward_strips", [image, schedule, s]),
                            ("compare_pixels", [image, s])):
             timed(client, stats, name, data)
@@ -160,6 +182,7 @@ def learner(url: str, seed: int, deadline: float, files: list, stats: Stats, thi
 def walker(url: str, seed: int, deadline: float, stats: Stats):
     """Nonstop 100-step guided reverse walks: time to the first streamed frame and to the last."""
     with httpx.Client(base_url=url, timeout=300) as client:
+        client.get("/").raise_for_status()  # (the page: behind a balancer, the walker's replica)
         while time.time() < deadline:
             data = list(WALK)
             data[5] = seed
@@ -179,6 +202,12 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def folder_mb(path: Path) -> float:
@@ -211,12 +240,44 @@ def start_app(port: int, temp: Path) -> subprocess.Popen:
     raise SystemExit("app.py did not start within 180 s")
 
 
-def upload(url: str, name: str) -> dict:
-    path = ASSETS / name
-    with httpx.Client(base_url=url, timeout=60) as c:
-        r = c.post("/gradio_api/upload", files={"files": (name, path.read_bytes(), "application/octet-stream")})
-    r.raise_for_status()
-    return {"path": r.json()[0], "orig_name": name, "meta": {"_type": "gradio.FileData"}}
+def start_replicas(n: int, port: int, temp: Path, run: Path) -> tuple[subprocess.Popen, dict[int, str], list[int]]:
+    """`deploy/serve.sh n port` with each replica's cache folder under ``temp`` -> (serve.sh, {each replica's pid:
+    its own URL}, nginx's pids)."""
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(temp), DDPM_EXPLAINER_RUN_DIR=str(run),
+               GRADIO_ANALYTICS_ENABLED="False")
+    proc = subprocess.Popen(["bash", str(ROOT / "deploy" / "serve.sh"), str(n), str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(("serving on", "stopped")):
+            break
+    if not lines or not lines[-1].startswith("serving on"):
+        raise SystemExit("deploy/serve.sh did not start:\n" + "".join(lines[-20:]))
+    replicas = {int(pid): f"http://127.0.0.1:{port}" for _, pid, port in
+                (row.split() for row in (run / "replicas").read_text().splitlines())}
+    master = int((run / "nginx.master").read_text())
+    return proc, replicas, [master, *children(master)]
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (nginx's workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def browser_moves(url: str, moves: int, result: dict):
@@ -270,7 +331,7 @@ def browser_moves(url: str, moves: int, result: dict):
         browser.close()
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--learners", type=int, default=50)
     ap.add_argument("--walkers", type=int, default=4)
@@ -280,62 +341,92 @@ def main():
     ap.add_argument("--arrive", type=float, default=10.0,
                     help="the learners open the page within this many seconds of the start (default 10)")
     ap.add_argument("--moves", type=int, default=100, help="t moves timed in Chromium (default 100)")
-    ap.add_argument("--port", type=int, default=0, help="the app's port (default: a free one)")
+    ap.add_argument("--port", type=int, default=0, help="the app's (or nginx's) port (default: a free one)")
+    ap.add_argument("--replicas", type=int, default=0,
+                    help="after the run on one process, the same load through nginx on this many replicas")
     ap.add_argument("--no-browser", action="store_true")
     args = ap.parse_args()
-    if args.duration > 1800 or args.learners > 500 or args.walkers > 50:
-        raise SystemExit("bounded on purpose: at most 1800 s, 500 learners, 50 walkers")
+    if args.duration > 1800 or args.learners > 500 or args.walkers > 50 or not 0 <= args.replicas <= 8:
+        raise SystemExit("bounded on purpose: at most 1800 s, 500 learners, 50 walkers, 8 replicas")
+    return args
+
+
+def main():
+    args = parse_args()
+    print(f"{os.cpu_count()} CPU cores; load average before the run: {os.getloadavg()[0]:.2f}")
+    runs = [run(args, 0)]
+    if args.replicas:
+        runs.append(run(args, args.replicas))
+        side_by_side(runs)
+
+
+def run(args, replicas: int) -> dict:
+    """The load against one `python app.py` (``replicas`` 0) or through nginx on ``replicas`` replicas; prints its
+    report and returns its summary."""
     port = args.port
     if not port:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    temp = Path(tempfile.mkdtemp(prefix="load-gradio-"))
-    print(f"{os.cpu_count()} CPU cores; load average before the run: {os.getloadavg()[0]:.2f}")
+    temp, serve_run = Path(tempfile.mkdtemp(prefix="load-gradio-")), Path(tempfile.mkdtemp(prefix="load-serve-"))
     t_start = time.perf_counter()
-    proc = start_app(port, temp)
-    print(f"app.py serving on {url} after {time.perf_counter() - t_start:.1f} s")
-    stats, browser = Stats(), {}
+    if replicas:
+        proc, apps, nginx = start_replicas(replicas, port, temp, serve_run)
+    else:
+        proc, nginx = start_app(port, temp), []
+        apps = {proc.pid: url}
+    title = f"{replicas} replicas behind nginx" if replicas else "one process"
+    print(f"\n## {title}: serving on {url} after {time.perf_counter() - t_start:.1f} s")
     try:
-        files = [upload(url, n) for n in IMAGES]
-        with httpx.Client(base_url=url, timeout=120) as c:  # warm caches: one page load and one walk
+        measured = load(args, url, apps, temp)
+        measured["nginx_mb"] = sum(rss_mb(pid) for pid in nginx)
+    finally:
+        stop(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(serve_run, ignore_errors=True)
+    return {"title": title, **report(args, **measured)}
+
+
+def load(args, url: str, apps: dict[int, str], temp: Path) -> dict:
+    """Warm up, then the class for ``args.duration`` seconds (and Chromium's t moves) at ``url``; the measurements.
+    ``apps``: {each server process's pid: its own URL}."""
+    stats, browser = Stats(), {}
+    for own_url in apps.values():  # warm caches: one page load and one walk on each server process
+        with httpx.Client(base_url=own_url, timeout=120) as c:
+            files = open_page(c, Stats())
             for name, data in (("forward_pixels", [files[0], 0]), ("forward_strips", [files[0], "linear", 0]),
                                ("compare_pixels", [files[0], 0]), ("reverse_walk", WALK)):
                 call(c, name, data)
-        rss0, tmp0 = rss_mb(proc.pid), folder_mb(temp)
-        deadline = time.time() + args.duration
-        threads = [threading.Thread(target=learner, daemon=True,
-                                    args=(url, i, deadline, files, stats, tuple(args.think), args.arrive))
-                   for i in range(args.learners)]
-        threads += [threading.Thread(target=walker, args=(url, 1000 * (i + 1), deadline, stats), daemon=True)
-                    for i in range(args.walkers)]
-        for th in threads:
-            th.start()
-        if not args.no_browser:
-            time.sleep(min(5.0, args.duration / 4))  # the class is busy before the browser measures
-            browser_moves(url, args.moves, browser)
-        for th in threads:
-            th.join(timeout=max(1.0, deadline - time.time()) + 120)
-        span = time.time() - deadline + args.duration
-        rss1, tmp1 = rss_mb(proc.pid), folder_mb(temp)
-        pixels = folder_mb(Path(tempfile.gettempdir()) / f"ddpm-explainer-pixels-{proc.pid}")  # (client.PIXELS_DIR)
-        load = os.getloadavg()[0]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(temp, ignore_errors=True)
-    report(args, stats, browser, span, rss0, rss1, tmp0, tmp1, load, pixels)
+    rss0, tmp0, cpu0 = sum(rss_mb(pid) for pid in apps), folder_mb(temp), sum(cpu_s(pid) for pid in apps)
+    deadline = time.time() + args.duration
+    threads = [threading.Thread(target=learner, daemon=True,
+                                args=(url, i, deadline, stats, tuple(args.think), args.arrive))
+               for i in range(args.learners)]
+    threads += [threading.Thread(target=walker, args=(url, 1000 * (i + 1), deadline, stats), daemon=True)
+                for i in range(args.walkers)]
+    for th in threads:
+        th.start()
+    if not args.no_browser:
+        time.sleep(min(5.0, args.duration / 4))  # the class is busy before the browser measures
+        browser_moves(url, args.moves, browser)
+    for th in threads:
+        th.join(timeout=max(1.0, deadline - time.time()) + 120)
+    span = time.time() - deadline + args.duration
+    rss1, tmp1, cpu = sum(rss_mb(pid) for pid in apps), folder_mb(temp), sum(cpu_s(pid) for pid in apps) - cpu0
+    pixels = sum(folder_mb(Path(tempfile.gettempdir()) / f"ddpm-explainer-pixels-{pid}") for pid in apps)
+    return dict(stats=stats, browser=browser, span=span, rss0=rss0, rss1=rss1, tmp0=tmp0, tmp1=tmp1,
+                load=os.getloadavg()[0], pixels=pixels, processes=len(apps), cpu=cpu)
 
 
-def report(args, stats: Stats, browser: dict, span: float, rss0, rss1, tmp0, tmp1, load: float, pixels: float):
+def report(args, stats: Stats, browser: dict, span: float, rss0, rss1, tmp0, tmp1, load: float, pixels: float,
+           processes: int = 1, nginx_mb: float = 0.0, cpu: float = float("nan")) -> dict:
+    """Print the run's table, memory and targets; return its summary (for ``side_by_side``)."""
     events = sum(len(v) for k, v in stats.latency.items() if "first frame" not in k and "(GET)" not in k)
     errors = sum(len(v) for v in stats.errors.values())
     print(f"\n{args.learners} learners, {args.walkers} nonstop walkers, {span:.0f} s: {events} events done "
-          f"({events / span:.1f}/s), {errors} errors; load average at the end {load:.2f}\n")
+          f"({events / span:.1f}/s), {errors} errors; load average at the end {load:.2f}; the server processes used "
+          f"{cpu:.0f} CPU seconds ({cpu / span:.2f} cores, {events / cpu:.2f} events per CPU second)\n")
     print("| event | done | p50 | p95 | p99 | errors |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in sorted(set(stats.latency) | set(stats.errors)):
@@ -353,8 +444,11 @@ def report(args, stats: Stats, browser: dict, span: float, rss0, rss1, tmp0, tmp
               + "".join(f"\n  {u.split('?')[0][-120:]}" for u in browser["requests"][:5]))
     elif browser:
         print(f"\nbrowser: skipped ({browser['skipped']})")
-    print(f"server RSS: {rss0:.0f} MB before, {rss1:.0f} MB after; Gradio's temp folder: {tmp0:.1f} MB before, "
-          f"{tmp1:.1f} MB after; the pixels files' folder (bounded): {pixels:.1f} MB after")
+    servers = "server RSS" if processes == 1 else f"the {processes} servers' RSS together"
+    print(f"{servers}: {rss0:.0f} MB before, {rss1:.0f} MB after"
+          + (f" (nginx: {nginx_mb:.0f} MB)" if nginx_mb else "")
+          + f"; Gradio's temp folder: {tmp0:.1f} MB before, {tmp1:.1f} MB after; the pixels files' folder (bounded): "
+          f"{pixels:.1f} MB after")
     for name, errs in stats.errors.items():
         if errs:
             print(f"errors of {name} (first of {len(errs)}): {errs[0]}")
@@ -369,6 +463,30 @@ def report(args, stats: Stats, browser: dict, span: float, rss0, rss1, tmp0, tmp
         return "not measured" if name.startswith("repaint") and "repaint_ms" not in browser else (
             "met" if ok else "NOT met")
     print("\ntargets: " + "; ".join(f"{n} {want}: {verdict(n, ok)}" for n, ok, want in checks))
+    return {"events/s": events / span, "cores": cpu / span, "events/cpu_s": events / cpu, "errors": errors, "latency": stats.latency, "rss0": rss0, "rss1": rss1,
+            "nginx_mb": nginx_mb, "repaint_ms": browser.get("repaint_ms", [])}
+
+
+def side_by_side(runs: list[dict]) -> None:
+    """The runs' headline figures in one table (the same load on one process and through the balancer)."""
+    def ms(run: dict, name: str) -> str:
+        v = run["latency"].get(name, [])
+        return f"{percentile(v, 50) * 1e3:.0f} / {percentile(v, 99) * 1e3:.0f} ms" if v else "-"
+    rows = [("events done per second", lambda r: f"{r['events/s']:.1f}"), ("errors", lambda r: str(r["errors"])),
+            ("cores the servers kept busy", lambda r: f"{r['cores']:.2f}"),
+            ("events per server CPU second", lambda r: f"{r['events/cpu_s']:.2f}")]
+    rows += [(f"{name}, p50 / p99", lambda r, name=name: ms(r, name))
+             for name in ("reverse_walk (first frame)", "reverse_walk (whole walk)", "forward_pixels",
+                          "forward_strips", "page (GET)")]
+    rows += [("browser: t move repainted, p50 / p99", lambda r: f"{statistics.median(r['repaint_ms']):.1f} / "
+              f"{percentile(r['repaint_ms'], 99):.1f} ms" if r["repaint_ms"] else "-"),
+             ("servers' RSS before / after the load", lambda r: f"{r['rss0']:.0f} / {r['rss1']:.0f} MB"),
+             ("nginx's RSS", lambda r: f"{r['nginx_mb']:.0f} MB" if r["nginx_mb"] else "-")]
+    print("\n## side by side, the same load\n")
+    print("| | " + " | ".join(r["title"] for r in runs) + " |")
+    print("|---|" + "---:|" * len(runs))
+    for label, cell in rows:
+        print(f"| {label} | " + " | ".join(cell(r) for r in runs) + " |")
 
 
 if __name__ == "__main__":
