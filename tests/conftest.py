@@ -112,6 +112,8 @@ SLOW = {
                         "test_switching_updates_the_class_menus_and_labels", "test_the_defaults_follow_the_model"},
     "test_bad_requests": {"test_every_wrong_value_of_every_endpoint_gets_a_clear_message"},
     "test_checkpoint": {"test_diffusers_unet_folder"},
+    "test_browser_walk_payload": {"test_the_payloads_walk_ends_on_the_servers_picture",
+                                  "test_the_vendored_runtime_is_the_one_its_readme_names"},
     "test_cli_figures": {"test_cli_figures_bad_image", "test_cli_figures_with_a_checkpoint",
                          "test_cli_figures_without_a_model", "test_figures_leave_no_pyplot_state"},
     "test_cli_sample": {"test_backends_draw_the_same_pictures", "test_bad_label",

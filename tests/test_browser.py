@@ -136,6 +136,7 @@ def test_reverse_walk_runs_streams_and_scrubs(page):
         new MutationObserver(note).observe(document.body, {subtree: true, childList: true, characterData: true,
                                                   attributes: true, attributeFilter: ['src']});
     }""")
+    page.locator("#rev-where").get_by_text("on the server", exact=True).click()  # the server's walk
     page.locator("#rev-run").click()
     page.locator("#rev-status").get_by_text("Done").wait_for(timeout=120_000)
     seen = page.evaluate("window.__rev")

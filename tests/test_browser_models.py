@@ -73,6 +73,7 @@ def test_switch_to_the_colour_model_and_walk(page):
     steps.fill("20")
     steps.press("Enter")
     old = img_src(page, "rev-a")
+    page.locator("#rev-where").get_by_text("on the server", exact=True).click()  # the server's walk
     page.locator("#rev-run").click()
     page.locator("#rev-status").get_by_text("Done").wait_for(timeout=120_000)
     src = wait_for_new_src(page, "rev-a", old)
@@ -115,6 +116,7 @@ def test_a_damaged_model_says_so_and_the_first_still_works(page):
     page.locator("#reverse-notice").get_by_text("28x28x1").wait_for()
     assert page.locator("#rev-class input").input_value() == "3"
     old = img_src(page, "rev-frame")
+    page.locator("#rev-where").get_by_text("on the server", exact=True).click()  # the server's walk
     page.locator("#rev-run").click()
     last = wait_for_new_src(page, "rev-frame", old, timeout=120)  # the scrubber shows the finished walk's last frame
     assert picture(page, last).shape[0] == 28 * 6 + 14 + 16 and not is_colour(picture(page, last))

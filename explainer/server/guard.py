@@ -15,6 +15,7 @@ lists them.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,6 +32,22 @@ CALL = re.compile(rf"{API_PREFIX}/(?:call/v2|call|run|api)/([^/]+)/?$")
 STREAM = re.compile(rf"{API_PREFIX}/call/(?:v2/)?([^/]+)/([^/]+)/?$")  # GET: the result stream of a call
 JOIN = re.compile(rf"{API_PREFIX}/queue/join/?$")
 UPLOAD = re.compile(rf"{API_PREFIX}/upload/?$")
+FILE = f"{API_PREFIX}/file="
+YEAR = b"public, max-age=31536000, immutable"
+LONG_CACHE: list[str] = []  # folders whose files never change under their names (cache_for_a_year)
+
+
+def cache_for_a_year(folder) -> None:
+    """Let browsers keep the files served from ``folder`` for a year (the page's runtime and models' ONNX files:
+    a new version gets a new name)."""
+    for prefix in {os.path.abspath(folder) + os.sep, os.path.realpath(folder) + os.sep}:
+        if prefix not in LONG_CACHE:
+            LONG_CACHE.append(prefix)
+
+
+def long_cached(path: str) -> bool:
+    """Whether a GET of ``path`` serves a file of a ``cache_for_a_year`` folder."""
+    return path.startswith(FILE) and any(path[len(FILE):].startswith(p) for p in LONG_CACHE)
 
 
 @dataclass(frozen=True)
@@ -104,8 +121,8 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        send = nosniff(send)
         path, method = scope.get("path", ""), scope.get("method", "GET")
+        send = nosniff(send, YEAR if method == "GET" and long_cached(path) else None)
         if method in ("GET", "HEAD") and replicas.PAGE.match(path):
             send = with_header(send, b"set-cookie", replicas.set_cookie(header(scope, b"host") or "", self.server_id))
         limit = self.upload_limit if UPLOAD.search(path) else self.body_limit
@@ -205,12 +222,18 @@ def header(scope, name: bytes) -> str | None:
     return None
 
 
-def nosniff(send):
-    """``send`` with X-Content-Type-Options: nosniff added to the response headers."""
+def nosniff(send, cache_control: bytes | None = None):
+    """``send`` with X-Content-Type-Options: nosniff added to the response headers (and ``cache_control`` to a
+    successful one)."""
     async def wrapped(message):
         if message["type"] == "http.response.start":
-            headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-content-type-options"]
-            message = {**message, "headers": headers + [(b"x-content-type-options", b"nosniff")]}
+            year = cache_control is not None and message.get("status", 200) in (200, 206, 304)
+            drop = {b"x-content-type-options"} | ({b"cache-control"} if year else set())
+            headers = [h for h in message.get("headers", []) if h[0].lower() not in drop]
+            headers.append((b"x-content-type-options", b"nosniff"))
+            if year:
+                headers.append((b"cache-control", cache_control))
+            message = {**message, "headers": headers}
         await send(message)
     return wrapped
 

@@ -8,6 +8,7 @@ from ..views import reverse as vr
 from ..views import step as vs
 from ..views import walk as vw
 from ..views.inputs import GUIDANCE_MAX, SEED_MAX, class_word
+from .browser import on_the_server, walk_view, where_radio, wire_browser_walk
 from .common import (CHEAP, GUIDANCE_INFO, HEAVY, AppContext, class_dropdown, clear_errors, guidance_default,
                      model_T)
 from .models import model_tab_head
@@ -93,10 +94,16 @@ def reverse_tab(ctx: AppContext) -> None:
                                       label="second walk's steps ('two step counts')", elem_id="rev-steps-b")
                 r_clip = gr.Checkbox(clip_default(ctx.model), label="clip x0_hat to [-1, 1] at every step",
                                      info=CLIP_INFO, elem_id="rev-clip")
+                r_where = where_radio("rev-where")
                 with gr.Row():
                     r_run = gr.Button("Sample", variant="primary", elem_id="rev-run")
                     r_stop = gr.Button("Stop", variant="stop", elem_id="rev-stop")
-            with gr.Column(scale=2):
+                    r_server = gr.Button("Sample on the server", visible="hidden", elem_id="rev-run-server")
+            with gr.Column(scale=2, elem_id="rev-browser-out"):  # the walk computed in the page (ui/browser.py)
+                r_view = walk_view({"view": "rev-web", "run": "rev-run", "stop": "rev-stop",
+                                    "server_run": "rev-run-server", "server_out": "rev-server-out",
+                                    "browser_out": "rev-browser-out", "status": "rev-status"})
+            with gr.Column(scale=2, elem_id="rev-server-out"):
                 with gr.Row():
                     r_panel_a = gr.Image(label="walk", interactive=False, elem_id="rev-a", format="png")
                     r_panel_b = gr.Image(label="second walk", interactive=False, elem_id="rev-b", format="png",
@@ -114,7 +121,8 @@ def reverse_tab(ctx: AppContext) -> None:
         r_walks = gr.State(None, time_to_live=RESULT_TTL_S)
     ctx.widgets.update({"reverse.digit": r_class, "reverse.guidance": r_guidance, "reverse.sampler": r_sampler,
                         "reverse.steps": r_steps, "reverse.schedule": r_schedule, "reverse.seed": r_seed,
-                        "reverse.compare": r_compare, "reverse.steps_b": r_steps_b, "reverse.clip": r_clip})
+                        "reverse.compare": r_compare, "reverse.steps_b": r_steps_b, "reverse.clip": r_clip,
+                        "reverse.where": r_where})
 
     ctx.follow(r_notice, lambda slot: slot.notice())
     ctx.follow(r_class, class_dropdown("{cls}"))
@@ -127,10 +135,12 @@ def reverse_tab(ctx: AppContext) -> None:
     # the second walk's steps and picture show in a side-by-side mode only
     r_compare.change(side_by_side, r_compare, [r_steps_b, r_panel_b], api_name="reverse_compare_mode",
                      api_visibility="private", **CHEAP)
-    walk = r_run.click(stream_walk(ctx, vr.GifStore()),
-                       [r_class, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare, r_steps_b, r_clip,
-                        ctx.model_name],
-                       outputs, api_name="reverse_walk", **HEAVY)
+    walk_inputs = [r_class, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare, r_steps_b, r_clip,
+                   ctx.model_name]
+    # Sample: the payload of a walk the page computes, or (the page presses the hidden button) the server's walk
+    wire_browser_walk(ctx, r_run, walk_inputs, r_where, r_view)
+    walk = r_server.click(on_the_server(stream_walk(ctx, vr.GifStore())), walk_inputs, outputs,
+                          api_name="reverse_walk", **HEAVY)
     r_stop.click(None, None, None, cancels=[walk], api_name="reverse_stop", api_visibility="private")
     # endpoints that read a session's recorded result: callable, but not in the API docs. The learner's scrubbing
     # only: a finished walk and the default walk send their frame and step with the scrubber's new value
