@@ -34,7 +34,7 @@ def bold_numbers(md: str) -> list[float]:
 
 
 def test_steps_are_well_formed():
-    assert 10 <= len(tour.STEPS) <= 14
+    assert 10 <= len(tour.STEPS) <= 16
     for s in tour.STEPS:
         sentences = [x for x in re.split(r"(?<=[.!?:])\s+(?=[A-Z])", s.text) if x.strip()]
         assert 2 <= len(sentences) <= 5, s.title
@@ -99,11 +99,28 @@ def test_other_schedule_training_step():
 def test_ddim_and_guidance():
     assert bold_numbers(tour.reveal(9, None)) == [0.0]
     assert tour.guidance_weights(3.0) == (3.0, -2.0)
-    assert "3 · ε_cond − 2 · ε_uncond" in tour.reveal(10, None)
+    assert "3 · ε_cond − 2 · ε_uncond" in tour.reveal(12, None)
+
+
+def test_few_ode_steps_and_what_heun_pays(tiny_model):
+    """The two sampler steps' numbers against the samplers run here with the eager network and the same noise."""
+    from explainer.diffusion.respacing import make_chain
+    from explainer.diffusion.samplers import run
+    import torch
+    kw = dict(labels=torch.tensor([3]), guidance=tiny_model.recommended_guidance, null_label=tiny_model.null_label,
+              clip_x0=tiny_model.recommended_clip_x0, seed=0)
+    final = lambda m, n, spacing: run(tiny_model.eps, make_chain(tiny_model.schedule, n, spacing), (1, 1, 28, 28),
+                                      method=m, **kw)
+    ref = final("heun", 50, "karras")
+    rms = lambda x: float(((x - ref) ** 2).mean().sqrt())
+    expected = [rms(final("dpmpp-2m", 10, "karras")), rms(final("ddim", 10, "linspace")), rms(final("ddpm", 10, "linspace"))]
+    assert bold_numbers(tour.reveal(10, tiny_model)) == [pytest.approx(e, abs=6e-4) for e in expected]
+    md = tour.reveal(11, tiny_model)
+    assert bold_numbers(md) == [19] and f"{rms(final('heun', 10, 'karras')):.3f} from the finely solved" in md
 
 
 def test_model_answers(tiny_model):
-    md = tour.reveal(11, tiny_model)
+    md = tour.reveal(13, tiny_model)
     assert bold_numbers(md) == [sum(p.numel() for p in tiny_model.net.parameters())]
     s = tour.predicted_noise_std(tiny_model)
     assert s["sqrt_beta"] == pytest.approx(math.sqrt(np.linspace(1e-4, 0.02, T)[s["t"] - 1]), rel=1e-12)
@@ -113,7 +130,7 @@ def test_model_answers(tiny_model):
 
 def test_steps_that_need_a_model_say_so_without_one():
     needing = [i for i, s in enumerate(tour.STEPS) if s.needs_model]
-    assert needing == [4, 11]  # the network's own prediction and its parameter count
+    assert needing == [4, 10, 11, 13]  # the network's prediction, the samplers against its ODE, its parameters
     for i in needing:
         assert "not loaded" in tour.reveal(i, None)
 
@@ -150,4 +167,4 @@ def test_exact_average_size_written_out():
         w /= w.sum()
         assert got[t] == pytest.approx(1 / (w ** 2).sum(), rel=1e-9)
     assert got[1000] > 1900 > got[100] > got[10]  # the whole data set at t = T, a neighbourhood at small t
-    assert bold_numbers(tour.reveal(12, None)) == [round(got[1000]), round(got[100]), round(got[10])]
+    assert bold_numbers(tour.reveal(14, None)) == [round(got[1000]), round(got[100]), round(got[10])]

@@ -17,11 +17,14 @@ import torch
 from ..diffusion import exact
 from ..diffusion.forward import q_sample
 from ..diffusion.respacing import make_chain, training_timesteps
+from ..diffusion.samplers import DEFAULT_SPACING, network_calls, run
 from ..diffusion.schedules import DDPM_T, make_schedule
 from ..model.checkpoint import DiffusionModel
 from ..paths import ASSETS
 from ..render.display import strip
+from .cache import LRU
 from .inputs import check_int
+from .model_slot import eps_fn_for
 from .walk import inference_schedule, other_schedule_name
 
 T = DDPM_T  # the article's number of steps (the forward tabs)
@@ -172,6 +175,52 @@ def _answer_ddim(_model) -> str:
             f"{_fmt(ddim_noise(100, 1.0))}, exactly DDPM's √β̃.")
 
 
+_ode_errors = LRU(8)
+
+
+def ode_error(model: DiffusionModel, method: str, steps: int, seed: int = 0, batch: int = 1) -> float:
+    """RMS distance ([-1, 1] units) between the picture ``method`` ends on in ``steps`` steps (its own spacing) and
+    the same ODE solved finely (Heun, 50 Karras levels, 99 network calls), from the same seeded noise: how far a
+    few-step sampler is from the path it follows (for the loaded model, a digit 3 or the first class, card's w).
+    Remembered per model: the reference walk is the cost."""
+    eps_fn = eps_fn_for(model)
+
+    def measure() -> float:
+        shape = (batch, model.channels, model.image_size, model.image_size)
+        labels = None if not model.num_classes else torch.zeros(batch, dtype=torch.long) + (3 if model.num_classes
+                                                                                              == 10 else 0)
+        kw = dict(labels=labels, guidance=model.recommended_guidance, null_label=model.null_label,
+                  clip_x0=model.recommended_clip_x0, device=model.device)
+
+        def final(m: str, n: int) -> torch.Tensor:
+            chain = make_chain(model.schedule, n, DEFAULT_SPACING[m])
+            return run(eps_fn, chain, shape, method=m, seed=seed, **kw).float().cpu()
+        ref = _ode_errors.get((model.path, id(model.net), "reference", seed, batch), lambda: final("heun", 50))
+        return float(((final(method, steps) - ref) ** 2).mean().sqrt())
+    return _ode_errors.get((model.path, id(model.net), method, steps, seed, batch), measure)
+
+
+def _answer_few_steps(model) -> str:
+    dpm, ddim, ddpm = (ode_error(model, m, 10) for m in ("dpmpp-2m", "ddim", "ddpm"))
+    return (f"After 10 steps from the same noise, DPM-Solver++(2M) ends **{dpm:.3f}** and DDIM **{ddim:.3f}** (RMS, "
+            f"pixels in [−1, 1]) from the picture the finely solved ODE ends on; DDPM, which adds fresh noise at "
+            f"every step and so follows no single path, ends **{ddpm:.3f}** from it. The ODE's path from noise to "
+            "picture bends slowly, so 10 well-placed steps already land close to its end; DDPM's noise needs many "
+            "small steps to be removed again.")
+
+
+def _answer_heun(model) -> str:
+    heun, euler_same_calls, euler_same_steps = ode_error(model, "heun", 10), ode_error(model, "euler", 19), \
+        ode_error(model, "euler", 10)
+    verdict = ("so at the same cost Heun still lands closer" if heun < euler_same_calls else
+               "so at the same cost Euler's smaller steps do as well here: the second call pays off when steps are "
+               "coarse")
+    return (f"Heun's 10 steps cost **{network_calls('heun', 10)}** network calls (two a step, one into σ = 0). They "
+            f"end {heun:.3f} from the finely solved path; Euler ends {euler_same_steps:.3f} from it with 10 calls "
+            f"and {euler_same_calls:.3f} with the same 19, {verdict}. Heun's second call corrects the slope: its "
+            "error falls about 4x when the steps double, Euler's 2x.")
+
+
 def guidance_weights(w: float) -> tuple[float, float]:
     """Weights of (eps_cond, eps_uncond) in eps_u + w (eps_c - eps_u) (Ho & Salimans 2022, eq. 6)."""
     return w, 1.0 - w
@@ -292,7 +341,24 @@ STEPS: tuple[TourStep, ...] = (
         "reverse", "How much fresh noise does DDIM with η = 0 add per step?",
         _answer_ddim, {"reverse.compare": "DDPM vs DDIM", "reverse.steps": 50, "reverse.seed": 0}, run=True),
     TourStep(
-        "11. Guidance",
+        "11. Why a few ODE steps can be enough",
+        "DDIM, Euler, Heun and DPM-Solver++ follow one deterministic path from x_T to a picture: the probability-flow "
+        "ODE. A smooth path can be followed in few large steps, if the steps are placed well and the solver is "
+        "accurate. Run DPM++ 2M with 10 steps beside 100 from the same noise.",
+        "reverse", "How far are 10 steps of DPM++ 2M, DDIM and DDPM from the ODE path solved finely?",
+        _answer_few_steps, {"reverse.compare": "two step counts", "reverse.sampler": "dpmpp-2m", "reverse.steps": 10,
+                            "reverse.steps_b": 100, "reverse.schedule": "training", "reverse.seed": 0},
+        True, run=True),
+    TourStep(
+        "12. What Heun pays for its accuracy",
+        "Heun takes Euler's step, asks the network again at the end of it, and averages the two slopes: a "
+        "second-order step for a second network call. The status line counts network calls, not steps. Scrub a "
+        "step to see the predictor, the second slope and their average.",
+        "reverse", "Heun with 10 steps: how many network calls, and does it beat Euler given the same number?",
+        _answer_heun, {"reverse.compare": "off", "reverse.sampler": "heun", "reverse.steps": 10,
+                       "reverse.schedule": "training", "reverse.seed": 0}, True, run=True),
+    TourStep(
+        "13. Guidance",
         "The network was also trained without labels (a null class), so it can predict noise with and without the "
         "class. Classifier-free guidance mixes the two and pushes away from the unconditional prediction. Try "
         "w = 0, 1 and 3 for one class.",
@@ -300,14 +366,14 @@ STEPS: tuple[TourStep, ...] = (
         _answer_guidance, {"reverse.guidance": 3.0, "reverse.compare": "off", "reverse.steps": 100,
                            "reverse.sampler": "ddpm", "reverse.seed": 0}, run=True),
     TourStep(
-        "12. What goes into the U-Net",
+        "14. What goes into the U-Net",
         "The network sees x_t at full size, the timestep as a sinusoidal embedding and the class as a learned "
         "vector; both are added inside every residual block. The feature maps show what each stage computes from "
         "an x_t.",
         "architecture", "What are the network's inputs, and how many parameters does it have?",
         _answer_inputs, {"architecture.t": 600, "architecture.seed": 0}, True, run=True),
     TourStep(
-        "13. What the network has learned about the distribution",
+        "15. What the network has learned about the distribution",
         "In two dimensions the whole data set fits on screen. The exact denoiser of the training points, "
         "E[x_0 | x_t] in closed form, is a weighted average of those points; the network only approximates it. "
         "Run both from the same noise and compare where the particles land and the arrows at t.",
@@ -334,7 +400,7 @@ def opening_strip(side: int = 64) -> np.ndarray:
 
 
 TAB_INTROS = {
-    "tour": "Thirteen short steps through the ideas behind a diffusion model. Read a step, press **Show me** to "
+    "tour": "Fifteen short steps through the ideas behind a diffusion model. Read a step, press **Show me** to "
             "open the tab that makes its point with the right settings, guess the answer to its question, then "
             "press **Reveal** to check your guess against the live numbers.",
     "forward": "The forward process q(x_t | x_0) turns a picture into noise. Drag **t** from 0 to 1000 and flip "
@@ -342,7 +408,7 @@ TAB_INTROS = {
     "compare": "The same picture and the same noise ε under the linear and the cosine schedule at one t. Move "
                "**t** to around 500 and see which schedule keeps more of the picture.",
     "reverse": "A trained network turns pure noise x_T into a picture, one step at a time. Press **Sample**, "
-               "then drag the scrubber to see any step taken apart; try fewer steps, DDIM or another schedule.",
+               "then drag the scrubber to see any step taken apart; try fewer steps, another sampler or another schedule.",
     "noise": "At every t the network's predicted noise ε̂ gives a one-shot guess of the clean picture, x̂_0. "
              "Press **Compute** and move the timestep slider: x̂_0 is blurry at large t and sharp at small t.",
     "architecture": "What the U-Net is made of and what it computes: its stages, how t and the class enter, and "
