@@ -15,6 +15,9 @@ from .models import model_tab_head
 
 NOTHING_YET = ("The walk appears here: its last picture, a scrubber over its frames, one step taken apart, 10 frames "
                "and a GIF. Press **Sample**.")
+SAMPLER_INFO = ("DDPM adds fresh noise each step; DDIM, Euler, Heun and DPM++ 2M follow the ODE without it (Heun "
+                "calls the network twice a step); Euler a adds noise as DDPM does. The ODE samplers step through "
+                "Karras noise levels, dense where the picture forms")
 CLIP_INFO = ("what the reference implementations do: x0_hat beyond the data's range is cut back, and the step "
              "takes the posterior mean towards it. The article's formula has no clipping; a small model's colours "
              "drift without it. On by default where the model's card recommends it")
@@ -81,7 +84,8 @@ def reverse_tab(ctx: AppContext) -> None:
                 r_guidance = gr.Slider(0, GUIDANCE_MAX, value=guidance_default(ctx.model), step=0.5,
                                        label="guidance scale w (1 = plain conditional, 0 = unconditional)",
                                        info=GUIDANCE_INFO, elem_id="rev-guidance")
-                r_sampler = gr.Radio(list(vw.SAMPLERS), value="DDPM", label="sampler", elem_id="rev-sampler")
+                r_sampler = gr.Radio(vw.SAMPLER_CHOICES, value="ddpm", label="sampler", info=SAMPLER_INFO,
+                                     elem_id="rev-sampler")
                 r_steps = gr.Slider(vw.MIN_STEPS, ctx.T, value=100, step=1, label="inference steps",
                                     elem_id="rev-steps")
                 r_schedule = gr.Radio(list(vw.INFERENCE_SCHEDULES), value="training",
