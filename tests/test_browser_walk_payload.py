@@ -39,7 +39,7 @@ def page_walk(model, payload: dict) -> np.ndarray:
 
 @pytest.mark.parametrize("sampler,guidance,clip", [("DDPM", 3.0, False), ("DDIM", 1.0, True), ("DDPM", 0.0, True)])
 def test_the_payloads_walk_ends_on_the_servers_picture(tiny_model, tmp_path, sampler, guidance, clip):
-    payload = vb.walk_payload(tiny_model, "4", guidance, sampler, 20, "training", 9, clip_x0=clip, folder=tmp_path)
+    payload = vb.walk_payload(tiny_model, "4", guidance, sampler, 20, "training", 9, "off", 20, clip, folder=tmp_path)
     assert payload["run"] == "browser" and payload["doubled"] == (guidance not in (0.0, 1.0))
     server = list(vr.reverse_walk(tiny_model, "4", guidance, sampler, 20, "training", 9, "off", 20, clip))[-1]
     diff = np.abs(page_walk(tiny_model, payload).astype(int) - server.walks[0].frames[-1].astype(int))
@@ -49,7 +49,7 @@ def test_the_payloads_walk_ends_on_the_servers_picture(tiny_model, tmp_path, sam
 def test_the_payload_is_small_and_names_the_models_file(tiny_model, tmp_path):
     import json
 
-    payload = vb.walk_payload(tiny_model, "4", 2.0, "DDPM", 1000, "training", 0, folder=tmp_path)
+    payload = vb.walk_payload(tiny_model, "4", 2.0, "DDPM", 1000, "training", 0, "off", 20, folder=tmp_path)
     assert len(json.dumps(payload)) < 100_000  # (the noise is a seed, not 1000 pictures of it)
     path = tmp_path / payload["model"]["file"]["path"].rsplit("/", 1)[-1]
     assert path.exists() and payload["model"]["inputs"]["x"] == "float32"
@@ -62,15 +62,17 @@ def test_the_payload_is_small_and_names_the_models_file(tiny_model, tmp_path):
     (dict(sampler="euler"), "the euler sampler's steps are not in the affine form the page runs"),
 ])
 def test_walks_the_page_cannot_run_say_why(tiny_model, tmp_path, kwargs, reason):
-    args = dict(label="4", guidance=2.0, sampler="DDPM", steps=20, schedule="training", seed=0) | kwargs
+    args = dict(label="4", guidance=2.0, sampler="DDPM", steps=20, schedule="training", seed=0, compare="off",
+                steps_b=20) | kwargs
     payload = vb.walk_payload(tiny_model, args.pop("label"), args.pop("guidance"), args.pop("sampler"),
                               args.pop("steps"), args.pop("schedule"), args.pop("seed"), folder=tmp_path, **args)
-    assert payload == {"run": "server", "reason": reason, "ticket": payload["ticket"]}
+    assert payload["reason"] == reason
+    assert payload == {"run": "server", "reason": reason, "ticket": payload["ticket"]}  # (nothing else sent)
 
 
 def test_bad_settings_are_refused_with_a_message(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="steps"):
-        vb.walk_payload(tiny_model, "4", 2.0, "DDPM", 5, "training", 0, folder=tmp_path)
+        vb.walk_payload(tiny_model, "4", 2.0, "DDPM", 5, "training", 0, "off", 20, folder=tmp_path)
 
 
 def test_the_vendored_runtime_is_the_one_its_readme_names():

@@ -52,9 +52,10 @@ def walk_view(ids: dict) -> gr.HTML:
 def payload_handler(ctx: AppContext):
     """/reverse_walk_payload: the walk's payload for the page (``views.browser_walk.walk_payload``)."""
     def reverse_walk_payload(digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b, clip_x0=False,
-                             model_name=None, where=vb.WHERE[0]):
+                             label_b=None, guidance_b=None, model_name=None, where=vb.WHERE[0]):
+        # (the reverse walk's arguments, as /reverse_walk takes them, and where to compute it)
         payload = vb.walk_payload(ctx.need_model(model_name), digit, guidance, sampler, steps, schedule, seed,
-                                  compare_mode, steps_b, clip_x0, where)
+                                  compare_mode, steps_b, clip_x0, label_b, guidance_b, where=where)
         return {**payload, "runtime": runtime_files()} if payload["run"] == "browser" else payload
     return clear_errors(reverse_walk_payload)
 

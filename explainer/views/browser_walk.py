@@ -25,11 +25,13 @@ serves with a long cache lifetime (the name carries the hash, so a file never ch
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,7 @@ from ..accel.fast import FastPathError, export_onnx
 from ..diffusion.respacing import AFFINE_COLUMNS, network_timesteps
 from ..diffusion.samplers import draws_noise, guidance_labels
 from ..model.checkpoint import DiffusionModel
+from .cache import LRU
 from .client import STATIC, b64, from_b64
 from .inputs import class_labels
 from .reverse import ReverseRequest
@@ -48,6 +51,7 @@ WHERE = ("in your browser", "on the server")  # the learner's choice of where a 
 WEB_MODELS_DIR = Path(tempfile.gettempdir()) / "ddpm-explainer-web-models"  # served: the models' ONNX files
 _lock = threading.Lock()
 _tickets = itertools.count(1)
+_tables = LRU(64)  # (model, settings that shape the chain) -> step_table
 
 
 def model_file(model: DiffusionModel, folder: Path | None = None) -> Path:
@@ -70,6 +74,7 @@ def model_file(model: DiffusionModel, folder: Path | None = None) -> Path:
         return path
 
 
+@functools.lru_cache(maxsize=16)
 def onnx_inputs(path: Path) -> dict:
     """{input name: dtype} as the ONNX file declares them ("float32", "int64"), for a page whose runtime cannot
     say (the page reads ``session.inputMetadata`` first)."""
@@ -92,7 +97,13 @@ def server_reason(model: DiffusionModel, req: ReverseRequest) -> str | None:
 
 
 def step_table(model: DiffusionModel, req: ReverseRequest) -> dict:
-    """The walk's steps: coefficients [n, 5] (AFFINE_COLUMNS, float64 base64), network steps, t, noise draws."""
+    """The walk's steps: coefficients [n, 5] (AFFINE_COLUMNS, float64 base64), network steps, t, noise draws;
+    computed once per model and settings (``_tables``)."""
+    key = (model.schedule.alpha_bars.tobytes(), replace(req, label="", guidance=0.0, seed=0, clip_x0=False))
+    return _tables.get(key, lambda: _step_table(model, req))
+
+
+def _step_table(model: DiffusionModel, req: ReverseRequest) -> dict:
     chain = req.chain(model.schedule)
     coefs = chain.coefficients(req.method).affine()  # (as reverse.py's sample: default variance and eta)
     one = torch.zeros(1)
@@ -112,15 +123,15 @@ def network_call(model: DiffusionModel, req: ReverseRequest) -> dict:
             "conditional": bool(model.num_classes)}
 
 
-def walk_payload(model: DiffusionModel, label, guidance, sampler, steps, schedule, seed, compare="off", steps_b=20,
-                 clip_x0=False, where: str = WHERE[0], folder: Path | None = None) -> dict:
+def walk_payload(model: DiffusionModel, *settings, where: str = WHERE[0], folder: Path | None = None,
+                 **named) -> dict:
     """The payload of one walk for the page (module docstring), or ``{"run": "server", "reason": ...}``.
 
-    The arguments are the reverse walk's (checked as ``reverse.reverse_walk`` checks them: a ValueError names a
-    bad one); ``where`` is the learner's choice. ``ticket`` grows with every payload, so pressing Sample twice
-    with the same settings runs twice.
+    ``settings`` / ``named``: the reverse walk's own arguments after the model (``ReverseRequest.checked`` checks
+    them: a ValueError names a bad one); ``where``: the learner's choice. ``ticket`` grows with every payload, so
+    pressing Sample twice with the same settings runs twice.
     """
-    req = ReverseRequest.checked(model, label, guidance, sampler, steps, schedule, seed, compare, steps_b, clip_x0)
+    req = ReverseRequest.checked(model, *settings, **named)
     ticket = next(_tickets)
     reason = "you chose the server" if where == WHERE[1] else server_reason(model, req)
     if reason is None:
