@@ -95,7 +95,7 @@ def test_forward_tab_slider_and_schedule(page):
     wait_for_view(page, "forward", t="1000")
     assert canvas_url(page, "fwd-hist") != hist
     page.locator("#fwd-hist-text").get_by_text("at t = 1000").wait_for()
-    wait_for_new_src(page, "fwd-strip10", None)
+    page.locator("[data-ddpm-view=strips][data-drawn]").wait_for(state="attached")  # the strips, drawn in the page
     curves = canvas_url(page, "fwd-curves")
     drag_slider(page, "fwd-t", 0.3)  # a real drag: picture, numbers and curves follow
     value = int(page.locator("#fwd-t input[type=number]").input_value())
@@ -103,7 +103,6 @@ def test_forward_tab_slider_and_schedule(page):
     wait_for_view(page, "forward", t=str(value))
     assert canvas_url(page, "fwd-curves") != curves
     page.get_by_text(f"at t = {value}").first.wait_for()
-    wait_for_new_src(page, "fwd-strip1000", None)
     assert_labels_clear(page)
     shoot(page, "forward")
 
@@ -151,6 +150,45 @@ def test_reverse_walk_runs_streams_and_scrubs(page):
     page.locator("#rev-step-text").get_by_text("step 1 of 300").wait_for()
     assert_labels_clear(page)
     shoot(page, "reverse")
+
+
+def test_two_classes_from_one_noise_and_when_the_picture_is_decided(page):
+    """The two-condition mode: its second class shows, the walk runs on the server, and the curve and its words
+    appear under the two walks; back to "off", they go."""
+    from playwright.sync_api import expect
+
+    open_tab(page, "Reverse diffusion")
+    steps = page.locator("#rev-steps input[type=number]")
+    steps.fill("20")
+    steps.press("Enter")
+    expect(page.locator("#rev-class-b")).to_be_hidden()
+    choose(page, "rev-compare", "two classes")
+    expect(page.locator("#rev-class-b")).to_be_visible()
+    expect(page.locator("#rev-guidance-b")).to_be_hidden()
+    page.locator("#rev-run").click()
+    page.locator("#rev-status").get_by_text("Done").wait_for(timeout=120_000)
+    text = page.locator("#rev-decided-text")
+    text.get_by_text("start from the same noise").wait_for(timeout=60_000)
+    assert "digit 3, w = " in text.inner_text() and "digit 8, w = " in text.inner_text()
+    expect(page.locator("#rev-decided")).to_be_visible()
+    choose(page, "rev-compare", "two guidance scales")
+    expect(page.locator("#rev-guidance-b")).to_be_visible()
+    choose(page, "rev-compare", "off")
+    expect(page.locator("#rev-decided")).to_be_hidden()
+    expect(page.locator("#rev-decided-text")).to_be_hidden()
+
+
+def test_a_heun_walk_counts_its_network_calls(page):
+    open_tab(page, "Reverse diffusion")
+    choose(page, "rev-compare", "off")
+    steps = page.locator("#rev-steps input[type=number]")
+    steps.fill("10")
+    steps.press("Enter")
+    page.locator("#rev-sampler").get_by_text("Heun", exact=True).click()
+    page.locator("#rev-run").click()
+    page.locator("#rev-status").get_by_text("19 network calls").first.wait_for(timeout=120_000)
+    page.locator("#rev-step-text").get_by_text("Euler's step alone").wait_for()  # the last step, taken apart
+    page.locator("#rev-sampler").get_by_text("DDPM", exact=True).click()
 
 
 def test_noise_removal_tab(page):

@@ -10,7 +10,8 @@ import gradio as gr
 from . import guard
 from .gradio_internals import Parameter, read_arguments_with
 
-LATER_ARGUMENTS = {"reverse_walk": ("clip_x0",)}  # arguments an endpoint gained after it was published
+# arguments an endpoint gained after it was published, in the order it gained them
+LATER_ARGUMENTS = {"reverse_walk": ("clip_x0", "label_b", "guidance_b")}
 # values an endpoint published and later renamed: (endpoint, argument) -> {old: new}
 RENAMED_VALUES = {("reverse_walk", "sampler"): {"DDPM": "ddpm", "DDIM": "ddim"}}
 
@@ -34,16 +35,19 @@ def argument_of(block, name: str) -> guard.Argument:
 
 
 def with_later_arguments(api_name: str | None, parameters: list[Parameter], inputs):
-    """A call written before its endpoint gained ``LATER_ARGUMENTS`` runs as it did: the arguments it leaves out
-    take their widgets' starting values (as gradio_client fills them in); session state keeps its place."""
+    """A call written before its endpoint gained some of its ``LATER_ARGUMENTS`` runs as it did: the arguments it
+    leaves out (the newest ones) take their widgets' starting values, as gradio_client fills them in; session
+    state keeps its place."""
     later = LATER_ARGUMENTS.get(api_name, ())
     if not later or not isinstance(inputs, list):
         return inputs
     api = [p.name for p in parameters if p.in_api]
-    if api[-len(later):] != list(later) or len(inputs) != len(api) - len(later):
+    missing = len(api) - len(inputs)
+    if api[-len(later):] != list(later) or not 0 < missing <= len(later):
         return inputs
+    left_out = set(later[len(later) - missing:])
     given = iter(inputs)
-    return [None if not p.in_api else p.block.value if p.name in later else next(given) for p in parameters]
+    return [None if not p.in_api else p.block.value if p.name in left_out else next(given) for p in parameters]
 
 
 def with_renamed_values(api_name: str | None, parameters: list[Parameter], inputs):

@@ -4,10 +4,11 @@ from __future__ import annotations
 import gradio as gr
 
 from ..server.sessions import RESULT_TTL_S, session_of
+from ..views import decided as vdc
 from ..views import reverse as vr
 from ..views import step as vs
 from ..views import walk as vw
-from ..views.inputs import GUIDANCE_MAX, SEED_MAX, class_word
+from ..views.inputs import GUIDANCE_MAX, SEED_MAX, class_choices, class_word, default_class
 from .browser import on_the_server, walk_view, where_radio, wire_browser_walk
 from .common import (CHEAP, GUIDANCE_INFO, HEAVY, AppContext, class_dropdown, clear_errors, guidance_default,
                      model_T)
@@ -31,10 +32,11 @@ def clip_default(model) -> bool:
 def stream_walk(ctx: AppContext, gifs: vr.GifStore):
     """The reverse walk handler: streams each walk's panel, then the recorded walks, scrubber, strip and GIF."""
     def reverse_walk(digit, guidance, sampler, steps, schedule, seed, compare_mode, steps_b, clip_x0=False,
-                     model_name=None, request: gr.Request = None, progress=gr.Progress()):
+                     label_b=None, guidance_b=None, model_name=None, request: gr.Request = None,
+                     progress=gr.Progress()):
         # (``digit`` is the class label's published argument name; a walk this session started before stops)
         walk = vr.reverse_walk(ctx.need_model(model_name), digit, guidance, sampler, steps, schedule, seed,
-                               compare_mode, steps_b, clip_x0)
+                               compare_mode, steps_b, clip_x0, label_b, guidance_b)
         for u in ctx.work.newest(session_of(request), walk):
             progress((u.step, u.total), desc="sampling")
             panels = [p if p is not None else gr.skip() for p in u.panels]
@@ -69,8 +71,31 @@ def default_walk(ctx: AppContext):
 
 
 def side_by_side(mode):
-    """The second walk's settings and picture: shown in the side-by-side modes (its steps in "two step counts")."""
-    return gr.Slider(visible=mode == "two step counts"), gr.skip() if mode != "off" else gr.Image(visible=False)
+    """The second walk's settings and picture: shown in the side-by-side modes (its steps in "two step counts", its
+    class or guidance in the two-condition modes, with "when is the picture decided?" under the walks)."""
+    conditions = mode in vr.CONDITION_MODES
+    return (gr.Slider(visible=mode == "two step counts"), gr.Dropdown(visible=mode == "two classes"),
+            gr.Slider(visible=mode == "two guidance scales"),
+            gr.skip() if mode != "off" else gr.Image(visible=False), gr.Plot(visible=conditions),
+            gr.Markdown(visible=conditions))
+
+
+def second_guidance(model) -> float:
+    """The second walk's guidance in "two guidance scales": w = 5 beside the card's w = 1, else w = 1."""
+    return 5.0 if guidance_default(model) == 1.0 else 1.0
+
+
+def when_decided(ctx: AppContext):
+    """After a two-condition walk: the distance between the two walks' x0_hat at every step, and when each
+    picture's class was decided (``views.decided``); nothing for the other modes."""
+    def reverse_decided(walks, compare_mode, model_name=None):
+        if compare_mode not in vr.CONDITION_MODES or not walks or len(walks) != 2:
+            return gr.Plot(value=None, visible=False), gr.Markdown("", visible=False)
+        d = vdc.decided(walks, ctx.need_model(model_name))
+        names = vdc.short_names(walks)
+        return gr.Plot(vdc.decided_figure(d, names), visible=True), gr.Markdown(vdc.decided_text(d, names),
+                                                                                  visible=True)
+    return clear_errors(reverse_decided)
 
 
 def reverse_tab(ctx: AppContext) -> None:
@@ -96,6 +121,12 @@ def reverse_tab(ctx: AppContext) -> None:
                                         elem_id="rev-compare")
                 r_steps_b = gr.Slider(vw.MIN_STEPS, ctx.T, value=20, step=1, visible=False,
                                       label="second walk's steps ('two step counts')", elem_id="rev-steps-b")
+                r_class_b = gr.Dropdown(ctx.classes, value=vr.second_label(ctx.model, ctx.default_class), visible=False,
+                                        label=f"second walk's {class_word(ctx.model)} ('two classes')",
+                                        elem_id="rev-class-b")
+                r_guidance_b = gr.Slider(0, GUIDANCE_MAX, value=second_guidance(ctx.model), step=0.5, visible=False,
+                                         label="second walk's guidance scale ('two guidance scales')",
+                                         elem_id="rev-guidance-b")
                 r_clip = gr.Checkbox(clip_default(ctx.model), label="clip x0_hat to [-1, 1] at every step",
                                      info=CLIP_INFO, elem_id="rev-clip")
                 r_where = where_radio("rev-where")
@@ -113,6 +144,8 @@ def reverse_tab(ctx: AppContext) -> None:
                     r_panel_b = gr.Image(label="second walk", interactive=False, elem_id="rev-b", format="png",
                                          visible=False)
                 r_status = gr.Markdown(NOTHING_YET, elem_id="rev-status")
+                r_decided = gr.Plot(label="when is the picture decided?", visible=False, elem_id="rev-decided")
+                r_decided_text = gr.Markdown(visible=False, elem_id="rev-decided-text")
                 r_scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the recorded walk",
                                     interactive=False, elem_id="rev-scrub")
                 r_frame = gr.Image(label="recorded frame", interactive=False, elem_id="rev-frame", format="png")
@@ -126,7 +159,7 @@ def reverse_tab(ctx: AppContext) -> None:
     ctx.widgets.update({"reverse.digit": r_class, "reverse.guidance": r_guidance, "reverse.sampler": r_sampler,
                         "reverse.steps": r_steps, "reverse.schedule": r_schedule, "reverse.seed": r_seed,
                         "reverse.compare": r_compare, "reverse.steps_b": r_steps_b, "reverse.clip": r_clip,
-                        "reverse.where": r_where})
+                        "reverse.where": r_where, "reverse.class_b": r_class_b, "reverse.guidance_b": r_guidance_b})
 
     ctx.follow(r_notice, lambda slot: slot.notice())
     ctx.follow(r_class, class_dropdown("{cls}"))
@@ -134,18 +167,25 @@ def reverse_tab(ctx: AppContext) -> None:
     ctx.follow(r_steps_b, lambda slot: gr.Slider(maximum=model_T(slot.model)))
     ctx.follow(r_clip, lambda slot: gr.Checkbox(value=clip_default(slot.model)))
     ctx.follow(r_guidance, lambda slot: gr.Slider(value=guidance_default(slot.model)))
+    ctx.follow(r_guidance_b, lambda slot: gr.Slider(value=second_guidance(slot.model)))
+    ctx.follow(r_class_b, lambda slot: gr.Dropdown(
+        choices=class_choices(slot.model), value=vr.second_label(slot.model, default_class(slot.model)),
+        label=f"second walk's {class_word(slot.model)} ('two classes')"))
     outputs = [r_panel_a, r_panel_b, r_status, r_walks, r_scrub, r_strip, r_gif]
     ctx.show_default(default_walk(ctx), [*outputs, r_frame, r_step, r_step_text], "reverse_default")
     # the second walk's steps and picture show in a side-by-side mode only
-    r_compare.change(side_by_side, r_compare, [r_steps_b, r_panel_b], api_name="reverse_compare_mode",
+    r_compare.change(side_by_side, r_compare, [r_steps_b, r_class_b, r_guidance_b, r_panel_b, r_decided,
+                                               r_decided_text], api_name="reverse_compare_mode",
                      api_visibility="private", **CHEAP)
     walk_inputs = [r_class, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare, r_steps_b, r_clip,
-                   ctx.model_name]
+                   r_class_b, r_guidance_b, ctx.model_name]
     # Sample: the payload of a walk the page computes, or (the page presses the hidden button) the server's walk
     wire_browser_walk(ctx, r_run, walk_inputs, r_where, r_view)
     walk = r_server.click(on_the_server(stream_walk(ctx, vr.GifStore())), walk_inputs, outputs,
                           api_name="reverse_walk", **HEAVY)
     r_stop.click(None, None, None, cancels=[walk], api_name="reverse_stop", api_visibility="private")
+    walk.success(when_decided(ctx), [r_walks, r_compare, ctx.model_name], [r_decided, r_decided_text],
+                 api_name="reverse_decided", api_visibility="private", **CHEAP)
     # endpoints that read a session's recorded result: callable, but not in the API docs. The learner's scrubbing
     # only: a finished walk and the default walk send their frame and step with the scrubber's new value
     r_scrub.input(clear_errors(vr.walk_frame), [r_walks, r_scrub], r_frame, api_name="reverse_scrub",
@@ -153,6 +193,7 @@ def reverse_tab(ctx: AppContext) -> None:
     r_scrub.input(clear_errors(vs.step_anatomy), [r_walks, r_scrub], [r_step, r_step_text], api_name="reverse_step",
                   api_visibility="undocumented", **CHEAP)
     # a finished walk shows its last frame and step even where the scrubber's value stays the same (same step count)
-    walk.success(clear_errors(lambda walks, index: (vr.walk_frame(walks, index), *vs.step_anatomy(walks, index))),
-                 [r_walks, r_scrub], [r_frame, r_step, r_step_text], api_name="reverse_walk_finished",
+    # (its last index from the walk itself: the scrubber's value may still be the previous walk's)
+    walk.success(clear_errors(lambda walks: (vr.walk_frame(walks, walks[0].done),
+                                             *vs.step_anatomy(walks, walks[0].done))), [r_walks], [r_frame, r_step, r_step_text], api_name="reverse_walk_finished",
                  api_visibility="private", **CHEAP)
