@@ -149,8 +149,9 @@ def reverse_tab(ctx: AppContext) -> None:
                 r_scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the recorded walk",
                                     interactive=False, elem_id="rev-scrub")
                 r_frame = gr.Image(label="recorded frame", interactive=False, elem_id="rev-frame", format="png")
-                r_step = gr.Image(label="the step from this frame, taken apart: x_t' = (x_t without the "
-                                  "scaled eps_hat) + sigma z", interactive=False, elem_id="rev-step", format="png")
+                r_step = gr.Image(label="the step from this frame, taken apart: what the sampler computed "
+                                  "(DDPM: x_t' = x_t without the scaled eps_hat, + sigma z)", interactive=False,
+                                  elem_id="rev-step", format="png")
                 r_step_text = gr.Markdown(elem_id="rev-step-text")
                 r_strip = gr.Image(label="10 frames of the walk (the article's figure 9)", interactive=False,
                                    format="png")
