@@ -75,7 +75,7 @@ def load(path: str | None):
 
 def walk_args(model, **kw) -> dict:
     """A guided 100-step DDPM walk of the model's default class (what the reverse tab starts with)."""
-    return dict(label=default_class(model), guidance=3.0, sampler="DDPM", steps=100) | kw
+    return dict(label=default_class(model), guidance=3.0, sampler="ddpm", steps=100) | kw
 
 
 def first_frame(model, **kw) -> tuple[float, float]:
@@ -267,7 +267,7 @@ def http_app_numbers(url: str, repeat: int, classes: dict, wait_fast=None):
     session = uuid.uuid4().hex
 
     def walks(name):
-        data = [_class_for(name, classes[name]), 3.0, "DDPM", 100, "training", 0, "off", 20]
+        data = [_class_for(name, classes[name]), 3.0, "ddpm", 100, "training", 0, "off", 20]
         data += [None] * (n_walk - len(data))  # the session's model (gr.State)
         _queue_event(url, walk, data, session, "Done")  # warm-up
         return [_queue_event(url, walk, data, session, "Done") for _ in range(max(3, repeat // 5))]
@@ -331,7 +331,7 @@ def http_round_trip(model, repeat: int, walkers: int = 0, switch_to: str | None 
             while not stop.is_set():
                 t0 = time.perf_counter()
                 try:
-                    _event(url, "reverse_walk", ["3", 3.0, "DDPM", 100, "training", seed, "off", 20])
+                    _event(url, "reverse_walk", ["3", 3.0, "ddpm", 100, "training", seed, "off", 20])
                 except Exception as e:  # noqa: BLE001 - reported below
                     errors.append(repr(e))
                     return

@@ -91,7 +91,7 @@ def walker(url: str, deadline: float, seed: int, errors: list) -> None:
     with httpx.Client(base_url=url, timeout=600) as c:
         while time.time() < deadline:
             try:
-                call(c, "reverse_walk", ["3", 3.0, "DDPM", 100, "training", seed, "off", 20])
+                call(c, "reverse_walk", ["3", 3.0, "ddpm", 100, "training", seed, "off", 20])
             except Exception as e:  # noqa: BLE001
                 errors.append(f"walk: {e}"[:120])
             seed += 1

@@ -96,13 +96,13 @@ def picture_file(picture: np.ndarray) -> str:
 
 def reverse_default(model: DiffusionModel) -> ReverseDefault:
     """The reverse tab's default walk, as the Sample button would compute it, with its middle step shown."""
-    walk = vr.reverse_walk(model, default_class(model), None, "DDPM", STEPS, "training", SEED, "off", 20,
+    walk = vr.reverse_walk(model, default_class(model), None, "ddpm", STEPS, "training", SEED, "off", 20,
                            model.recommended_clip_x0)
     update = None
     for update in walk:
         pass
     walks = update.walks
-    req = vr.ReverseRequest.checked(model, default_class(model), model.recommended_guidance, "DDPM", STEPS,
+    req = vr.ReverseRequest.checked(model, default_class(model), model.recommended_guidance, "ddpm", STEPS,
                                     "training", SEED, "off", 20, model.recommended_clip_x0)
     status = (f"Shown: the default walk ({walks[0].name}; {req.conditioning(model)}; seed {SEED}). Choose your own "
               "settings and press **Sample** to draw another.")

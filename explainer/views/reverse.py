@@ -175,7 +175,7 @@ def _lagging(walks: list[Walk]) -> int:
 
 
 def reverse_walk(model: DiffusionModel, label: str = UNCONDITIONAL, guidance: float | None = None,
-                 sampler: str = "DDPM", steps: int = 100, schedule: str = "training", seed: int = 0,
+                 sampler: str = "ddpm", steps: int = 100, schedule: str = "training", seed: int = 0,
                  compare: str = "off", steps_b: int = 20, clip_x0: bool = False, label_b: str | None = None,
                  guidance_b: float | None = None):
     """Sample from pure noise, yielding WalkUpdates as ``walk.Pacer`` paces them (both walks side by side).
