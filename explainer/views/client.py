@@ -108,15 +108,16 @@ def png_data_url(rgb_or_rgba: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def pixels_payload(image, seed: int = 0, folder: str | os.PathLike | None = None) -> dict:
+def pixels_payload(image, seed: int = 0, folder: str | os.PathLike | None = None, max_side: int | None = None) -> dict:
     """x_0 and the seed's eps for the page, as a small dict that points to a binary file.
 
     {"file": {"path", "meta"} (Gradio serves it and adds its "url"), "width", "height", "seed", "eps_scale"};
     the file holds x_0's 8-bit RGB levels (H*W*3 bytes) and then eps as little-endian int16 (H*W*3 values).
     Files are kept per (image, seed) in ``folder`` (default ``PIXELS_DIR``), the ``PAYLOAD_FILES`` newest only.
+    ``max_side``: the picture at this size (the strips' ``forward.STRIP_SIDE``) instead of the views' size.
     """
     _, _, seed = vf.validate_inputs(0, "linear", seed)
-    x0 = vf.prepare_image(image)
+    x0 = vf.prepare_image(image) if max_side is None else vf.prepare_image(image, max_side=max_side)
     folder = Path(folder) if folder is not None else _pixels_dir()
 
     def make():
