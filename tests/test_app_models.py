@@ -69,7 +69,7 @@ def test_the_picker_offers_every_model(server, registry):
     picker = api["/select_model"]["parameters"][0]
     assert picker["type"]["enum"] == MODELS and picker["parameter_default"] == "tiny"
     assert registry.loaded("tiny") and not registry.loaded("tiny-emoji")  # the others load on first use
-    for name, params in (("/reverse_walk", 9), ("/noise_removal", 6), ("/feature_maps", 4)):
+    for name, params in (("/reverse_walk", 11), ("/noise_removal", 6), ("/feature_maps", 4)):
         assert len(api[name]["parameters"]) == params  # the model is session state: the endpoints keep their inputs
 
 
