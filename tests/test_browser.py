@@ -187,6 +187,10 @@ def test_a_heun_walk_counts_its_network_calls(page):
     page.locator("#rev-sampler").get_by_text("Heun", exact=True).click()
     page.locator("#rev-run").click()
     page.locator("#rev-status").get_by_text("19 network calls").first.wait_for(timeout=120_000)
+    # quality against network calls: the walk marked on the model's measured chart, or, for a model without
+    # measurements, how to make them
+    page.locator("#rev-quality-text").get_by_text(
+        re.compile("Your walk: Heun, 19 network calls|evaluate-samplers")).first.wait_for()
     page.locator("#rev-step-text").get_by_text("Euler's step alone").wait_for()  # the last step, taken apart
     page.locator("#rev-sampler").get_by_text("DDPM", exact=True).click()
 

@@ -13,6 +13,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+from conftest import ROOT
 from explainer.views import arch as va
 from explainer.views import decided as vdc
 from explainer.views import forward as vf
@@ -867,3 +868,33 @@ def test_when_is_the_picture_decided(tiny_model):
     assert len(vdc.decided_figure(d, vdc.short_names(walks)).axes[0].lines) == 3  # the curve and two markers
     with pytest.raises(ValueError, match="two finished walks"):
         vdc.decided(walks[:1], tiny_model)
+
+
+# ---- quality against network calls, with the learner's walk marked ----
+
+def test_the_measured_chart_marks_the_walk(tiny_ckpt, tmp_path):
+    """The tiny model without a report says how to measure one; with the digits' report beside it, the words
+    give the report's own numbers for the walk's sampler and calls."""
+    import json
+    import shutil
+    from explainer.model.checkpoint import load_model
+    from explainer.views import quality_chart as vq
+
+    chart, text = vq.sampler_quality(load_model(tiny_ckpt), "ddim", 10)
+    assert chart is None and "evaluate-samplers" in text
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_ckpt, folder)
+    report = json.loads((ROOT / "checkpoints" / "mnist-ddpm" / vq.REPORT).read_text())
+    (folder / vq.REPORT).write_text(json.dumps(report))
+    model = load_model(folder)
+    row = next(r for r in report["results"] if r["sampler"] == "dpmpp-2m" and r["nfe"] == 10)
+    chart, text = vq.sampler_quality(model, "dpmpp-2m", 10)
+    assert chart.ndim == 3 and chart.shape[2] == 3
+    assert f"FD {row['fd_over_floor']:.2f}x the floor" in text and f"{100 * row['accuracy']:.1f} %" in text
+    heun = max(r["nfe"] for r in report["results"] if r["sampler"] == "heun")
+    assert "19 network calls" in vq.sampler_quality(model, "heun", 10)[1]  # Heun's 10 steps
+    assert "outside that range" in vq.sampler_quality(model, "heun", (heun + 1) // 2 + 20)[1]
+    ref = report["reference"]
+    assert "That is the reference" in vq.sampler_quality(model, "DDPM", ref["steps"])[1]
+    with pytest.raises(ValueError, match="sampler"):
+        vq.sampler_quality(model, "plms", 10)

@@ -5,6 +5,7 @@ import gradio as gr
 
 from ..server.sessions import RESULT_TTL_S, session_of
 from ..views import decided as vdc
+from ..views import quality_chart as vq
 from ..views import reverse as vr
 from ..views import step as vs
 from ..views import walk as vw
@@ -78,6 +79,14 @@ def side_by_side(mode):
             gr.Slider(visible=mode == "two guidance scales"),
             gr.skip() if mode != "off" else gr.Image(visible=False), gr.Plot(visible=conditions),
             gr.Markdown(visible=conditions))
+
+
+def quality_chart(ctx: AppContext):
+    """The measured chart with the learner's walk marked (``views.quality_chart``); hidden where none exists."""
+    def reverse_quality(sampler, steps, model_name=None):
+        chart, text = vq.sampler_quality(ctx.need_model(model_name), sampler, steps)
+        return gr.Image(chart, visible=chart is not None), text
+    return clear_errors(reverse_quality)
 
 
 def second_guidance(model) -> float:
@@ -156,6 +165,10 @@ def reverse_tab(ctx: AppContext) -> None:
                 r_strip = gr.Image(label="10 frames of the walk (the article's figure 9)", interactive=False,
                                    format="png")
                 r_gif = gr.File(label="the walk as a GIF", interactive=False)
+                r_quality = gr.Image(label="quality against network calls, measured for this model: your walk "
+                                     "marked", interactive=False, visible=False, elem_id="rev-quality",
+                                     format="png")
+                r_quality_text = gr.Markdown(elem_id="rev-quality-text")
         r_walks = gr.State(None, time_to_live=RESULT_TTL_S)
     ctx.widgets.update({"reverse.digit": r_class, "reverse.guidance": r_guidance, "reverse.sampler": r_sampler,
                         "reverse.steps": r_steps, "reverse.schedule": r_schedule, "reverse.seed": r_seed,
@@ -185,6 +198,9 @@ def reverse_tab(ctx: AppContext) -> None:
     walk = r_server.click(on_the_server(stream_walk(ctx, vr.GifStore())), walk_inputs, outputs,
                           api_name="reverse_walk", **HEAVY)
     r_stop.click(None, None, None, cancels=[walk], api_name="reverse_stop", api_visibility="private")
+    # the model's measured quality against network calls, with the walk just asked for marked (wherever it runs)
+    r_run.click(quality_chart(ctx), [r_sampler, r_steps, ctx.model_name], [r_quality, r_quality_text],
+                api_name="reverse_quality", api_visibility="private", **CHEAP)
     walk.success(when_decided(ctx), [r_walks, r_compare, ctx.model_name], [r_decided, r_decided_text],
                  api_name="reverse_decided", api_visibility="private", **CHEAP)
     # endpoints that read a session's recorded result: callable, but not in the API docs. The learner's scrubbing
