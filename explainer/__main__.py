@@ -135,20 +135,13 @@ def _add_evaluate(sub) -> None:
                        "independent judge (overall and per class), Frechet distance on its features against held-out "
                        "images with the real-vs-real floor, and the share of samples that are near-copies of "
                        "training images.")
-    _add_model_args(e)
-    e.add_argument("--out", default=None, help="JSON report path (default: <checkpoint>/eval.json)")
-    e.add_argument("--num-per-class", type=int, default=50, help="samples per class for each setting (default 50)")
+    _add_judged_sampling_args(e, "eval.json")
     e.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="guidance scales to test")
     e.add_argument("--steps", type=int, default=100, help="respaced DDPM steps (default 100)")
     e.add_argument("--variance", choices=VARIANCES, default="beta_tilde",
                    help="DDPM sigma_t^2 (default beta_tilde)")
     e.add_argument("--clip", action="store_true", help="clip x0_hat to [-1, 1] at every step")
     e.add_argument("--full-steps", action="store_true", help="also sample with all T steps (slow on CPU)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--data", default=None, help="the model's data set, 'mnist' or an .npz with a held_out key "
-                   "(default: the checkpoint's data.source)")
-    e.add_argument("--classifier", default=None, help="judge folder (default: the checkpoint's config key 'judge', "
-                   "else checkpoints/digit-classifier for MNIST, else checkpoints/NAME-classifier for NAME-ddpm)")
     e.add_argument("--near-copy-percentile", type=float, default=1.0,
                    help="a sample is a near-copy when its distance to the nearest training image is at most this "
                         "percentile of the held-out images' distances (default 1)")
@@ -156,6 +149,19 @@ def _add_evaluate(sub) -> None:
                    help="also save one PNG per setting, a row of samples per class (grid_<steps>steps_g<w>.png)")
     e.add_argument("--update-checkpoint", action="store_true",
                    help="store the headline metrics in the checkpoint's config.json")
+
+
+def _add_judged_sampling_args(e, report: str) -> None:
+    """What both measuring commands take: the model, where the report goes, how many samples, the seed, the data
+    and the judge."""
+    _add_model_args(e)
+    e.add_argument("--out", default=None, help=f"JSON report path (default: <checkpoint>/{report})")
+    e.add_argument("--num-per-class", type=int, default=50, help="samples per class for each setting (default 50)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--data", default=None, help="the model's data set, 'mnist' or an .npz with a held_out key "
+                   "(default: the checkpoint's data.source)")
+    e.add_argument("--classifier", default=None, help="judge folder (default: the checkpoint's config key 'judge', "
+                   "else checkpoints/digit-classifier for MNIST, else checkpoints/NAME-classifier for NAME-ddpm)")
 
 
 def _add_evaluate_samplers(sub) -> None:
@@ -166,11 +172,9 @@ def _add_evaluate_samplers(sub) -> None:
                        "the card's guidance and clipping and the sampler's own step spacing, and for DDPM over all T "
                        "steps: judge accuracy and Frechet distance against the real-vs-real floor, with standard "
                        "errors. Writes a JSON report and a chart.")
-    _add_model_args(e)
-    e.add_argument("--out", default=None, help="JSON report (default: <checkpoint>/eval_samplers.json)")
+    _add_judged_sampling_args(e, "eval_samplers.json")
     e.add_argument("--chart", default=None,
                    help="chart PNG (default: <checkpoint>/samples/quality_vs_calls.png); 'none' for no chart")
-    e.add_argument("--num-per-class", type=int, default=50, help="samples per class for each setting (default 50)")
     e.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS), help="default: all")
     e.add_argument("--calls", type=int, nargs="+", default=list(CALLS),
                    help=f"network-call budgets (default {' '.join(map(str, CALLS))})")
@@ -181,9 +185,6 @@ def _add_evaluate_samplers(sub) -> None:
     e.add_argument("--bootstrap", type=int, default=BOOTSTRAP,
                    help=f"bootstrap resamples for the FD's standard error (default {BOOTSTRAP})")
     e.add_argument("--chunk-size", type=int, default=250, help="images per walk (default 250)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--data", default=None, help="the model's data set (default: the checkpoint's data.source)")
-    e.add_argument("--classifier", default=None, help="judge folder (default: as for evaluate)")
     e.add_argument("--resume", action="store_true",
                    help="keep the settings --out already holds (same sampling settings) and measure the rest")
 
