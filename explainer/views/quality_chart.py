@@ -66,5 +66,8 @@ def sampler_quality(model: DiffusionModel | None, sampler, steps) -> tuple[np.nd
     words = _walk_words(data, method, calls)
     reference = (f" The dashed line is DDPM with {ref['steps']} steps." if ref and ref["nfe"] != calls else "")
     return chart, (f"**Your walk: {SAMPLER_TITLES[method]}, {calls} network calls.** {words}{reference} "
+                   "Where the solid lines (fresh noise at every step) keep falling while the dash-dotted ones "
+                   "(the ODE, no noise) level off, as for the emoji, the network's errors pile up along a "
+                   "deterministic path and fresh noise corrects them (Karras et al. 2022, sec. 4). "
                    f"Measured with {data['num_samples']} samples a point; the command is in the report "
                    f"(`{Path(str(model.path)).name}/{REPORT}`).")
