@@ -78,11 +78,12 @@ def test_switching_updates_the_class_menus_and_labels(server):
     out = c.predict("tiny-emoji", api_name="/select_model")
     notice = out[0]
     menus = [o for o in out if isinstance(o, dict) and "choices" in o and len(o["choices"]) == 10]
-    assert len(menus) == 3  # reverse, noise-removal and architecture tabs
+    assert len(menus) == 4  # reverse (and its second walk's), noise-removal and architecture tabs
     for menu in menus:
         assert [v for _, v in menu["choices"]] == ["unconditional", *CLASS_NAMES]
     labels = {m["label"] for m in menus}
-    assert labels == {"class", "condition on class", "class given to the network"}  # "class", never "digit"
+    assert labels == {"class", "second walk's class ('two classes')", "condition on class",
+                      "class given to the network"}  # "class", never "digit"
     images = [o for o in out if isinstance(o, dict) and str(o.get("label", "")).startswith(("real image", "image"))]
     assert len(images) == 2 and all("32x32 colour" in o["label"] for o in images)
     assert "Model: `tiny-emoji` (32x32x3, 9 classes" in notice
@@ -92,12 +93,13 @@ def test_switching_updates_the_class_menus_and_labels(server):
     assert back[0].startswith("Model: `tiny`") and any(isinstance(o, dict) and o.get("label") == "digit class"
                                                         for o in back)
     assert [o["value"] for o in back if isinstance(o, dict) and isinstance(o.get("value"), bool)] == [False]
-    # the reverse and noise-removal tabs' guidance sliders follow the card's recommended w
+    # the reverse and noise-removal tabs' guidance sliders follow the card's recommended w (the reverse tab's second
+    # guidance, for "two guidance scales", sits at the other end: w = 1 beside 5, 5 beside 1)
     guidance = [o["value"] for o in out if isinstance(o, dict) and o.get("__type__") == "update"
                 and isinstance(o.get("value"), float) and set(o) <= {"__type__", "value"}]
-    assert guidance == [5.0, 5.0]
+    assert guidance == [5.0, 1.0, 5.0]
     assert [o["value"] for o in back if isinstance(o, dict) and isinstance(o.get("value"), float)
-            and set(o) <= {"__type__", "value"}] == [1.0, 1.0]
+            and set(o) <= {"__type__", "value"}] == [1.0, 5.0, 1.0]
 
 
 def test_the_defaults_follow_the_model(emoji):
@@ -114,7 +116,7 @@ def test_the_defaults_follow_the_model(emoji):
 def test_colour_walk_scrubber_step_strip_and_gif(emoji):
     panel, _, status, scrub, strip, gif = emoji.predict("Animals & Nature", 2.0, "DDPM", 20, "training", 1, "off", 20,
                                                         api_name="/reverse_walk")
-    assert status.startswith("Done") and "20 network steps" in status
+    assert status.startswith("Done") and "20 network calls" in status
     assert is_colour(read(panel)) and is_colour(read(strip)) and scrub["maximum"] == 20
     with Image.open(gif) as g:
         assert g.n_frames == 21 and is_colour(np.asarray(g.convert("RGB")))

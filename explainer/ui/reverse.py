@@ -1,6 +1,8 @@
 """The reverse diffusion tab: streamed walks, side by side, a scrubber and the step taken apart."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 
 from ..server.sessions import RESULT_TTL_S, session_of
@@ -107,110 +109,129 @@ def when_decided(ctx: AppContext):
     return clear_errors(reverse_decided)
 
 
+def _settings(ctx: AppContext) -> SimpleNamespace:
+    """The left column: what the walk is asked for, and its buttons."""
+    w = SimpleNamespace()
+    w.cls = gr.Dropdown(ctx.classes, value=ctx.default_class, label=class_word(ctx.model), elem_id="rev-class")
+    w.guidance = gr.Slider(0, GUIDANCE_MAX, value=guidance_default(ctx.model), step=0.5,
+                           label="guidance scale w (1 = plain conditional, 0 = unconditional)", info=GUIDANCE_INFO,
+                           elem_id="rev-guidance")
+    w.sampler = gr.Radio(vw.SAMPLER_CHOICES, value="ddpm", label="sampler", info=SAMPLER_INFO, elem_id="rev-sampler")
+    w.steps = gr.Slider(vw.MIN_STEPS, ctx.T, value=100, step=1, label="inference steps", elem_id="rev-steps")
+    w.schedule = gr.Radio(list(vw.INFERENCE_SCHEDULES), value="training",
+                          label="inference schedule (the training one or the other one)", elem_id="rev-schedule")
+    w.seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed", elem_id="rev-seed")
+    w.compare = gr.Dropdown(list(vr.COMPARE_MODES), value="off", label="side by side (same starting noise)",
+                            elem_id="rev-compare")
+    w.steps_b = gr.Slider(vw.MIN_STEPS, ctx.T, value=20, step=1, visible=False,
+                          label="second walk's steps ('two step counts')", elem_id="rev-steps-b")
+    # (checked by the walk, in "two classes" only: a published call made for another model's classes must not fail
+    # on a setting its mode does not use)
+    w.cls_b = gr.Dropdown(ctx.classes, value=vr.second_label(ctx.model, ctx.default_class), visible=False,
+                          label=f"second walk's {class_word(ctx.model)} ('two classes')", elem_id="rev-class-b",
+                          allow_custom_value=True)
+    w.guidance_b = gr.Slider(0, GUIDANCE_MAX, value=second_guidance(ctx.model), step=0.5, visible=False,
+                             label="second walk's guidance scale ('two guidance scales')", elem_id="rev-guidance-b")
+    w.clip = gr.Checkbox(clip_default(ctx.model), label="clip x0_hat to [-1, 1] at every step", info=CLIP_INFO,
+                         elem_id="rev-clip")
+    w.where = where_radio("rev-where")
+    with gr.Row():
+        w.run = gr.Button("Sample", variant="primary", elem_id="rev-run")
+        w.stop = gr.Button("Stop", variant="stop", elem_id="rev-stop")
+        w.server = gr.Button("Sample on the server", visible="hidden", elem_id="rev-run-server")
+    return w
+
+
+def _results(w: SimpleNamespace) -> None:
+    """The server walk's column: the walks, their status, when the picture is decided, the scrubber, the step
+    taken apart, the strip, the GIF and quality against network calls."""
+    with gr.Row():
+        w.panel_a = gr.Image(label="walk", interactive=False, elem_id="rev-a", format="png")
+        w.panel_b = gr.Image(label="second walk", interactive=False, elem_id="rev-b", format="png", visible=False)
+    w.status = gr.Markdown(NOTHING_YET, elem_id="rev-status")
+    w.decided = gr.Plot(label="when is the picture decided?", visible=False, elem_id="rev-decided")
+    w.decided_text = gr.Markdown(visible=False, elem_id="rev-decided-text")
+    w.scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the recorded walk", interactive=False,
+                        elem_id="rev-scrub")
+    w.frame = gr.Image(label="recorded frame", interactive=False, elem_id="rev-frame", format="png")
+    w.step = gr.Image(label="the step from this frame, taken apart: what the sampler computed (DDPM: x_t' = x_t "
+                      "without the scaled eps_hat, + sigma z)", interactive=False, elem_id="rev-step", format="png")
+    w.step_text = gr.Markdown(elem_id="rev-step-text")
+    w.strip = gr.Image(label="10 frames of the walk (the article's figure 9)", interactive=False, format="png")
+    w.gif = gr.File(label="the walk as a GIF", interactive=False)
+    w.quality = gr.Image(label="quality against network calls, measured for this model: your walk marked",
+                         interactive=False, visible=False, elem_id="rev-quality", format="png")
+    w.quality_text = gr.Markdown(elem_id="rev-quality-text")
+
+
+def _follow_the_model(ctx: AppContext, w: SimpleNamespace, notice) -> None:
+    """The settings that change with the picked model: its classes, T, the card's guidance and clipping."""
+    ctx.follow(notice, lambda slot: slot.notice())
+    ctx.follow(w.cls, class_dropdown("{cls}"))
+    ctx.follow(w.steps, lambda slot: gr.Slider(maximum=model_T(slot.model)))
+    ctx.follow(w.steps_b, lambda slot: gr.Slider(maximum=model_T(slot.model)))
+    ctx.follow(w.clip, lambda slot: gr.Checkbox(value=clip_default(slot.model)))
+    ctx.follow(w.guidance, lambda slot: gr.Slider(value=guidance_default(slot.model)))
+    ctx.follow(w.guidance_b, lambda slot: gr.Slider(value=second_guidance(slot.model)))
+    ctx.follow(w.cls_b, lambda slot: gr.Dropdown(
+        choices=class_choices(slot.model), value=vr.second_label(slot.model, default_class(slot.model)),
+        label=f"second walk's {class_word(slot.model)} ('two classes')"))
+
+
 def reverse_tab(ctx: AppContext) -> None:
     """Reverse diffusion: streamed walks, side by side, a scrubber and the step taken apart."""
     with gr.Tab("Reverse diffusion", id="reverse"):
-        r_notice = model_tab_head(ctx, "reverse", "model-picker", "reverse-notice")
+        notice = model_tab_head(ctx, "reverse", "model-picker", "reverse-notice")
         with gr.Row():
             with gr.Column(scale=1):
-                r_class = gr.Dropdown(ctx.classes, value=ctx.default_class, label=class_word(ctx.model),
-                                      elem_id="rev-class")
-                r_guidance = gr.Slider(0, GUIDANCE_MAX, value=guidance_default(ctx.model), step=0.5,
-                                       label="guidance scale w (1 = plain conditional, 0 = unconditional)",
-                                       info=GUIDANCE_INFO, elem_id="rev-guidance")
-                r_sampler = gr.Radio(vw.SAMPLER_CHOICES, value="ddpm", label="sampler", info=SAMPLER_INFO,
-                                     elem_id="rev-sampler")
-                r_steps = gr.Slider(vw.MIN_STEPS, ctx.T, value=100, step=1, label="inference steps",
-                                    elem_id="rev-steps")
-                r_schedule = gr.Radio(list(vw.INFERENCE_SCHEDULES), value="training",
-                                      label="inference schedule (the training one or the other one)",
-                                      elem_id="rev-schedule")
-                r_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="seed", elem_id="rev-seed")
-                r_compare = gr.Dropdown(list(vr.COMPARE_MODES), value="off", label="side by side (same starting noise)",
-                                        elem_id="rev-compare")
-                r_steps_b = gr.Slider(vw.MIN_STEPS, ctx.T, value=20, step=1, visible=False,
-                                      label="second walk's steps ('two step counts')", elem_id="rev-steps-b")
-                r_class_b = gr.Dropdown(ctx.classes, value=vr.second_label(ctx.model, ctx.default_class), visible=False,
-                                        label=f"second walk's {class_word(ctx.model)} ('two classes')",
-                                        elem_id="rev-class-b")
-                r_guidance_b = gr.Slider(0, GUIDANCE_MAX, value=second_guidance(ctx.model), step=0.5, visible=False,
-                                         label="second walk's guidance scale ('two guidance scales')",
-                                         elem_id="rev-guidance-b")
-                r_clip = gr.Checkbox(clip_default(ctx.model), label="clip x0_hat to [-1, 1] at every step",
-                                     info=CLIP_INFO, elem_id="rev-clip")
-                r_where = where_radio("rev-where")
-                with gr.Row():
-                    r_run = gr.Button("Sample", variant="primary", elem_id="rev-run")
-                    r_stop = gr.Button("Stop", variant="stop", elem_id="rev-stop")
-                    r_server = gr.Button("Sample on the server", visible="hidden", elem_id="rev-run-server")
+                w = _settings(ctx)
             with gr.Column(scale=2, elem_id="rev-browser-out"):  # the walk computed in the page (ui/browser.py)
-                r_view = walk_view({"view": "rev-web", "run": "rev-run", "stop": "rev-stop",
+                w.view = walk_view({"view": "rev-web", "run": "rev-run", "stop": "rev-stop",
                                     "server_run": "rev-run-server", "server_out": "rev-server-out",
                                     "browser_out": "rev-browser-out", "status": "rev-status"})
             with gr.Column(scale=2, elem_id="rev-server-out"):
-                with gr.Row():
-                    r_panel_a = gr.Image(label="walk", interactive=False, elem_id="rev-a", format="png")
-                    r_panel_b = gr.Image(label="second walk", interactive=False, elem_id="rev-b", format="png",
-                                         visible=False)
-                r_status = gr.Markdown(NOTHING_YET, elem_id="rev-status")
-                r_decided = gr.Plot(label="when is the picture decided?", visible=False, elem_id="rev-decided")
-                r_decided_text = gr.Markdown(visible=False, elem_id="rev-decided-text")
-                r_scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the recorded walk",
-                                    interactive=False, elem_id="rev-scrub")
-                r_frame = gr.Image(label="recorded frame", interactive=False, elem_id="rev-frame", format="png")
-                r_step = gr.Image(label="the step from this frame, taken apart: what the sampler computed "
-                                  "(DDPM: x_t' = x_t without the scaled eps_hat, + sigma z)", interactive=False,
-                                  elem_id="rev-step", format="png")
-                r_step_text = gr.Markdown(elem_id="rev-step-text")
-                r_strip = gr.Image(label="10 frames of the walk (the article's figure 9)", interactive=False,
-                                   format="png")
-                r_gif = gr.File(label="the walk as a GIF", interactive=False)
-                r_quality = gr.Image(label="quality against network calls, measured for this model: your walk "
-                                     "marked", interactive=False, visible=False, elem_id="rev-quality",
-                                     format="png")
-                r_quality_text = gr.Markdown(elem_id="rev-quality-text")
-        r_walks = gr.State(None, time_to_live=RESULT_TTL_S)
-    ctx.widgets.update({"reverse.digit": r_class, "reverse.guidance": r_guidance, "reverse.sampler": r_sampler,
-                        "reverse.steps": r_steps, "reverse.schedule": r_schedule, "reverse.seed": r_seed,
-                        "reverse.compare": r_compare, "reverse.steps_b": r_steps_b, "reverse.clip": r_clip,
-                        "reverse.where": r_where, "reverse.class_b": r_class_b, "reverse.guidance_b": r_guidance_b})
+                _results(w)
+        w.walks = gr.State(None, time_to_live=RESULT_TTL_S)
+    ctx.widgets.update({"reverse.digit": w.cls, "reverse.guidance": w.guidance, "reverse.sampler": w.sampler,
+                        "reverse.steps": w.steps, "reverse.schedule": w.schedule, "reverse.seed": w.seed,
+                        "reverse.compare": w.compare, "reverse.steps_b": w.steps_b, "reverse.clip": w.clip,
+                        "reverse.where": w.where, "reverse.class_b": w.cls_b, "reverse.guidance_b": w.guidance_b})
+    _follow_the_model(ctx, w, notice)
+    _wire(ctx, w)
 
-    ctx.follow(r_notice, lambda slot: slot.notice())
-    ctx.follow(r_class, class_dropdown("{cls}"))
-    ctx.follow(r_steps, lambda slot: gr.Slider(maximum=model_T(slot.model)))
-    ctx.follow(r_steps_b, lambda slot: gr.Slider(maximum=model_T(slot.model)))
-    ctx.follow(r_clip, lambda slot: gr.Checkbox(value=clip_default(slot.model)))
-    ctx.follow(r_guidance, lambda slot: gr.Slider(value=guidance_default(slot.model)))
-    ctx.follow(r_guidance_b, lambda slot: gr.Slider(value=second_guidance(slot.model)))
-    ctx.follow(r_class_b, lambda slot: gr.Dropdown(
-        choices=class_choices(slot.model), value=vr.second_label(slot.model, default_class(slot.model)),
-        label=f"second walk's {class_word(slot.model)} ('two classes')"))
-    outputs = [r_panel_a, r_panel_b, r_status, r_walks, r_scrub, r_strip, r_gif]
-    ctx.show_default(default_walk(ctx), [*outputs, r_frame, r_step, r_step_text], "reverse_default")
-    # the second walk's steps and picture show in a side-by-side mode only
-    r_compare.change(side_by_side, r_compare, [r_steps_b, r_class_b, r_guidance_b, r_panel_b, r_decided,
-                                               r_decided_text], api_name="reverse_compare_mode",
+
+def _wire(ctx: AppContext, w: SimpleNamespace) -> None:
+    """The tab's events, each with its stable api_name."""
+    outputs = [w.panel_a, w.panel_b, w.status, w.walks, w.scrub, w.strip, w.gif]
+    ctx.show_default(default_walk(ctx), [*outputs, w.frame, w.step, w.step_text], "reverse_default")
+    # the second walk's settings and picture show in a side-by-side mode only
+    w.compare.change(side_by_side, w.compare, [w.steps_b, w.cls_b, w.guidance_b, w.panel_b, w.decided,
+                                               w.decided_text], api_name="reverse_compare_mode",
                      api_visibility="private", **CHEAP)
-    walk_inputs = [r_class, r_guidance, r_sampler, r_steps, r_schedule, r_seed, r_compare, r_steps_b, r_clip,
-                   r_class_b, r_guidance_b, ctx.model_name]
+    walk_inputs = [w.cls, w.guidance, w.sampler, w.steps, w.schedule, w.seed, w.compare, w.steps_b, w.clip,
+                   w.cls_b, w.guidance_b, ctx.model_name]
     # Sample: the payload of a walk the page computes, or (the page presses the hidden button) the server's walk
-    wire_browser_walk(ctx, r_run, walk_inputs, r_where, r_view)
-    walk = r_server.click(on_the_server(stream_walk(ctx, vr.GifStore())), walk_inputs, outputs,
+    wire_browser_walk(ctx, w.run, walk_inputs, w.where, w.view)
+    walk = w.server.click(on_the_server(stream_walk(ctx, vr.GifStore())), walk_inputs, outputs,
                           api_name="reverse_walk", **HEAVY)
-    r_stop.click(None, None, None, cancels=[walk], api_name="reverse_stop", api_visibility="private")
+    w.stop.click(None, None, None, cancels=[walk], api_name="reverse_stop", api_visibility="private")
     # the model's measured quality against network calls, with the walk just asked for marked (wherever it runs)
-    r_run.click(quality_chart(ctx), [r_sampler, r_steps, ctx.model_name], [r_quality, r_quality_text],
+    w.run.click(quality_chart(ctx), [w.sampler, w.steps, ctx.model_name], [w.quality, w.quality_text],
                 api_name="reverse_quality", api_visibility="private", **CHEAP)
-    walk.success(when_decided(ctx), [r_walks, r_compare, ctx.model_name], [r_decided, r_decided_text],
+    walk.success(when_decided(ctx), [w.walks, w.compare, ctx.model_name], [w.decided, w.decided_text],
                  api_name="reverse_decided", api_visibility="private", **CHEAP)
     # endpoints that read a session's recorded result: callable, but not in the API docs. The learner's scrubbing
     # only: a finished walk and the default walk send their frame and step with the scrubber's new value
-    r_scrub.input(clear_errors(vr.walk_frame), [r_walks, r_scrub], r_frame, api_name="reverse_scrub",
+    w.scrub.input(clear_errors(vr.walk_frame), [w.walks, w.scrub], w.frame, api_name="reverse_scrub",
                   api_visibility="undocumented", **CHEAP)
-    r_scrub.input(clear_errors(vs.step_anatomy), [r_walks, r_scrub], [r_step, r_step_text], api_name="reverse_step",
+    w.scrub.input(clear_errors(vs.step_anatomy), [w.walks, w.scrub], [w.step, w.step_text], api_name="reverse_step",
                   api_visibility="undocumented", **CHEAP)
-    # a finished walk shows its last frame and step even where the scrubber's value stays the same (same step count)
-    # (its last index from the walk itself: the scrubber's value may still be the previous walk's)
-    walk.success(clear_errors(lambda walks: (vr.walk_frame(walks, walks[0].done),
-                                             *vs.step_anatomy(walks, walks[0].done))), [r_walks], [r_frame, r_step, r_step_text], api_name="reverse_walk_finished",
-                 api_visibility="private", **CHEAP)
+    # a finished walk shows its last frame and step even where the scrubber's value stays the same (same step
+    # count); its last index comes from the walk itself, as the scrubber's value may still be the previous walk's
+    walk.success(clear_errors(last_step), [w.walks], [w.frame, w.step, w.step_text],
+                 api_name="reverse_walk_finished", api_visibility="private", **CHEAP)
+
+
+def last_step(walks):
+    """A finished walk's last frame and the last step taken apart."""
+    return vr.walk_frame(walks, walks[0].done), *vs.step_anatomy(walks, walks[0].done)

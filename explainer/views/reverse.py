@@ -93,8 +93,8 @@ class ReverseRequest(WalkRequest):
         common = cls.check_common(sampler, steps, schedule, guidance, seed, model.schedule.T,
                                   "number of inference steps", reverse_sampler)
         compare = check_choice("side-by-side mode", compare, COMPARE_MODES)
-        label_b = check_choice(f"second {class_word(model)}", str(second_label(model, label) if label_b is None
-                                                                  else label_b), choices)
+        label_b = (check_choice(f"second {class_word(model)}", str(label_b), choices)
+                   if compare == "two classes" and label_b is not None else second_label(model, label))
         guidance_b = check_float("second guidance scale", 1.0 if guidance_b is None else guidance_b, 0.0,
                                  GUIDANCE_MAX)
         same = label_b == label if compare == "two classes" else guidance_b == common["guidance"]
