@@ -7,7 +7,7 @@ Starts `python app.py` (its own process) and:
 - in headless Chromium (Debian's /usr/bin/chromium), presses Sample on the reverse tab ``--walks`` times per model
   (after one uncounted walk that loads the runtime and the model) and reads the page's own clock: from the press
   to the first frame (x_T), to the first denoised frame and to the last frame; digits with guidance 3 and emoji
-  with guidance 5 (clipped), 100 DDPM steps;
+  with guidance 5 (clipped), 100 DDPM steps; then on the forward tab, from a new seed to both strips drawn;
 - over HTTP, measures the server's CPU time (its process's user + system time) for ``--walks`` payloads
   (/reverse_walk_payload) and for ``--walks`` server walks (/reverse_walk) of the same settings, and prints
   their ratio.
@@ -86,6 +86,32 @@ def page_walks(url: str, walks: int, steps: int) -> dict:
     return out
 
 
+def page_strips(url: str, changes: int) -> list[tuple[float, float]]:
+    """The forward tab's strips drawn in the page: per new seed, (ms from the seed's Enter to both strips drawn,
+    ms the page spent drawing them)."""
+    from playwright.sync_api import sync_playwright
+
+    view, out = "[data-ddpm-view=strips]", []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(120_000)
+        page.goto(url)
+        page.get_by_role("tab", name="Forward diffusion", exact=True).click()
+        page.locator(f"{view}[data-drawn]").wait_for(state="attached")
+        for seed in range(1, changes + 1):
+            drawn = page.evaluate(f"() => document.querySelector('{view}').dataset.drawn")
+            box = page.locator("#fwd-seed input[type=number]")
+            box.fill(str(seed))
+            t0 = page.evaluate("() => performance.now()")
+            box.press("Enter")
+            page.wait_for_function(f"() => document.querySelector('{view}').dataset.drawn !== '{drawn}'")
+            d = page.evaluate(f"() => ({{...document.querySelector('{view}').dataset}})")
+            out.append((float(d["drawnAt"]) - t0, float(d["ms"])))
+        browser.close()
+    return out
+
+
 def choose_model(page, model: str) -> None:
     page.locator("#model-picker input").click()
     page.get_by_role("option").filter(has_text="emoji" if model == "emoji" else "digits").first.click()
@@ -126,12 +152,14 @@ def main():
     proc = start_app(port, Path(tempfile.mkdtemp(prefix="browser-walk-")))
     url = f"http://127.0.0.1:{port}"
     try:
-        walk = ["3", 3.0, "ddpm", args.steps, "training", 0, "off", 20, False]  # (then label_b, guidance_b, model)
+        # the reverse walk's arguments, then label_b, guidance_b, model_name
+        walk = ["3", 3.0, "ddpm", args.steps, "training", 0, "off", 20, False, "3", 1.0, None]
         settle(proc.pid)
-        payload_cpu = server_cpu(url, proc.pid, "reverse_walk_payload", walk + [None, None, None, "in your browser"],
+        payload_cpu = server_cpu(url, proc.pid, "reverse_walk_payload", walk + ["in your browser"],
                                  args.walks)
-        walk_cpu = server_cpu(url, proc.pid, "reverse_walk", walk + [None, None, None], args.walks)
+        walk_cpu = server_cpu(url, proc.pid, "reverse_walk", walk, args.walks)
         times = page_walks(url, args.walks, args.steps)
+        strips = page_strips(url, args.walks)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -142,6 +170,9 @@ def main():
     for model, rows in times.items():
         med = [statistics.median(r[i] for r in rows) for i in range(3)]
         print(f"| {model} (median of {len(rows)}) | {med[0]:.0f} ms | {med[1]:.0f} ms | {med[2]:.0f} ms |")
+    shown, drawing = (statistics.median(s[i] for s in strips) for i in (0, 1))
+    print(f"\nforward strips, a new seed (median of {len(strips)}): from the seed's Enter to both strips drawn "
+          f"{shown:.0f} ms, of which drawing {drawing:.0f} ms")
     print(f"load average after the run: {os.getloadavg()[0]:.2f}")
 
 

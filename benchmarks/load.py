@@ -2,6 +2,7 @@
 
     python benchmarks/load.py [--learners 50] [--walkers 4] [--duration 60] [--think 2 18] [--no-browser]
     python benchmarks/load.py --replicas 2 ...    (then the same load again through nginx, on 2 replicas)
+    python benchmarks/load.py --lecture-hall [--learners 200] [--arrive 10] [--cached]   (lecture_hall.py)
 
 Starts the app as `python app.py` on 127.0.0.1 (its own process, with its own temp folder), then for
 ``--duration`` seconds:
@@ -352,6 +353,9 @@ def parse_args():
 
 
 def main():
+    if "--lecture-hall" in sys.argv:  # learners pressing Sample once each: benchmarks/lecture_hall.py
+        from lecture_hall import main as lecture_hall
+        return lecture_hall([a for a in sys.argv[1:] if a != "--lecture-hall"])
     args = parse_args()
     print(f"{os.cpu_count()} CPU cores; load average before the run: {os.getloadavg()[0]:.2f}")
     runs = [run(args, 0)]

@@ -115,7 +115,8 @@ function draw() {
   for (const t of P.chain_ts) paint(chainCanvas(t), frames[t], px.w, px.h);
   S.drawn++;
   Object.assign(ROOT.dataset, {schedule: name, seed: String(px.seed), drawn: String(S.drawn),
-                               closedMs: closedMs.toFixed(1), ms: (performance.now() - t0).toFixed(1)});
+                               closedMs: closedMs.toFixed(1), ms: (performance.now() - t0).toFixed(1),
+                               drawnAt: performance.now().toFixed(1)});
 }
 async function load(p) {
   if (!p || typeof p !== "object" || !p.file || !p.file.url) return;
