@@ -20,8 +20,8 @@ def page_walk(model, payload: dict) -> np.ndarray:
     """The payload's walk as the page computes it; returns the last frame as uint8 (views' to_uint8)."""
     coefs = vb.decode_coefs(payload).astype(np.float32)
     shape = (1, *payload["shape"])
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(payload["seed"]))
-    noise = torch.Generator().manual_seed(payload["seed"])
+    noise = torch.Generator().manual_seed(payload["seed"])  # x_T first, then every step's z from the same stream
+    x = torch.randn(shape, generator=noise)
     labels = torch.tensor(payload["labels"])
     for i in range(payload["steps"]):
         batch = torch.cat([x, x]) if payload["doubled"] else x

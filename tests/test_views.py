@@ -465,13 +465,17 @@ def test_reverse_walk_matches_the_sampler(tiny_model):
     assert updates[-1].finished and not any(u.finished for u in updates[:-1])
     walk = updates[-1].walks[0]
     assert len(walk.frames) == 16 and walk.ts[0] == 1000 and walk.ts[-1] == 0
-    # independent path: the backend sampler with the same x_T and noise stream
-    x_T = torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(3))
+    # independent path: the backend sampler from the seed alone (x_T first, then every z from the same stream)
     x0 = run(tiny_model.eps, make_chain(tiny_model.schedule, 15), (1, 1, 28, 28), method="ddpm",
-             labels=torch.tensor([5]), guidance=2.0, null_label=10, generator=torch.Generator().manual_seed(3),
-             x_T=x_T)
+             labels=torch.tensor([5]), guidance=2.0, null_label=10, seed=3)
+    x_T = torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(3))
     assert np.abs(walk.frames[-1].astype(int) - to_u8(x0[0, 0].numpy())).max() <= 1
     assert (walk.frames[0] == to_u8(x_T[0, 0].numpy())).all()
+    # no step's fresh noise repeats x_T (a generator seeded again for z would make the first z equal x_T)
+    assert not any(np.array_equal(p.z, walk.steps[0].z) for p in walk.steps[1:] if p.z is not None)
+    first_z = vs.record_step(next(sample(tiny_model.eps, make_chain(tiny_model.schedule, 15), (1, 1, 28, 28),
+                                         labels=torch.tensor([5]), guidance=2.0, null_label=10, seed=3)), "ddpm").z
+    assert np.array_equal(walk.steps[0].z, first_z) and not np.array_equal(first_z, eps_to_uint8(x_T[0]))
 
 
 def test_clipped_reverse_walk_takes_the_posterior_mean_of_the_clipped_x0_hat(tiny_model):
@@ -484,8 +488,7 @@ def test_clipped_reverse_walk_takes_the_posterior_mean_of_the_clipped_x0_hat(tin
     assert (walk.frames[0] == plain.frames[0]).all() and not (walk.frames[-1] == plain.frames[-1]).all()
     chain = make_chain(tiny_model.schedule, 15)
     recs = list(sample(tiny_model.eps, chain, (1, 1, 28, 28), method="ddpm", labels=torch.tensor([5]), guidance=2.0,
-                       null_label=10, generator=torch.Generator().manual_seed(3), clip_x0=True,
-                       x_T=torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(3))))
+                       null_label=10, seed=3, clip_x0=True))
     for k, rec in enumerate(recs):
         ab, ab_prev = ref_alpha_bar("linear", rec.t), ref_alpha_bar("linear", rec.t_prev)
         beta = 1 - ab / ab_prev
@@ -782,10 +785,8 @@ def test_every_sampler_walks_as_samplers_run_does(tiny_model, sampler, spacing):
     updates = list(vr.reverse_walk(tiny_model, "5", 2.0, sampler, 12, "training", 3))
     walk = updates[-1].walks[0]
     method = sampler.lower()
-    x_T = torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(3))
     x0 = run(tiny_model.eps, make_chain(tiny_model.schedule, 12, spacing), (1, 1, 28, 28), method=method,
-             labels=torch.tensor([5]), guidance=2.0, null_label=10, generator=torch.Generator().manual_seed(3),
-             x_T=x_T)
+             labels=torch.tensor([5]), guidance=2.0, null_label=10, seed=3)
     assert np.abs(walk.frames[-1].astype(int) - to_u8(x0[0, 0].numpy())).max() <= 1
     calls = 23 if method == "heun" else 12
     assert walk.calls == calls and f"{calls} network calls" in updates[-1].status

@@ -14,8 +14,8 @@ whether the step draws z; plus the labels of the network call, the guidance and 
 generator (``static/walk.js``: mt19937, 24-bit uniforms, Box-Muller in blocks of 16, torch.randn's float32 path),
 which reproduces ``torch.randn`` within one float32 ulp (tested in Chromium). Why not send the noise: a 1000-step
 colour walk's z is 12 MB, the seed is a number; the server draws nothing; and the server's walk with the same
-seed draws the same numbers (``reverse._start_walks``: x_T from the seed, then z from a fresh generator with the
-same seed), so the browser's pictures equal the server's with the samplers left as they are.
+seed draws the same numbers (``reverse._start_walks``: one generator seeded with it draws x_T, then each step's
+z, the samplers' order), so the browser's pictures equal the server's with the samplers left as they are.
 
 Only samplers whose every step is in this affine form run in the page (``AFFINE_METHODS``); others, the
 side-by-side modes and a model without an affine form (zero terminal SNR) run on the server: the payload then

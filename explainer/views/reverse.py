@@ -25,7 +25,7 @@ from ..diffusion.samplers import SAMPLER_TITLES, network_calls, paper_t, sample
 from .step import record_step
 from ..render.display import captioned, hstack, save_gif, strip, to_uint8, upscale, vstack
 from .inputs import (GUIDANCE_MAX, UNCONDITIONAL, check_bool, check_choice, check_float, check_int, class_choices,
-                     class_labels, class_word, even_indices, is_digit_model, seeded_normal, step_text)
+                     class_labels, class_word, even_indices, is_digit_model, step_text)
 from .model_slot import eps_fn_for, network_path
 from .walk import MIN_STEPS, SHOWN_FRAMES, Pacer, WalkRequest, inference_schedule, reverse_sampler
 
@@ -145,19 +145,21 @@ def _panel(x_t: np.ndarray, x0_hat: np.ndarray, t: int, name: str) -> np.ndarray
 
 
 def _start_walks(model: DiffusionModel, req: ReverseRequest, eps_fn) -> tuple[list[Walk], list]:
-    """Each walk's record (x_T its frame 0) and its sampler (``samplers.sample``), all from the same x_T (drawn
-    from the seed) and the same per-step noise stream."""
+    """Each walk's record (x_T its frame 0) and its sampler (``samplers.sample``), all from the same x_T and the same
+    per-step noise: each walk's generator is seeded alike and draws x_T first, then the fresh z of its steps (the
+    samplers' order), so no z repeats x_T."""
     shape = (1, model.channels, model.image_size, model.image_size)
-    x_T = seeded_normal(shape, req.seed).to(model.device)
     walks, runs = [], []
     for spec in req.walks():
+        generator = torch.Generator().manual_seed(req.seed)
+        x_T = torch.randn(shape, generator=generator).to(model.device)
         chain = spec.chain(model.schedule)
         walks.append(Walk(spec.name(model), len(chain), [to_uint8(x_T[0])], [to_uint8(torch.zeros_like(x_T[0]))],
                           [paper_t(chain.timesteps[0])], calls=spec.calls))
         runs.append(sample(eps_fn, chain, shape, method=spec.method, labels=class_labels(model, spec.label, 1),
                            guidance=spec.guidance,
                            null_label=model.null_label, clip_x0=req.clip_x0,
-                           generator=torch.Generator().manual_seed(req.seed), x_T=x_T, device=model.device))
+                           generator=generator, x_T=x_T, device=model.device))
     return walks, runs
 
 

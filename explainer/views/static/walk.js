@@ -276,8 +276,8 @@ async function walk(p) {
   status(`Starting from pure noise x_T (seed ${p.seed}); ${p.conditioning}. <strong>Computed in your browser` +
          `</strong>: loading the network…`, "running");
   const size = p.shape.reduce((u, v) => u * v, 1);
-  const W = {p, size, coefs: coefficients(p), xs: [torchGenerator(p.seed).randn(size)], x0s: [], zs: [],
-             noise: torchGenerator(p.seed), done: false};
+  const noise = torchGenerator(p.seed);  // x_T first, then each step's z from the same stream, as the server draws
+  const W = {p, size, coefs: coefficients(p), xs: [noise.randn(size)], x0s: [], zs: [], noise, done: false};
   S.walk = W;
   $("scrub").disabled = true;
   $("gif").disabled = true;
