@@ -262,7 +262,7 @@ function finish(W, ms) {
   strip(W);
   $("gif").disabled = false;
   $("gif-link").hidden = true;
-  status(`Done: ${W.p.name} (${W.p.steps} network steps) in ${(ms / 1000).toFixed(1)} s, <strong>computed in your ` +
+  status(`Done: ${W.p.name} (${W.p.steps} network calls) in ${(ms / 1000).toFixed(1)} s, <strong>computed in your ` +
          `browser</strong> (${W.how}); ${W.p.conditioning}.`, "done");
 }
 
