@@ -34,7 +34,7 @@ WIDGET_IDS = {"forward.t": "fwd-t", "forward.schedule": "fwd-schedule", "forward
               "compare.t": "cmp-t", "compare.seed": "cmp-seed",
               "reverse.digit": "rev-class", "reverse.guidance": "rev-guidance", "reverse.sampler": "rev-sampler",
               "reverse.steps": "rev-steps", "reverse.schedule": "rev-schedule", "reverse.seed": "rev-seed",
-              "reverse.compare": "rev-compare", "reverse.steps_b": "rev-steps-b",
+              "reverse.compare": "rev-compare", "reverse.steps_b": "rev-steps-b", "reverse.where": "rev-where",
               "noise.source": "noise-source", "noise.digit": "noise-class", "noise.guidance": "noise-guidance",
               "noise.num_t": "noise-num-t", "noise.seed": "noise-seed",
               "architecture.t": "arch-t", "architecture.digit": "arch-class", "architecture.seed": "arch-seed",
@@ -91,10 +91,13 @@ TRACK = """([imgs, texts]) => {
     new MutationObserver(note).observe(document.body, {subtree: true, childList: true, characterData: true,
                                                        attributes: true, attributeFilter: ['src']});
 }"""
+# a run is done when its status says so and its picture changed, or, for a reverse walk the page computed itself
+# (ui/browser.py: it paints its own canvas, not the server's picture), when the status says where it ran
 RAN = """([img, status, before]) => {
     const seen = window.__tourSeen, text = status && seen[status][seen[status].length - 1];
-    return seen[img].length > before[img] && (!status || (seen[status].length > before[status]
-                                                          && text.startsWith('Done')));
+    const inPage = !!text && text.includes('computed in your browser');
+    return (seen[img].length > before[img] || inPage) && (!status || (seen[status].length > before[status]
+                                                                      && text.startsWith('Done')));
 }"""
 
 

@@ -12,7 +12,7 @@ from explainer.views import tour
 T = 1000
 TABS = {"forward", "compare", "reverse", "noise", "architecture", "lab", "math"}
 WIDGETS = {"forward": {"t", "schedule", "seed"}, "compare": {"t", "seed"},
-           "reverse": {"digit", "guidance", "sampler", "steps", "schedule", "seed", "compare", "steps_b"},
+           "reverse": {"digit", "guidance", "sampler", "steps", "schedule", "seed", "compare", "steps_b", "where"},
            "noise": {"source", "digit", "guidance", "num_t", "seed"}, "architecture": {"t", "digit", "seed"},
            "lab": {"data", "t", "sampler", "seed"}}
 

@@ -309,7 +309,7 @@ STEPS: tuple[TourStep, ...] = (
         "its coefficients.",
         "reverse", "At the first step of a 100-step DDPM walk, how large is σ, the scale of the fresh noise?",
         _answer_step, {"reverse.sampler": "ddpm", "reverse.steps": 100, "reverse.compare": "off",
-                       "reverse.schedule": "training", "reverse.seed": 0}, run=True),
+                       "reverse.schedule": "training", "reverse.seed": 0, "reverse.where": "on the server"}, run=True),
     TourStep(
         "7. Subtract all the predicted noise",
         "What if we removed all of ε̂ at once? x̂_0 = (x_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t is the network's one-shot guess of "
@@ -324,7 +324,7 @@ STEPS: tuple[TourStep, ...] = (
         "starting noise.",
         "reverse", "With 10 steps, how large are the steps' β' compared with the original 0.0001 to 0.02?",
         _answer_respacing, {"reverse.compare": "two step counts", "reverse.steps": 100, "reverse.steps_b": 10,
-                            "reverse.sampler": "ddpm", "reverse.schedule": "training", "reverse.seed": 0}, run=True),
+                            "reverse.sampler": "ddpm", "reverse.schedule": "training", "reverse.seed": 0, "reverse.where": "on the server"}, run=True),
     TourStep(
         "9. Another schedule at inference",
         "The update can use another schedule than the one the network was trained on; the network is then called "
@@ -332,14 +332,14 @@ STEPS: tuple[TourStep, ...] = (
         "the same noise.",
         "reverse", "At the other schedule's t = 500, which training step is the network called with?",
         _answer_other_schedule, {"reverse.compare": "training vs other schedule", "reverse.steps": 100,
-                                 "reverse.sampler": "ddpm", "reverse.seed": 0}, run=True),
+                                 "reverse.sampler": "ddpm", "reverse.seed": 0, "reverse.where": "on the server"}, run=True),
     TourStep(
         "10. DDPM and DDIM",
         "DDIM takes the same network and the same x̂_0 but moves along a different path: with η = 0 it adds no "
         "fresh noise, so a starting noise always gives the same picture, and it works well with few steps. Run "
         "both side by side from one x_T.",
         "reverse", "How much fresh noise does DDIM with η = 0 add per step?",
-        _answer_ddim, {"reverse.compare": "DDPM vs DDIM", "reverse.steps": 50, "reverse.seed": 0}, run=True),
+        _answer_ddim, {"reverse.compare": "DDPM vs DDIM", "reverse.steps": 50, "reverse.seed": 0, "reverse.where": "on the server"}, run=True),
     TourStep(
         "11. Why a few ODE steps can be enough",
         "DDIM, Euler, Heun and DPM-Solver++ follow one deterministic path from x_T to a picture: the probability-flow "
@@ -347,7 +347,7 @@ STEPS: tuple[TourStep, ...] = (
         "accurate. Run DPM++ 2M with 10 steps beside 100 from the same noise.",
         "reverse", "How far are 10 steps of DPM++ 2M, DDIM and DDPM from the ODE path solved finely?",
         _answer_few_steps, {"reverse.compare": "two step counts", "reverse.sampler": "dpmpp-2m", "reverse.steps": 10,
-                            "reverse.steps_b": 100, "reverse.schedule": "training", "reverse.seed": 0},
+                            "reverse.steps_b": 100, "reverse.schedule": "training", "reverse.seed": 0, "reverse.where": "on the server"},
         True, run=True),
     TourStep(
         "12. What Heun pays for its accuracy",
@@ -356,7 +356,7 @@ STEPS: tuple[TourStep, ...] = (
         "step to see the predictor, the second slope and their average.",
         "reverse", "Heun with 10 steps: how many network calls, and does it beat Euler given the same number?",
         _answer_heun, {"reverse.compare": "off", "reverse.sampler": "heun", "reverse.steps": 10,
-                       "reverse.schedule": "training", "reverse.seed": 0}, True, run=True),
+                       "reverse.schedule": "training", "reverse.seed": 0, "reverse.where": "on the server"}, True, run=True),
     TourStep(
         "13. Guidance",
         "The network was also trained without labels (a null class), so it can predict noise with and without the "
@@ -364,7 +364,7 @@ STEPS: tuple[TourStep, ...] = (
         "w = 0, 1 and 3 for one class.",
         "reverse", "With w = 3, what weights do the conditional and unconditional predictions get?",
         _answer_guidance, {"reverse.guidance": 3.0, "reverse.compare": "off", "reverse.steps": 100,
-                           "reverse.sampler": "ddpm", "reverse.seed": 0}, run=True),
+                           "reverse.sampler": "ddpm", "reverse.seed": 0, "reverse.where": "on the server"}, run=True),
     TourStep(
         "14. What goes into the U-Net",
         "The network sees x_t at full size, the timestep as a sinusoidal embedding and the class as a learned "
