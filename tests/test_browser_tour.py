@@ -200,7 +200,7 @@ def walk_step(page, app: Tour, i: int, width: int):
     page.locator("#tour-show").click()
     wait_for_tab(page, TAB_NAMES[step.tab])
     page.locator(f"#{step.tab}-intro").wait_for()
-    bar.wait_for()
+    bar.wait_for(timeout=RUN_TIMEOUT_MS)  # (its event may queue behind the last step's run on a busy machine)
     page.locator("#tour-bar-question").get_by_text(step.question).wait_for()
     wait_for_settings(page, step.settings)
     if step.tab in ("forward", "compare"):  # the page paints these itself: they must follow the new t

@@ -118,9 +118,8 @@ def test_colour_walk_matches_the_sampler(colour):
     assert walk.frames[0].shape == (32, 32, 3) and len(walk.frames) == 16
     assert "class Animals & Nature, guidance w = 2" in list(vr.reverse_walk(colour, "Animals & Nature", 2.0, "DDPM",
                                                                              10))[0].status
-    x_T = torch.randn((1, 3, 32, 32), generator=torch.Generator().manual_seed(3))
     x0 = run(colour.eps, make_chain(colour.schedule, 15), (1, 3, 32, 32), method="ddpm", labels=torch.tensor([2]),
-             guidance=2.0, null_label=9, generator=torch.Generator().manual_seed(3), x_T=x_T)
+             guidance=2.0, null_label=9, seed=3)  # x_T, then every z, from the seed's one stream
     assert np.abs(walk.frames[-1].astype(int) - to_u8(x0[0].permute(1, 2, 0).numpy())).max() <= 1
     assert is_colour(u.panels[0]) and is_colour(walk.frames[0])
 
