@@ -15,6 +15,7 @@ Starts `python app.py` (its own process) and:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -62,17 +63,27 @@ def settle(pid: int, limit: float = 0.02, timeout: float = 120.0) -> None:
         pass
 
 
-def page_walks(url: str, walks: int, steps: int) -> dict:
-    """{model: [(first frame, first denoised frame, last frame) in ms]} from the page's own clock."""
+@contextlib.contextmanager
+def app_tab(url: str, tab: str):
+    """A page of the app in headless Chromium, opened on ``tab``; the browser closes after the block."""
     from playwright.sync_api import sync_playwright
 
-    out = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(120_000)
         page.goto(url)
-        page.get_by_role("tab", name="Reverse diffusion", exact=True).click()
+        page.get_by_role("tab", name=tab, exact=True).click()
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def page_walks(url: str, walks: int, steps: int) -> dict:
+    """{model: [(first frame, first denoised frame, last frame) in ms]} from the page's own clock."""
+    out = {}
+    with app_tab(url, "Reverse diffusion") as page:
         for model, (label, guidance, clip) in MODELS.items():
             choose_model(page, model)
             set_walk(page, label, guidance, steps, clip)
@@ -82,22 +93,14 @@ def page_walks(url: str, walks: int, steps: int) -> dict:
                 if k:  # (the first walk loads the runtime and the model: not counted)
                     times.append(tuple(float(state[key]) for key in ("firstMs", "firstStepMs", "lastMs")))
             out[model] = times
-        browser.close()
     return out
 
 
 def page_strips(url: str, changes: int) -> list[tuple[float, float]]:
     """The forward tab's strips drawn in the page: per new seed, (ms from the seed's Enter to both strips drawn,
     ms the page spent drawing them)."""
-    from playwright.sync_api import sync_playwright
-
     view, out = "[data-ddpm-view=strips]", []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(120_000)
-        page.goto(url)
-        page.get_by_role("tab", name="Forward diffusion", exact=True).click()
+    with app_tab(url, "Forward diffusion") as page:
         page.locator(f"{view}[data-drawn]").wait_for(state="attached")
         for seed in range(1, changes + 1):
             drawn = page.evaluate(f"() => document.querySelector('{view}').dataset.drawn")
@@ -108,7 +111,6 @@ def page_strips(url: str, changes: int) -> list[tuple[float, float]]:
             page.wait_for_function(f"() => document.querySelector('{view}').dataset.drawn !== '{drawn}'")
             d = page.evaluate(f"() => ({{...document.querySelector('{view}').dataset}})")
             out.append((float(d["drawnAt"]) - t0, float(d["ms"])))
-        browser.close()
     return out
 
 
